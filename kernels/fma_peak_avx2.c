@@ -1,0 +1,1 @@
+/* fma_peak_avx2.c */

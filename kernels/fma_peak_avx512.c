@@ -1,0 +1,1 @@
+/* fma_peak_avx512.c */

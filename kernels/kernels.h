@@ -1,0 +1,114 @@
+/* kernels.h: CPU compute of the student, forward and backward.
+ *
+ * Every operation has a plain-C reference (the *_ref functions: the definition of what the
+ * operation computes, and the fallback when the CPU has neither AVX2 nor AVX-512) and fast paths
+ * chosen once per process from the CPU's flags (kernels_isa). The public entry points split the
+ * work over a ThreadPool (NULL = the caller's thread alone).
+ *
+ * Layouts: activations are FeatureMaps (NHWC, see feature_map.h). Convolution weights are HWIO,
+ * w[((kh * KW + kw) * cin + ci) * cout + co], contiguous; biases have cout floats. */
+#pragma once
+
+#include <stdint.h>
+
+#include "feature_map.h"
+#include "threadpool.h"
+
+typedef enum {
+  KERNELS_ISA_SCALAR = 0,
+  KERNELS_ISA_AVX2 = 1,   /* AVX2 + FMA */
+  KERNELS_ISA_AVX512 = 2, /* AVX-512 F, BW, DQ, VL */
+} KernelsIsa;
+
+/* The ISA in use: the best the CPU has, lowered (never raised) by the environment variable
+ * DISTILL_ISA=scalar|avx2|avx512. */
+KernelsIsa kernels_isa(void);
+const char *kernels_isa_name(KernelsIsa isa);
+/* Tests and benchmarks: force an ISA (clamped to what the CPU has); returns the one now in use. */
+KernelsIsa kernels_set_isa(KernelsIsa isa);
+
+/* ---- 2-D convolution ------------------------------------------------------------------------ */
+
+typedef struct {
+  int kh, kw;       /* kernel size */
+  int stride;       /* same on both axes */
+  int pad_h, pad_w; /* zero padding, the same on both sides of an axis */
+  int cin, cout;
+} ConvGeometry;
+
+static inline int conv_output_size(int in, int k, int stride, int pad)
+{
+  return (in + 2 * pad - k) / stride + 1;
+}
+
+/* y = act(conv(x, w) + bias + residual). residual may be NULL; relu 0 or 1. y must have the
+ * output size; x, residual and y may be slices (ld > c) and must not overlap. */
+void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, const float *bias,
+                    const FeatureMap *residual, int relu, FeatureMap *y, ThreadPool *pool);
+
+/* dx (=, or += when accumulate) the gradient of the loss with respect to x, given dy for y
+ * before the activation (the caller applies relu_backward first). */
+void conv2d_backward_input(const ConvGeometry *g, const FeatureMap *dy, const float *w,
+                           FeatureMap *dx, int accumulate, ThreadPool *pool);
+
+/* dw += the weight gradient (HWIO), dbias += sum of dy over pixels (dbias may be NULL). */
+void conv2d_backward_weights(const ConvGeometry *g, const FeatureMap *x, const FeatureMap *dy,
+                             float *dw, float *dbias, ThreadPool *pool);
+
+void conv2d_forward_ref(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                        const float *bias, const FeatureMap *residual, int relu, FeatureMap *y);
+void conv2d_backward_input_ref(const ConvGeometry *g, const FeatureMap *dy, const float *w,
+                               FeatureMap *dx, int accumulate);
+void conv2d_backward_weights_ref(const ConvGeometry *g, const FeatureMap *x, const FeatureMap *dy,
+                                 float *dw, float *dbias);
+
+/* ---- element-wise --------------------------------------------------------------------------- */
+
+/* dy *= (y > 0), in place: the gradient through a ReLU whose output was y. */
+void relu_backward(const FeatureMap *y, FeatureMap *dy, ThreadPool *pool);
+void relu_backward_ref(const FeatureMap *y, FeatureMap *dy);
+
+/* dst (=, or += when accumulate) src. Same size and channels; used where gradients meet. */
+void feature_map_copy(const FeatureMap *src, FeatureMap *dst, int accumulate, ThreadPool *pool);
+void feature_map_copy_ref(const FeatureMap *src, FeatureMap *dst, int accumulate);
+
+/* y = x[::2, ::2] (y has size ceil(h/2) x ceil(w/2)); backward: dx (=, or +=) scatter of dy,
+ * zero elsewhere when not accumulating. */
+void subsample2_forward(const FeatureMap *x, FeatureMap *y, ThreadPool *pool);
+void subsample2_backward(const FeatureMap *dy, FeatureMap *dx, int accumulate, ThreadPool *pool);
+void subsample2_forward_ref(const FeatureMap *x, FeatureMap *y);
+void subsample2_backward_ref(const FeatureMap *dy, FeatureMap *dx, int accumulate);
+
+/* ---- bilinear resizing (half-pixel centres, PyTorch align_corners=False) -------------------- */
+
+/* y = resize(x) to y's size. */
+void resize_bilinear_forward(const FeatureMap *x, FeatureMap *y, ThreadPool *pool);
+/* dx (=, or += when accumulate) the gradient of the resize, given dy. */
+void resize_bilinear_backward(const FeatureMap *dy, FeatureMap *dx, int accumulate,
+                              ThreadPool *pool);
+void resize_bilinear_forward_ref(const FeatureMap *x, FeatureMap *y);
+void resize_bilinear_backward_ref(const FeatureMap *dy, FeatureMap *dx, int accumulate);
+
+/* ---- loss ----------------------------------------------------------------------------------- */
+
+#define LABEL_IGNORE 255
+
+/* Softmax cross-entropy per pixel of logits (h x w x C) against labels (h*w class indices, row-
+ * major; LABEL_IGNORE = pixel does not count), each pixel weighted by pixel_weight (h*w, NULL =
+ * all 1). Returns sum(weight * loss) / sum(weight) over the pixels that count (0 when none
+ * count) and, when dlogits is not NULL, writes its gradient (0 at pixels that do not count).
+ * Labels >= C other than LABEL_IGNORE are ignored too. */
+double softmax_xent(const FeatureMap *logits, const uint8_t *labels, const float *pixel_weight,
+                    FeatureMap *dlogits, ThreadPool *pool);
+double softmax_xent_ref(const FeatureMap *logits, const uint8_t *labels,
+                        const float *pixel_weight, FeatureMap *dlogits);
+
+/* classes[y * w + x] = argmax over channels of logits (lowest index on ties). */
+void argmax_channels(const FeatureMap *logits, uint8_t *classes, ThreadPool *pool);
+void argmax_channels_ref(const FeatureMap *logits, uint8_t *classes);
+
+/* ---- machine ------------------------------------------------------------------------------- */
+
+/* Measures the fp32 FMA throughput of this machine with the ISA in use, on `threads` threads
+ * at once (independent FMA chains in registers, no memory traffic), in GFLOP/s (2 per FMA). */
+double kernels_measure_fma_peak(int threads, double seconds);
