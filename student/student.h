@@ -1,0 +1,84 @@
+/* student.h: the student segmentation network (architecture in student/README.md).
+ *
+ * All parameters live in one flat buffer and their gradients in another of the same length, so
+ * that an optimiser step, a weight snapshot or a swap of published weights is one loop or one
+ * memcpy. Convolution weights are kept HWIO in memory (the layout of kernels/); checkpoints hold
+ * them OIHW, as PyTorch does. */
+#pragma once
+
+#include <glib.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+typedef struct {
+  int num_classes;
+  int stem[2];
+  int encoder[3];
+  int decoder[3];
+  int head[2];
+  gboolean head_skip;
+} StudentConfig;
+
+/* JITNet at width multiplier 0.5 (student/README.md) for num_classes classes. */
+void student_config_default(StudentConfig *cfg, int num_classes);
+/* Compact JSON, as stored in a checkpoint's metadata; g_free() it. */
+char *student_config_to_json(const StudentConfig *cfg);
+gboolean student_config_from_json(const char *json, StudentConfig *cfg, GError **error);
+gboolean student_config_equal(const StudentConfig *a, const StudentConfig *b);
+
+typedef struct {
+  char *name;        /* checkpoint name, e.g. "encoder.0.conv1.weight" */
+  size_t offset;     /* in floats, into student_params() and student_grads() */
+  size_t count;
+  int rank;
+  int shape[4];      /* as in the checkpoint (PyTorch): OIHW for convolution weights */
+  gboolean hwio;     /* a convolution weight: HWIO in memory, OIHW on disk */
+} StudentTensor;
+
+typedef struct Student Student;
+
+/* A new network with seeded He-normal initialisation (student/README.md). */
+Student *student_new(const StudentConfig *cfg, guint64 seed);
+void student_free(Student *student);
+const StudentConfig *student_get_config(const Student *student);
+
+float *student_params(Student *student);
+float *student_grads(Student *student);
+size_t student_param_count(const Student *student);
+int student_tensor_count(const Student *student);
+const StudentTensor *student_tensor(const Student *student, int index);
+const StudentTensor *student_find_tensor(const Student *student, const char *name);
+
+/* Size of the logits (half resolution) for an input of in_h x in_w. */
+void student_logits_size(const Student *student, int in_h, int in_w, int *out_h, int *out_w);
+/* Floating-point operations (2 per multiply-add) of one forward pass at in_h x in_w. */
+double student_forward_flops(const Student *student, int in_h, int in_w);
+
+/* Runs the network on input (in_h x in_w x 3, RGB scaled to [0,1] minus 0.5). Activation buffers
+ * are planned for the input size and reused while it stays the same. Returns the logits, valid
+ * until the next forward; keeps what backward needs. */
+const FeatureMap *student_forward(Student *student, const FeatureMap *input, ThreadPool *pool);
+
+/* Gradient of the loss (softmax cross-entropy, kernels.h) of the last forward's logits against
+ * labels (logits size, row-major, 255 = ignore) and optional per-pixel weights; ADDS it to
+ * student_grads(). Returns the loss. */
+double student_backward(Student *student, const uint8_t *labels, const float *pixel_weight,
+                        ThreadPool *pool);
+void student_zero_grads(Student *student);
+
+/* Checkpoints (safetensors; format in student/README.md). Saving writes a temporary file beside
+ * path, fsyncs it, renames it over path and fsyncs the folder. */
+gboolean student_save(Student *student, const char *path, GError **error);
+/* A new network with the file's configuration and weights. */
+Student *student_load(const char *path, GError **error);
+/* Loads weights into an existing network; the file's configuration must equal its own. */
+gboolean student_load_weights(Student *student, const char *path, GError **error);
+
+#define STUDENT_ERROR (student_error_quark())
+GQuark student_error_quark(void);
+typedef enum {
+  STUDENT_ERROR_IO,          /* missing or unreadable file, failed write */
+  STUDENT_ERROR_FORMAT,      /* not a valid safetensors file of this format: truncated, corrupt */
+  STUDENT_ERROR_MISMATCH,    /* valid, but another architecture, configuration or class count */
+} StudentError;
