@@ -1,0 +1,57 @@
+/* simd.h: inner loops of the element-wise, resize and loss kernels, one table per ISA.
+ *
+ * The public entry points (elementwise.c, resize.c, loss.c) split rows over the thread pool and
+ * call these on spans of one row; the scalar ISA uses the *_ref functions instead. Spans are
+ * plain float runs: a row of a FeatureMap whose ld == c is one span, a slice is one per pixel. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+typedef struct {
+  /* dy[i] = y[i] > 0 ? dy[i] : 0 */
+  void (*relu_backward)(const float *y, float *dy, size_t n);
+  /* dst[i] += src[i] */
+  void (*add)(const float *src, float *dst, size_t n);
+  /* y[i] += alpha * x[i] */
+  void (*axpy)(float alpha, const float *x, float *y, size_t n);
+  /* out[i] = a[i] + (b[i] - a[i]) * t */
+  void (*lerp)(const float *a, const float *b, float t, float *out, size_t n);
+  /* out[i] = row[i0[i]] + (row[i1[i]] - row[i0[i]]) * t[i]: the horizontal pass of a resize
+   * with few channels, vectorised over pixels and channels at once. */
+  void (*lerp_gather)(const float *row, const int32_t *i0, const int32_t *i1, const float *t,
+                      float *out, size_t n);
+  /* Softmax cross-entropy of `pixels` pixels (logits z, c channels, ld floats apart): returns
+   * sum(weight * loss) over the pixels that count and, when dz is not NULL, writes
+   * weight * scale * (softmax - onehot) there (0 at pixels that do not count). weights NULL =
+   * all 1. */
+  double (*softmax_xent_row)(const float *z, int ld, int c, const uint8_t *labels,
+                             const float *weights, float scale, float *dz, int ld_dz,
+                             int pixels);
+  /* classes[p] = argmax over the c channels of pixel p (lowest index on ties). */
+  void (*argmax_row)(const float *z, int ld, int c, uint8_t *classes, int pixels);
+} SimdKernels;
+
+extern const SimdKernels simd_kernels_avx512;
+extern const SimdKernels simd_kernels_avx2;
+
+/* The table for the ISA in use; NULL for scalar (the references are the scalar path). */
+static inline const SimdKernels *simd_kernels(void)
+{
+  switch (kernels_isa()) {
+  case KERNELS_ISA_AVX512:
+    return &simd_kernels_avx512;
+  case KERNELS_ISA_AVX2:
+    return &simd_kernels_avx2;
+  default:
+    return NULL;
+  }
+}
+
+/* FMA throughput probes (fma_peak_*.c): `rounds` rounds of independent FMA chains held in
+ * registers; each returns the flops one round performs, and stores a result in *sink so that the
+ * work cannot be optimised away. */
+uint64_t fma_peak_chains_avx512(uint64_t rounds, float *sink);
+uint64_t fma_peak_chains_avx2(uint64_t rounds, float *sink);
