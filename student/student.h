@@ -57,7 +57,8 @@ double student_forward_flops(const Student *student, int in_h, int in_w);
 
 /* Runs the network on input (in_h x in_w x 3, RGB scaled to [0,1] minus 0.5). Activation buffers
  * are planned for the input size and reused while it stays the same. Returns the logits, valid
- * until the next forward; keeps what backward needs. */
+ * until the next forward; keeps what backward needs, input included: leave it unchanged until
+ * student_backward. */
 const FeatureMap *student_forward(Student *student, const FeatureMap *input, ThreadPool *pool);
 
 /* Gradient of the loss (softmax cross-entropy, kernels.h) of the last forward's logits against
@@ -70,6 +71,9 @@ void student_zero_grads(Student *student);
 /* Checkpoints (safetensors; format in student/README.md). Saving writes a temporary file beside
  * path, fsyncs it, renames it over path and fsyncs the folder. */
 gboolean student_save(Student *student, const char *path, GError **error);
+/* The same file with values (laid out as student_params(), e.g. the gradients) as the tensors. */
+gboolean student_save_values(Student *student, const float *values, const char *path,
+                             GError **error);
 /* A new network with the file's configuration and weights. */
 Student *student_load(const char *path, GError **error);
 /* Loads weights into an existing network; the file's configuration must equal its own. */

@@ -1,0 +1,57 @@
+/* conv_layer.c: see conv_layer.h. */
+#include "conv_layer.h"
+
+void make_conv_layer(ConvLayer *l, ParamTable *table, const char *name, int cin, int cout,
+                     int kh, int kw, int stride, int relu)
+{
+  *l = (ConvLayer){
+    .geom = { .kh = kh, .kw = kw, .stride = stride, .pad_h = kh / 2, .pad_w = kw / 2,
+              .cin = cin, .cout = cout },
+    .relu = relu,
+  };
+  char *weight_name = g_strdup_printf("%s.weight", name);
+  char *bias_name = g_strdup_printf("%s.bias", name);
+  l->weight_offset = param_table_add(table, weight_name, 4, (int[]){ cout, cin, kh, kw }, TRUE);
+  l->bias_offset = param_table_add(table, bias_name, 1, (int[]){ cout }, FALSE);
+  g_free(weight_name);
+  g_free(bias_name);
+}
+
+void conv_layer_output_size(const ConvLayer *l, int in_h, int in_w, int *out_h, int *out_w)
+{
+  const ConvGeometry *g = &l->geom;
+  *out_h = conv_output_size(in_h, g->kh, g->stride, g->pad_h);
+  *out_w = conv_output_size(in_w, g->kw, g->stride, g->pad_w);
+}
+
+void plan_conv_layer(ConvLayer *l, int in_h, int in_w, Arena *arena)
+{
+  int h, w;
+  conv_layer_output_size(l, in_h, in_w, &h, &w);
+  l->output = arena_feature_map(arena, h, w, l->geom.cout);
+  l->delta = arena_feature_map(arena, h, w, l->geom.cout);
+}
+
+double conv_layer_flops(const ConvLayer *l, int out_h, int out_w)
+{
+  const ConvGeometry *g = &l->geom;
+  return 2.0 * out_h * out_w * g->cout * g->cin * g->kh * g->kw;
+}
+
+void forward_conv_layer(ConvLayer *l, const FeatureMap *x, const FeatureMap *residual,
+                        const float *params, ThreadPool *pool)
+{
+  conv2d_forward(&l->geom, x, params + l->weight_offset, params + l->bias_offset, residual,
+                 l->relu, &l->output, pool);
+}
+
+void backward_conv_layer(ConvLayer *l, const FeatureMap *x, const float *params, float *grads,
+                         FeatureMap *dx, int accumulate, ThreadPool *pool)
+{
+  if (l->relu)
+    relu_backward(&l->output, &l->delta, pool);
+  conv2d_backward_weights(&l->geom, x, &l->delta, grads + l->weight_offset,
+                          grads + l->bias_offset, pool);
+  if (dx)
+    conv2d_backward_input(&l->geom, &l->delta, params + l->weight_offset, dx, accumulate, pool);
+}

@@ -1,0 +1,35 @@
+/* conv_layer.h: a convolution with bias, optional ReLU and optional residual, forward and
+ * backward over the flat parameter and gradient buffers.
+ *
+ * Padding is k/2 per axis (student/README.md). output and delta are views planned by the graph:
+ * they may be channel slices of a wider buffer (a concatenation), and delta may be shared with
+ * another layer that receives the same gradient (a block's shortcut and conv3). */
+#pragma once
+
+#include "kernels.h"
+#include "arena.h"
+#include "param_table.h"
+
+typedef struct {
+  ConvGeometry geom;
+  size_t weight_offset, bias_offset; /* floats into params / grads */
+  int relu;
+  FeatureMap output, delta;
+} ConvLayer;
+
+/* Registers "<name>.weight" [cout, cin, kh, kw] and "<name>.bias" [cout] in table. */
+void make_conv_layer(ConvLayer *l, ParamTable *table, const char *name, int cin, int cout,
+                     int kh, int kw, int stride, int relu);
+void conv_layer_output_size(const ConvLayer *l, int in_h, int in_w, int *out_h, int *out_w);
+/* Sets output and delta to fresh buffers of the output size for an in_h x in_w input. */
+void plan_conv_layer(ConvLayer *l, int in_h, int in_w, Arena *arena);
+double conv_layer_flops(const ConvLayer *l, int out_h, int out_w);
+
+/* output = act(conv(x) + bias + residual); residual may be NULL. */
+void forward_conv_layer(ConvLayer *l, const FeatureMap *x, const FeatureMap *residual,
+                        const float *params, ThreadPool *pool);
+/* From delta (the gradient of output; the ReLU's gradient is applied to it in place, so it
+ * holds the pre-activation gradient afterwards): adds the weight and bias gradients to grads
+ * and, when dx is not NULL, writes (or with accumulate adds) the input gradient. */
+void backward_conv_layer(ConvLayer *l, const FeatureMap *x, const float *params, float *grads,
+                         FeatureMap *dx, int accumulate, ThreadPool *pool);
