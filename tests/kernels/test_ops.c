@@ -1,0 +1,605 @@
+/* test_ops.c: element-wise, resize, loss and argmax fast paths against their references.
+ *
+ * Every ISA the host has, pools of NULL, 2 and 3 threads, odd sizes and channel counts, dense
+ * maps and channel slices (ld > c, with a sentinel in the lanes around the slice that no kernel
+ * may touch). Outputs start as NaN (random when accumulating), so a lane a kernel forgets shows.
+ * The loss is also checked against an independent double-precision computation and, for its
+ * gradient, against finite differences. */
+#include <glib.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define SENTINEL 12345.0f
+#define RTOL 2e-5
+
+static const int channel_counts[] = { 1, 2, 3, 8, 15, 16, 17, 33, 64 };
+static const int sizes[][2] = { { 1, 1 }, { 3, 5 }, { 12, 20 }, { 45, 80 }, { 90, 161 } };
+
+static ThreadPool *pools[3]; /* NULL, 2 and 3 threads */
+
+typedef enum { DENSE, SLICED_BOTH, SLICED_INPUT, SLICED_OUTPUT, N_LAYOUTS } Layout;
+
+static int input_sliced(Layout layout)
+{
+  return layout == SLICED_BOTH || layout == SLICED_INPUT;
+}
+
+static int output_sliced(Layout layout)
+{
+  return layout == SLICED_BOTH || layout == SLICED_OUTPUT;
+}
+
+/* A map inside its own buffer; a slice sits 3 floats into pixels 7 floats wider than c. */
+typedef struct {
+  float *buf;
+  size_t n;
+  int first;
+  FeatureMap map;
+} TestMap;
+
+static TestMap test_map_new(int h, int w, int c, int sliced)
+{
+  TestMap m;
+  int ld = sliced ? c + 7 : c;
+  m.first = sliced ? 3 : 0;
+  m.n = (size_t)h * w * ld;
+  m.buf = g_new(float, m.n > 0 ? m.n : 1);
+  for (size_t i = 0; i < m.n; i++)
+    m.buf[i] = SENTINEL;
+  m.map = (FeatureMap){ m.buf + m.first, h, w, c, ld };
+  return m;
+}
+
+static int is_channel(const TestMap *m, size_t i)
+{
+  int lane = (int)(i % (size_t)m->map.ld);
+  return lane >= m->first && lane < m->first + m->map.c;
+}
+
+static void fill(TestMap *m, float lo, float hi)
+{
+  for (size_t i = 0; i < m->n; i++)
+    if (is_channel(m, i))
+      m->buf[i] = (float)g_test_rand_double_range(lo, hi);
+}
+
+static void fill_nan(TestMap *m)
+{
+  for (size_t i = 0; i < m->n; i++)
+    if (is_channel(m, i))
+      m->buf[i] = NAN;
+}
+
+static TestMap test_map_copy(const TestMap *src)
+{
+  TestMap m = *src;
+  m.buf = g_memdup2(src->buf, (m.n > 0 ? m.n : 1) * sizeof(float));
+  m.map.data = m.buf + m.first;
+  return m;
+}
+
+static void test_map_free(TestMap *m)
+{
+  g_free(m->buf);
+}
+
+/* Channel lanes within rtol of the reference, relative to its largest magnitude too, plus atol;
+ * the lanes around a slice bit-identical. Reports the first mismatch. */
+static gboolean maps_close(const TestMap *got, const TestMap *want, double rtol, double atol,
+                           const char *what)
+{
+  double scale = 0.0;
+  for (size_t i = 0; i < want->n; i++)
+    if (is_channel(want, i))
+      scale = fmax(scale, fabs(want->buf[i]));
+  for (size_t i = 0; i < want->n; i++) {
+    double a = got->buf[i], b = want->buf[i];
+    gboolean ok = is_channel(want, i) ? fabs(a - b) <= rtol * (fabs(b) + scale) + atol
+                                      : memcmp(&got->buf[i], &want->buf[i], sizeof(float)) == 0;
+    if (!ok) {
+      g_test_fail_printf("%s: element %zu (pixel %zu, lane %zu) is %.9g, expected %.9g", what, i,
+                         i / want->map.ld, i % want->map.ld, a, b);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static const KernelsIsa isas[] = { KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512 };
+
+/* Sets the ISA; FALSE when the host lacks it. */
+static gboolean use_isa(KernelsIsa isa)
+{
+  return kernels_set_isa(isa) == isa;
+}
+
+static char *describe(const char *op, KernelsIsa isa, int p, int h, int w, int c, Layout layout)
+{
+  static const char *layouts[] = { "dense", "sliced", "input sliced", "output sliced" };
+  return g_strdup_printf("%s %s pool=%d %dx%dx%d %s", op, kernels_isa_name(isa),
+                         thread_pool_threads(pools[p]), h, w, c, layouts[layout]);
+}
+
+/* ---- element-wise ------------------------------------------------------------------------- */
+
+typedef enum { RELU_BACKWARD, COPY, ACCUMULATE } PixelwiseOp;
+
+static void run_pixelwise(PixelwiseOp op, const FeatureMap *in, FeatureMap *out,
+                          ThreadPool *pool, gboolean reference)
+{
+  switch (op) {
+  case RELU_BACKWARD:
+    reference ? relu_backward_ref(in, out) : relu_backward(in, out, pool);
+    break;
+  case COPY:
+  case ACCUMULATE:
+    reference ? feature_map_copy_ref(in, out, op == ACCUMULATE)
+              : feature_map_copy(in, out, op == ACCUMULATE, pool);
+    break;
+  }
+}
+
+static void check_pixelwise(PixelwiseOp op, const char *name)
+{
+  for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++)
+    for (size_t ci = 0; ci < G_N_ELEMENTS(channel_counts); ci++)
+      for (Layout layout = DENSE; layout < N_LAYOUTS; layout++) {
+        int h = sizes[s][0], w = sizes[s][1], c = channel_counts[ci];
+        TestMap in = test_map_new(h, w, c, input_sliced(layout));
+        TestMap out0 = test_map_new(h, w, c, output_sliced(layout));
+        fill(&in, -1.0f, 1.0f);
+        if (op == RELU_BACKWARD) /* exact zeros: not positive, so they block the gradient */
+          for (size_t i = 0; i < in.n; i += 5)
+            if (is_channel(&in, i))
+              in.buf[i] = 0.0f;
+        if (op == COPY)
+          fill_nan(&out0);
+        else
+          fill(&out0, -1.0f, 1.0f);
+        TestMap want = test_map_copy(&out0);
+        run_pixelwise(op, &in.map, &want.map, NULL, TRUE);
+        for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+          for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+            TestMap got = test_map_copy(&out0);
+            run_pixelwise(op, &in.map, &got.map, pools[p], FALSE);
+            char *what = describe(name, isas[i], p, h, w, c, layout);
+            maps_close(&got, &want, 0.0, 0.0, what);
+            g_free(what);
+            test_map_free(&got);
+          }
+        test_map_free(&in);
+        test_map_free(&out0);
+        test_map_free(&want);
+      }
+}
+
+static void test_relu_backward(void)
+{
+  check_pixelwise(RELU_BACKWARD, "relu_backward");
+}
+
+static void test_copy(void)
+{
+  check_pixelwise(COPY, "feature_map_copy");
+}
+
+static void test_accumulate(void)
+{
+  check_pixelwise(ACCUMULATE, "feature_map_copy accumulate");
+}
+
+static void check_subsample2(int backward, int accumulate)
+{
+  for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++)
+    for (size_t ci = 0; ci < G_N_ELEMENTS(channel_counts); ci++)
+      for (Layout layout = DENSE; layout < N_LAYOUTS; layout++) {
+        int h = sizes[s][0], w = sizes[s][1], c = channel_counts[ci];
+        int sh = (h + 1) / 2, sw = (w + 1) / 2;
+        /* forward: large -> small; backward: small -> large */
+        TestMap in = backward ? test_map_new(sh, sw, c, input_sliced(layout))
+                              : test_map_new(h, w, c, input_sliced(layout));
+        TestMap out0 = backward ? test_map_new(h, w, c, output_sliced(layout))
+                                : test_map_new(sh, sw, c, output_sliced(layout));
+        fill(&in, -1.0f, 1.0f);
+        if (accumulate)
+          fill(&out0, -1.0f, 1.0f);
+        else
+          fill_nan(&out0);
+        TestMap want = test_map_copy(&out0);
+        if (backward)
+          subsample2_backward_ref(&in.map, &want.map, accumulate);
+        else
+          subsample2_forward_ref(&in.map, &want.map);
+        for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+          for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+            TestMap got = test_map_copy(&out0);
+            if (backward)
+              subsample2_backward(&in.map, &got.map, accumulate, pools[p]);
+            else
+              subsample2_forward(&in.map, &got.map, pools[p]);
+            char *what = describe(backward ? (accumulate ? "subsample2_backward accumulate"
+                                                         : "subsample2_backward")
+                                           : "subsample2_forward",
+                                  isas[i], p, h, w, c, layout);
+            maps_close(&got, &want, 0.0, 0.0, what);
+            g_free(what);
+            test_map_free(&got);
+          }
+        test_map_free(&in);
+        test_map_free(&out0);
+        test_map_free(&want);
+      }
+}
+
+static void test_subsample2(void)
+{
+  check_subsample2(0, 0);
+  check_subsample2(1, 0);
+  check_subsample2(1, 1);
+}
+
+/* ---- resize --------------------------------------------------------------------------------- */
+
+typedef struct {
+  int in_h, in_w, out_h, out_w;
+  gboolean all_channels; /* the largest pairs run a few channel counts only */
+} ResizeCase;
+
+static const ResizeCase resize_cases[] = {
+  { 12, 20, 23, 40, TRUE },  { 5, 7, 2, 3, TRUE },     { 23, 40, 12, 20, TRUE },
+  { 1, 1, 3, 4, TRUE },      { 7, 5, 7, 5, TRUE },     { 3, 9, 11, 2, TRUE },
+  { 23, 40, 45, 80, TRUE },  { 45, 80, 180, 320, FALSE }, { 180, 320, 45, 80, FALSE },
+};
+
+static void check_resize(const ResizeCase *rc, int c, Layout layout, int backward, int accumulate)
+{
+  /* forward: x (in) -> y (out); backward: dy (out size) -> dx (in size) */
+  TestMap src = backward ? test_map_new(rc->out_h, rc->out_w, c, input_sliced(layout))
+                         : test_map_new(rc->in_h, rc->in_w, c, input_sliced(layout));
+  TestMap dst0 = backward ? test_map_new(rc->in_h, rc->in_w, c, output_sliced(layout))
+                          : test_map_new(rc->out_h, rc->out_w, c, output_sliced(layout));
+  fill(&src, -1.0f, 1.0f);
+  if (accumulate)
+    fill(&dst0, -1.0f, 1.0f);
+  else
+    fill_nan(&dst0);
+  TestMap want = test_map_copy(&dst0);
+  if (backward)
+    resize_bilinear_backward_ref(&src.map, &want.map, accumulate);
+  else
+    resize_bilinear_forward_ref(&src.map, &want.map);
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      TestMap got = test_map_copy(&dst0);
+      if (backward)
+        resize_bilinear_backward(&src.map, &got.map, accumulate, pools[p]);
+      else
+        resize_bilinear_forward(&src.map, &got.map, pools[p]);
+      char *shape = describe(backward ? (accumulate ? "resize_backward accumulate"
+                                                    : "resize_backward")
+                                      : "resize_forward",
+                             isas[i], p, rc->in_h, rc->in_w, c, layout);
+      char *what = g_strdup_printf("%s -> %dx%d", shape, rc->out_h, rc->out_w);
+      maps_close(&got, &want, RTOL, 0.0, what);
+      g_free(what);
+      g_free(shape);
+      test_map_free(&got);
+    }
+  test_map_free(&src);
+  test_map_free(&dst0);
+  test_map_free(&want);
+}
+
+static void check_resize_all(int backward, int accumulate)
+{
+  static const int few_channels[] = { 1, 2, 17 };
+  for (size_t r = 0; r < G_N_ELEMENTS(resize_cases); r++) {
+    const ResizeCase *rc = &resize_cases[r];
+    const int *cs = rc->all_channels ? channel_counts : few_channels;
+    size_t n = rc->all_channels ? G_N_ELEMENTS(channel_counts) : G_N_ELEMENTS(few_channels);
+    for (size_t ci = 0; ci < n; ci++)
+      for (Layout layout = DENSE; layout < N_LAYOUTS; layout++)
+        check_resize(rc, cs[ci], layout, backward, accumulate);
+  }
+}
+
+static void test_resize_forward(void)
+{
+  check_resize_all(0, 0);
+}
+
+static void test_resize_backward(void)
+{
+  check_resize_all(1, 0);
+  check_resize_all(1, 1);
+}
+
+/* ---- loss and argmax ------------------------------------------------------------------------ */
+
+/* Labels in [0, c + 2) (so some are >= c) with about one in ten LABEL_IGNORE. */
+static uint8_t *random_labels(size_t n, int c)
+{
+  uint8_t *labels = g_new(uint8_t, n > 0 ? n : 1);
+  for (size_t i = 0; i < n; i++)
+    labels[i] = g_test_rand_int_range(0, 10) == 0 ? LABEL_IGNORE
+                                                   : (uint8_t)g_test_rand_int_range(0, c + 2);
+  return labels;
+}
+
+/* Weights in [0, 2) with about one in eight exactly 0. */
+static float *random_weights(size_t n)
+{
+  float *weights = g_new(float, n > 0 ? n : 1);
+  for (size_t i = 0; i < n; i++)
+    weights[i] = g_test_rand_int_range(0, 8) == 0 ? 0.0f
+                                                   : (float)g_test_rand_double_range(0.0, 2.0);
+  return weights;
+}
+
+/* The definition, all in double: softmax, its cross-entropy, the normalised gradient. */
+static double xent_double(const FeatureMap *z, const uint8_t *labels, const float *weights,
+                          double *grad)
+{
+  int c = z->c;
+  size_t pixels = (size_t)z->h * z->w;
+  double loss = 0.0, weight_sum = 0.0;
+  double *p = g_new(double, c);
+  for (size_t i = 0; i < pixels; i++) {
+    double weight = weights ? weights[i] : 1.0;
+    if (labels[i] < c)
+      weight_sum += weight;
+  }
+  for (size_t i = 0; i < pixels; i++) {
+    const float *zi = z->data + i * z->ld;
+    double weight = weights ? weights[i] : 1.0, max = zi[0], sum = 0.0;
+    int counts = labels[i] < c && weight != 0.0;
+    for (int k = 1; k < c; k++)
+      max = fmax(max, zi[k]);
+    for (int k = 0; k < c; k++)
+      sum += p[k] = exp(zi[k] - max);
+    if (counts)
+      loss += weight * (log(sum) - (zi[labels[i]] - max));
+    for (int k = 0; k < c; k++)
+      grad[i * c + k] = counts ? weight / weight_sum * (p[k] / sum - (k == labels[i])) : 0.0;
+  }
+  g_free(p);
+  return weight_sum > 0.0 ? loss / weight_sum : 0.0;
+}
+
+static void check_xent_against_double(const char *what, double loss, const FeatureMap *dz,
+                                      double want_loss, const double *want_grad, double atol)
+{
+  if (fabs(loss - want_loss) > 1e-5 * fmax(1.0, fabs(want_loss)))
+    g_test_fail_printf("%s: loss %.9g, double precision %.9g", what, loss, want_loss);
+  if (!dz)
+    return;
+  double scale = 0.0;
+  size_t pixels = (size_t)dz->h * dz->w;
+  for (size_t i = 0; i < pixels * dz->c; i++)
+    scale = fmax(scale, fabs(want_grad[i]));
+  for (size_t i = 0; i < pixels; i++)
+    for (int k = 0; k < dz->c; k++) {
+      double got = dz->data[i * dz->ld + k], want = want_grad[i * dz->c + k];
+      if (!(fabs(got - want) <= 1e-5 * (fabs(want) + scale) + atol)) {
+        g_test_fail_printf("%s: dlogits pixel %zu class %d is %.9g, double precision %.9g", what,
+                           i, k, got, want);
+        return;
+      }
+    }
+}
+
+static void check_softmax_xent(int h, int w, int c, Layout layout, gboolean weighted)
+{
+  size_t pixels = (size_t)h * w;
+  TestMap z = test_map_new(h, w, c, input_sliced(layout));
+  fill(&z, -8.0f, 8.0f);
+  TestMap dz0 = test_map_new(h, w, c, output_sliced(layout));
+  fill_nan(&dz0);
+  uint8_t *labels = random_labels(pixels, c);
+  float *weights = weighted ? random_weights(pixels) : NULL;
+  TestMap want = test_map_copy(&dz0);
+  double want_loss = softmax_xent_ref(&z.map, labels, weights, &want.map);
+  double *grad = g_new(double, pixels * c + 1);
+  double exact_loss = xent_double(&z.map, labels, weights, grad);
+  /* p - 1 cancels when p is near 1: float softmax is good to a few ulp of the pixel's weight
+   * share, not of the difference. */
+  double weight_sum = 0.0, weight_max = 0.0;
+  for (size_t i = 0; i < pixels; i++)
+    if (labels[i] < c) {
+      weight_sum += weights ? weights[i] : 1.0;
+      weight_max = fmax(weight_max, weights ? weights[i] : 1.0);
+    }
+  double atol = weight_sum > 0.0 ? 1e-6 * weight_max / weight_sum : 0.0;
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      char *what = describe(weighted ? "softmax_xent weighted" : "softmax_xent", isas[i], p, h,
+                            w, c, layout);
+      TestMap got = test_map_copy(&dz0);
+      double loss = softmax_xent(&z.map, labels, weights, &got.map, pools[p]);
+      if (fabs(loss - want_loss) > 1e-5 * fmax(1.0, fabs(want_loss)))
+        g_test_fail_printf("%s: loss %.9g, reference %.9g", what, loss, want_loss);
+      maps_close(&got, &want, RTOL, atol, what);
+      check_xent_against_double(what, loss, &got.map, exact_loss, grad, atol);
+      double loss_only = softmax_xent(&z.map, labels, weights, NULL, pools[p]);
+      check_xent_against_double(what, loss_only, NULL, exact_loss, NULL, 0.0);
+      g_free(what);
+      test_map_free(&got);
+    }
+  g_free(grad);
+  g_free(labels);
+  g_free(weights);
+  test_map_free(&z);
+  test_map_free(&dz0);
+  test_map_free(&want);
+}
+
+static void test_softmax_xent(void)
+{
+  for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++)
+    for (size_t ci = 0; ci < G_N_ELEMENTS(channel_counts); ci++)
+      for (Layout layout = DENSE; layout < N_LAYOUTS; layout++)
+        if (channel_counts[ci] >= 2) {
+          check_softmax_xent(sizes[s][0], sizes[s][1], channel_counts[ci], layout, FALSE);
+          check_softmax_xent(sizes[s][0], sizes[s][1], channel_counts[ci], layout, TRUE);
+        }
+}
+
+/* No pixel counts: all ignored, labels >= C, or all weights 0. The loss is 0 and so is every
+ * gradient lane, NaN before. */
+static void test_softmax_xent_nothing_counts(void)
+{
+  const int h = 9, w = 37, c = 3;
+  size_t pixels = (size_t)h * w;
+  TestMap z = test_map_new(h, w, c, 1);
+  fill(&z, -4.0f, 4.0f);
+  uint8_t *labels = g_new(uint8_t, pixels);
+  float *zero_weights = g_new0(float, pixels);
+  for (int variant = 0; variant < 3; variant++) {
+    for (size_t i = 0; i < pixels; i++)
+      labels[i] = variant == 0 ? LABEL_IGNORE : variant == 1 ? (uint8_t)(c + i % 5) : i % c;
+    for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+      for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+        TestMap dz = test_map_new(h, w, c, 1);
+        fill_nan(&dz);
+        double loss = softmax_xent(&z.map, labels, variant == 2 ? zero_weights : NULL, &dz.map,
+                                   pools[p]);
+        g_assert_cmpfloat(loss, ==, 0.0);
+        for (size_t k = 0; k < dz.n; k++)
+          if (is_channel(&dz, k))
+            g_assert_cmpfloat(dz.buf[k], ==, 0.0f);
+        test_map_free(&dz);
+      }
+  }
+  g_free(zero_weights);
+  g_free(labels);
+  test_map_free(&z);
+}
+
+/* Central differences of the returned loss against dlogits, every logit of a small map. */
+static void check_xent_gradient(int c, Layout layout)
+{
+  const int h = 3, w = 5;
+  size_t pixels = (size_t)h * w;
+  TestMap z = test_map_new(h, w, c, input_sliced(layout));
+  fill(&z, -3.0f, 3.0f);
+  uint8_t *labels = random_labels(pixels, c);
+  labels[0] = 0; /* at least one pixel counts */
+  float *weights = random_weights(pixels);
+  weights[0] = 1.0f;
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      TestMap dz = test_map_new(h, w, c, output_sliced(layout));
+      softmax_xent(&z.map, labels, weights, &dz.map, pools[p]);
+      double scale = 0.0;
+      for (size_t k = 0; k < dz.n; k++)
+        if (is_channel(&dz, k))
+          scale = fmax(scale, fabs(dz.buf[k]));
+      for (size_t px = 0; px < pixels; px++)
+        for (int k = 0; k < c; k++) {
+          float *logit = z.map.data + px * z.map.ld + k, saved = *logit;
+          float up = saved + 1e-2f, down = saved - 1e-2f;
+          *logit = up;
+          double loss_up = softmax_xent(&z.map, labels, weights, NULL, pools[p]);
+          *logit = down;
+          double loss_down = softmax_xent(&z.map, labels, weights, NULL, pools[p]);
+          *logit = saved;
+          double numeric = (loss_up - loss_down) / ((double)up - (double)down);
+          double analytic = dz.map.data[px * dz.map.ld + k];
+          if (fabs(numeric - analytic) > 5e-4 * scale + 1e-6)
+            g_test_fail_printf("softmax_xent gradient %s c=%d: pixel %zu class %d: %.7g, finite "
+                               "differences %.7g",
+                               kernels_isa_name(isas[i]), c, px, k, analytic, numeric);
+        }
+      test_map_free(&dz);
+    }
+  g_free(labels);
+  g_free(weights);
+  test_map_free(&z);
+}
+
+static void test_softmax_xent_gradient(void)
+{
+  const int cs[] = { 2, 3, 8, 17 };
+  for (size_t ci = 0; ci < G_N_ELEMENTS(cs); ci++)
+    for (Layout layout = DENSE; layout < N_LAYOUTS; layout++)
+      check_xent_gradient(cs[ci], layout);
+}
+
+static void check_argmax(int h, int w, int c, Layout layout, gboolean ties)
+{
+  size_t pixels = (size_t)h * w;
+  TestMap z = test_map_new(h, w, c, input_sliced(layout));
+  fill(&z, -1.0f, 1.0f);
+  if (ties) /* few distinct values: the lowest index must win */
+    for (size_t i = 0; i < z.n; i++)
+      if (is_channel(&z, i))
+        z.buf[i] = floorf(z.buf[i] * 2.0f);
+  uint8_t *want = g_new(uint8_t, pixels + 1), *got = g_new(uint8_t, pixels + 1);
+  argmax_channels_ref(&z.map, want);
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      memset(got, 0xee, pixels + 1);
+      argmax_channels(&z.map, got, pools[p]);
+      for (size_t k = 0; k < pixels; k++)
+        if (got[k] != want[k]) {
+          char *what = describe(ties ? "argmax_channels ties" : "argmax_channels", isas[i], p,
+                                h, w, c, layout);
+          g_test_fail_printf("%s: pixel %zu is %d, expected %d", what, k, got[k], want[k]);
+          g_free(what);
+          break;
+        }
+      g_assert_cmpint(got[pixels], ==, 0xee); /* nothing past the end */
+    }
+  g_free(want);
+  g_free(got);
+  test_map_free(&z);
+}
+
+static void test_argmax(void)
+{
+  for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++)
+    for (size_t ci = 0; ci < G_N_ELEMENTS(channel_counts); ci++)
+      for (Layout layout = DENSE; layout < N_LAYOUTS; layout += 1) {
+        check_argmax(sizes[s][0], sizes[s][1], channel_counts[ci], layout, FALSE);
+        check_argmax(sizes[s][0], sizes[s][1], channel_counts[ci], layout, TRUE);
+      }
+}
+
+/* ---- machine -------------------------------------------------------------------------------- */
+
+static void test_fma_peak(void)
+{
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++) {
+    if (!use_isa(isas[i]))
+      continue;
+    double one = kernels_measure_fma_peak(1, 0.05), two = kernels_measure_fma_peak(2, 0.05);
+    g_test_message("FMA peak %s: %.1f GFLOP/s on 1 thread, %.1f on 2", kernels_isa_name(isas[i]),
+                   one, two);
+    g_assert_true(isfinite(one) && one > 0.0);
+    g_assert_true(isfinite(two) && two > 0.0);
+  }
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  pools[1] = thread_pool_new(2);
+  pools[2] = thread_pool_new(3);
+  g_test_add_func("/ops/relu-backward", test_relu_backward);
+  g_test_add_func("/ops/copy", test_copy);
+  g_test_add_func("/ops/accumulate", test_accumulate);
+  g_test_add_func("/ops/subsample2", test_subsample2);
+  g_test_add_func("/ops/resize-forward", test_resize_forward);
+  g_test_add_func("/ops/resize-backward", test_resize_backward);
+  g_test_add_func("/ops/softmax-xent", test_softmax_xent);
+  g_test_add_func("/ops/softmax-xent-nothing-counts", test_softmax_xent_nothing_counts);
+  g_test_add_func("/ops/softmax-xent-gradient", test_softmax_xent_gradient);
+  g_test_add_func("/ops/argmax", test_argmax);
+  g_test_add_func("/ops/fma-peak", test_fma_peak);
+  int status = g_test_run();
+  thread_pool_free(pools[1]);
+  thread_pool_free(pools[2]);
+  return status;
+}
