@@ -1,0 +1,57 @@
+/* conv2d_impl.h: the row kernels behind conv2d.c, one table per ISA.
+ *
+ * conv2d.c turns every convolution (forward, and both backward passes) into calls on one output
+ * row at a time: the input rows a row needs are resolved (zero-padded copies where a tap reaches
+ * past the left or right edge, so the kernels never test bounds) and the weights are packed into
+ * output-channel blocks. The kernels are register-tiled loops over those rows. */
+#pragma once
+
+#include <stddef.h>
+
+#include "kernels.h"
+
+/* Up to 7x7 kernels take the fast paths; larger ones run the references. */
+#define CONV_MAX_TAPS 49
+
+/* Forward-style row: out[p][co] = bias[co] + sum over taps, ci of in[tap][p * in_step + ci] *
+ * w[tap][ci * block_width + co], then + residual, then ReLU, for p < pixels, co < channels. */
+typedef struct {
+  int n_taps;
+  const float *in[CONV_MAX_TAPS]; /* per tap: the input of output pixel 0, channel 0 */
+  const float *w[CONV_MAX_TAPS];  /* per tap: packed weights, cin x block_width */
+  ptrdiff_t in_step;              /* floats from the input of one output pixel to the next */
+  int cin;
+  const float *bias; /* block_width floats, zero-padded */
+  float *out;
+  ptrdiff_t out_step;
+  const float *residual; /* NULL = none; may equal out (accumulating backward pass) */
+  ptrdiff_t residual_step;
+  int relu;
+  int pixels;
+  int channels;    /* output channels written, <= block_width */
+  int block_width; /* 8, 16 or 32, from ConvKernels.max_block down */
+} ConvRowJob;
+
+/* Weight-gradient row: dw[k][co] += sum over p of in[p * in_step + k] * dy[p * dy_step + co],
+ * for k < rows, co < channels (dw is packed: rows x block_width). */
+typedef struct {
+  const float *in;
+  ptrdiff_t in_step;
+  int rows;
+  const float *dy;
+  ptrdiff_t dy_step;
+  int pixels;
+  float *dw;
+  int channels;
+  int block_width;
+} ConvWeightsJob;
+
+typedef struct {
+  int max_block; /* widest output-channel block, in floats */
+  int min_block; /* narrowest */
+  void (*forward_row)(const ConvRowJob *job);
+  void (*weights_row)(const ConvWeightsJob *job);
+} ConvKernels;
+
+extern const ConvKernels conv_kernels_avx512;
+extern const ConvKernels conv_kernels_avx2;

@@ -1,0 +1,325 @@
+/* test_conv2d.c: the fast convolution paths against the plain-C references.
+ *
+ * For every ISA the host has, a sweep over kernel shapes (1x1, 3x3, 1x3, 3x1), strides 1 and 2,
+ * odd sizes and channel counts around the vector widths, with residual, ReLU, accumulation,
+ * channel slices (ld > c) and thread pools of 1, 2 and 3 threads switched on and off along the way.
+ * Outputs start as NaN (or as random values where the operation accumulates); the reference and
+ * the fast path start from identical buffers, so every float outside the written channels must
+ * come back bit for bit. Written values are compared with a tolerance relative to the sum of the
+ * magnitudes of their terms (the reference run on absolute values). */
+#include <glib.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+typedef struct {
+  int kh, kw, pad_h, pad_w;
+} KernelShape;
+
+static const KernelShape kernel_shapes[] = {
+  { 1, 1, 0, 0 },
+  { 3, 3, 1, 1 },
+  { 1, 3, 0, 1 },
+  { 3, 1, 1, 0 },
+};
+
+/* input sizes, h x w (odd and even: stride 2 leaves a right edge or not) */
+static const int input_sizes[][2] = { { 1, 1 }, { 7, 5 }, { 8, 6 }, { 23, 17 }, { 37, 29 } };
+
+/* (cin, cout): each of 1, 3, 8, 15, 16, 17, 32, 33, 64 appears on both sides. */
+static const int channel_pairs[][2] = {
+  { 1, 1 },   { 3, 8 },   { 8, 15 },  { 15, 16 }, { 16, 17 },
+  { 17, 32 }, { 32, 33 }, { 33, 64 }, { 64, 3 },
+};
+
+/* A feature map inside a buffer: a channel slice (2 channels before, 3 after) or the whole. */
+typedef struct {
+  float *buffer;
+  size_t floats;
+  FeatureMap map;
+} TestMap;
+
+static TestMap test_map_new(int h, int w, int c, int sliced)
+{
+  int ld = sliced ? c + 5 : c;
+  TestMap m = { NULL, (size_t)h * w * ld, { NULL, h, w, c, ld } };
+  m.buffer = g_new(float, m.floats ? m.floats : 1);
+  m.map.data = m.buffer + (sliced ? 2 : 0);
+  return m;
+}
+
+static TestMap test_map_copy(const TestMap *src)
+{
+  TestMap m = *src;
+  m.buffer = g_memdup2(src->buffer, sizeof(float) * (src->floats ? src->floats : 1));
+  m.map.data = m.buffer + (src->map.data - src->buffer);
+  return m;
+}
+
+/* The same map with every float replaced by its magnitude. */
+static TestMap test_map_abs(const TestMap *src)
+{
+  TestMap m = test_map_copy(src);
+  for (size_t i = 0; i < m.floats; i++)
+    m.buffer[i] = fabsf(m.buffer[i]);
+  return m;
+}
+
+static void test_map_free(TestMap *m)
+{
+  g_free(m->buffer);
+}
+
+static void fill_random(float *p, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    p[i] = (float)g_test_rand_double_range(-1.0, 1.0);
+}
+
+static void fill_nan(float *p, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    p[i] = NAN;
+}
+
+static float *abs_copy(const float *p, size_t n)
+{
+  if (!p)
+    return NULL;
+  float *a = g_new(float, n);
+  for (size_t i = 0; i < n; i++)
+    a[i] = fabsf(p[i]);
+  return a;
+}
+
+/* |got - want| <= 1e-5 * magnitude inside the map's channels; bit-identical outside them. */
+static void assert_close(const float *got, const float *want, const float *magnitude, size_t n,
+                         const char *what)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (!magnitude || isnan(magnitude[i])) {
+      if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+        g_error("%s: float %zu outside the output was changed: %g, was %g", what, i, got[i],
+                want[i]);
+      continue;
+    }
+    float tol = 1e-5f * magnitude[i] + 1e-7f;
+    if (!(fabsf(got[i] - want[i]) <= tol))
+      g_error("%s: float %zu is %.8g, reference %.8g (tolerance %.3g)", what, i, got[i], want[i],
+              tol);
+  }
+}
+
+static void assert_maps_close(const TestMap *got, const TestMap *want, const TestMap *magnitude,
+                              const char *what)
+{
+  /* NaN marks the floats outside the map in the magnitude buffer. */
+  float *inside = g_new(float, want->floats ? want->floats : 1);
+  fill_nan(inside, want->floats);
+  const FeatureMap *m = &magnitude->map;
+  for (int y = 0; y < m->h; y++)
+    for (int x = 0; x < m->w; x++)
+      memcpy(inside + (feature_map_at(m, y, x) - magnitude->buffer), feature_map_at(m, y, x),
+             sizeof(float) * m->c);
+  assert_close(got->buffer, want->buffer, inside, want->floats, what);
+  g_free(inside);
+}
+
+typedef struct {
+  ConvGeometry g;
+  int h, w; /* input size */
+  int residual, relu, accumulate, sliced, no_dbias;
+  ThreadPool *pool;
+} ConvCase;
+
+static void check_forward(const ConvCase *cc)
+{
+  const ConvGeometry *g = &cc->g;
+  int oh = conv_output_size(cc->h, g->kh, g->stride, g->pad_h);
+  int ow = conv_output_size(cc->w, g->kw, g->stride, g->pad_w);
+  size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout;
+  TestMap x = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
+  TestMap res = test_map_new(oh, ow, g->cout, cc->sliced);
+  TestMap want = test_map_new(oh, ow, g->cout, cc->sliced);
+  float *w = g_new(float, nw), *bias = g_new(float, g->cout);
+  fill_random(x.buffer, x.floats);
+  fill_random(res.buffer, res.floats);
+  fill_random(w, nw);
+  fill_random(bias, g->cout);
+  fill_nan(want.buffer, want.floats);
+  TestMap got = test_map_copy(&want);
+  const FeatureMap *residual = cc->residual ? &res.map : NULL;
+
+  conv2d_forward_ref(g, &x.map, w, bias, residual, cc->relu, &want.map);
+  conv2d_forward(g, &x.map, w, bias, residual, cc->relu, &got.map, cc->pool);
+
+  TestMap xa = test_map_abs(&x), ra = test_map_abs(&res), mag = test_map_copy(&got);
+  float *wa = abs_copy(w, nw), *ba = abs_copy(bias, g->cout);
+  conv2d_forward_ref(g, &xa.map, wa, ba, cc->residual ? &ra.map : NULL, 0, &mag.map);
+  assert_maps_close(&got, &want, &mag, "forward");
+
+  test_map_free(&x), test_map_free(&res), test_map_free(&want), test_map_free(&got);
+  test_map_free(&xa), test_map_free(&ra), test_map_free(&mag);
+  g_free(w), g_free(bias), g_free(wa), g_free(ba);
+}
+
+static void check_backward_input(const ConvCase *cc)
+{
+  const ConvGeometry *g = &cc->g;
+  int oh = conv_output_size(cc->h, g->kh, g->stride, g->pad_h);
+  int ow = conv_output_size(cc->w, g->kw, g->stride, g->pad_w);
+  size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout;
+  TestMap dy = test_map_new(oh, ow, g->cout, cc->sliced);
+  TestMap want = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
+  float *w = g_new(float, nw);
+  fill_random(dy.buffer, dy.floats);
+  fill_random(w, nw);
+  if (cc->accumulate)
+    fill_random(want.buffer, want.floats);
+  else
+    fill_nan(want.buffer, want.floats);
+  TestMap got = test_map_copy(&want);
+  TestMap mag = test_map_abs(&want);
+
+  conv2d_backward_input_ref(g, &dy.map, w, &want.map, cc->accumulate);
+  conv2d_backward_input(g, &dy.map, w, &got.map, cc->accumulate, cc->pool);
+
+  TestMap dya = test_map_abs(&dy);
+  float *wa = abs_copy(w, nw);
+  conv2d_backward_input_ref(g, &dya.map, wa, &mag.map, cc->accumulate);
+  assert_maps_close(&got, &want, &mag, "backward input");
+
+  test_map_free(&dy), test_map_free(&want), test_map_free(&got);
+  test_map_free(&dya), test_map_free(&mag);
+  g_free(w), g_free(wa);
+}
+
+static void check_backward_weights(const ConvCase *cc)
+{
+  const ConvGeometry *g = &cc->g;
+  int oh = conv_output_size(cc->h, g->kh, g->stride, g->pad_h);
+  int ow = conv_output_size(cc->w, g->kw, g->stride, g->pad_w);
+  size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout;
+  TestMap x = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
+  TestMap dy = test_map_new(oh, ow, g->cout, cc->sliced);
+  float *want = g_new(float, nw + g->cout), *got = g_new(float, nw + g->cout);
+  fill_random(x.buffer, x.floats);
+  fill_random(dy.buffer, dy.floats);
+  fill_random(want, nw + g->cout); /* dw and dbias accumulate */
+  memcpy(got, want, sizeof(float) * (nw + g->cout));
+  float *mag = abs_copy(want, nw + g->cout);
+  float *want_db = cc->no_dbias ? NULL : want + nw, *got_db = cc->no_dbias ? NULL : got + nw;
+
+  conv2d_backward_weights_ref(g, &x.map, &dy.map, want, want_db);
+  conv2d_backward_weights(g, &x.map, &dy.map, got, got_db, cc->pool);
+
+  TestMap xa = test_map_abs(&x), dya = test_map_abs(&dy);
+  conv2d_backward_weights_ref(g, &xa.map, &dya.map, mag, cc->no_dbias ? NULL : mag + nw);
+  assert_close(got, want, mag, nw + g->cout, "backward weights");
+
+  test_map_free(&x), test_map_free(&dy), test_map_free(&xa), test_map_free(&dya);
+  g_free(want), g_free(got), g_free(mag);
+}
+
+static void check_case(const ConvCase *cc)
+{
+  check_forward(cc);
+  check_backward_input(cc);
+  check_backward_weights(cc);
+}
+
+/* Options switch with the bits of the case number, pools cycle through none, 2 and 3 threads. */
+static void test_sweep(gconstpointer data)
+{
+  KernelsIsa isa = GPOINTER_TO_INT(data), before = kernels_isa();
+  if (kernels_set_isa(isa) != isa) {
+    kernels_set_isa(before);
+    g_test_skip("this CPU lacks the instruction set");
+    return;
+  }
+  ThreadPool *pools[3] = { NULL, thread_pool_new(2), thread_pool_new(3) };
+  int n = 0;
+  for (size_t ks = 0; ks < G_N_ELEMENTS(kernel_shapes); ks++)
+    for (int stride = 1; stride <= 2; stride++)
+      for (size_t sz = 0; sz < G_N_ELEMENTS(input_sizes); sz++)
+        for (size_t cp = 0; cp < G_N_ELEMENTS(channel_pairs); cp++, n++) {
+          const KernelShape *k = &kernel_shapes[ks];
+          ConvCase cc = {
+            .g = { k->kh, k->kw, stride, k->pad_h, k->pad_w, channel_pairs[cp][0],
+                   channel_pairs[cp][1] },
+            .h = input_sizes[sz][0],
+            .w = input_sizes[sz][1],
+            .residual = n & 1,
+            .relu = (n >> 1) & 1,
+            .accumulate = (n >> 2) & 1,
+            .sliced = (n >> 3) & 1,
+            .no_dbias = n % 5 == 0,
+            .pool = pools[n % 3],
+          };
+          check_case(&cc);
+        }
+  thread_pool_free(pools[1]);
+  thread_pool_free(pools[2]);
+  kernels_set_isa(before);
+}
+
+/* The student's own layer shapes (student/README.md) on a small frame: wide channel counts,
+ * several output-channel blocks, the concatenated decoder inputs read as slices. */
+static void test_student_layers(gconstpointer data)
+{
+  KernelsIsa isa = GPOINTER_TO_INT(data), before = kernels_isa();
+  if (kernels_set_isa(isa) != isa) {
+    kernels_set_isa(before);
+    g_test_skip("this CPU lacks the instruction set");
+    return;
+  }
+  static const struct {
+    int kh, kw, stride, pad_h, pad_w, cin, cout, h, w;
+  } layers[] = {
+    { 3, 3, 2, 1, 1, 3, 8, 36, 64 },    /* stem.0 */
+    { 3, 3, 2, 1, 1, 8, 32, 18, 32 },   /* stem.1 */
+    { 3, 3, 2, 1, 1, 32, 64, 9, 16 },   /* encoder.0.conv1 */
+    { 1, 3, 1, 0, 1, 64, 64, 5, 8 },    /* encoder.0.conv2 */
+    { 3, 1, 1, 1, 0, 64, 64, 5, 8 },    /* encoder.0.conv3 */
+    { 1, 1, 2, 0, 0, 32, 64, 9, 16 },   /* encoder.0.shortcut */
+    { 3, 3, 1, 1, 1, 128, 128, 3, 5 },  /* decoder.0.conv1 */
+    { 3, 3, 1, 1, 1, 192, 64, 5, 8 },   /* decoder.1.conv1 */
+    { 1, 1, 1, 0, 0, 192, 64, 5, 8 },   /* decoder.1.shortcut */
+    { 3, 3, 1, 1, 1, 128, 32, 9, 16 },  /* decoder.2.conv1 */
+    { 3, 3, 1, 1, 1, 32, 32, 18, 32 },  /* head.0 */
+    { 3, 3, 1, 1, 1, 32, 8, 18, 32 },   /* head.1 */
+    { 1, 1, 1, 0, 0, 8, 2, 18, 32 },    /* classifier */
+  };
+  ThreadPool *pool = thread_pool_new(2);
+  for (size_t i = 0; i < G_N_ELEMENTS(layers); i++) {
+    ConvCase cc = {
+      .g = { layers[i].kh, layers[i].kw, layers[i].stride, layers[i].pad_h, layers[i].pad_w,
+             layers[i].cin, layers[i].cout },
+      .h = layers[i].h,
+      .w = layers[i].w,
+      .residual = i & 1,
+      .relu = 1,
+      .accumulate = (i >> 1) & 1,
+      .sliced = (i >> 2) & 1,
+      .pool = i % 3 ? pool : NULL,
+    };
+    check_case(&cc);
+  }
+  thread_pool_free(pool);
+  kernels_set_isa(before);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  static const KernelsIsa isas[] = { KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512 };
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++) {
+    const char *name = kernels_isa_name(isas[i]);
+    g_autofree char *sweep = g_strdup_printf("/conv2d/%s/sweep", name);
+    g_autofree char *layers = g_strdup_printf("/conv2d/%s/student-layers", name);
+    g_test_add_data_func(sweep, GINT_TO_POINTER(isas[i]), test_sweep);
+    g_test_add_data_func(layers, GINT_TO_POINTER(isas[i]), test_student_layers);
+  }
+  return g_test_run();
+}
