@@ -95,41 +95,56 @@ static float *pack_buffer(size_t floats)
   return b->data;
 }
 
+/* Weight of tap t from input channel i to output channel o of the pass: transpose swaps the
+ * roles of HWIO's in and out channels (the backward-input pass). */
+static float weight_at(const ConvGeometry *g, const float *w, int transpose, int t, int i, int o)
+{
+  size_t ci = transpose ? o : i, co = transpose ? i : o;
+  return w[((size_t)t * g->cin + ci) * g->cout + co];
+}
+
 /* Weights as the row kernels read them: per output-channel block (block_floats apart), taps x
- * n_in x width, zero-padded; then the bias, max_block floats per block. transpose swaps the roles
- * of HWIO's in and out channels (the backward-input pass). */
+ * n_in x width, zero-padded; then the bias, max_block floats per block. With pairs (one block of
+ * at most 8 channels, ConvKernels.forward_row_pairs): taps x ceil(n_in / 2) x 16, input channels
+ * 2j and 2j + 1 interleaved. */
 typedef struct {
   const float *data;
   const float *bias;
   size_t block_floats;
   int n_in;
+  int pairs;
 } PackedWeights;
 
 static PackedWeights pack_weights(const ConvGeometry *g, const float *w, const float *bias,
-                                  int transpose, const ConvBlocks *blocks)
+                                  int transpose, const ConvBlocks *blocks, int pairs)
 {
   int taps = g->kh * g->kw;
   int n_in = transpose ? g->cout : g->cin;
-  size_t block_floats = (size_t)taps * n_in * blocks->max_block;
+  int rows = pairs ? (n_in + 1) / 2 : n_in, width = pairs ? 16 : blocks->max_block;
+  size_t block_floats = (size_t)taps * rows * width;
   float *data = pack_buffer(block_floats * blocks->n_blocks + blocks->n_blocks * blocks->max_block);
   float *packed_bias = data + block_floats * blocks->n_blocks;
   for (int b = 0; b < blocks->n_blocks; b++) {
-    int width = block_width(blocks, b), channels = block_channels(blocks, b);
-    int first = b * blocks->max_block;
+    int channels = block_channels(blocks, b), first = b * blocks->max_block;
+    if (!pairs)
+      width = block_width(blocks, b);
     float *dst = data + b * block_floats;
     for (int t = 0; t < taps; t++)
-      for (int i = 0; i < n_in; i++, dst += width) {
-        for (int o = 0; o < channels; o++) {
-          size_t ci = transpose ? first + o : i, co = transpose ? i : first + o;
-          dst[o] = w[((size_t)t * g->cin + ci) * g->cout + co];
+      for (int r = 0; r < rows; r++, dst += width)
+        for (int lane = 0; lane < width; lane++) {
+          int i = pairs ? 2 * r + lane % 2 : r, o = pairs ? lane / 2 : lane;
+          dst[lane] = i < n_in && o < channels ? weight_at(g, w, transpose, t, i, first + o) : 0.0f;
         }
-        memset(dst + channels, 0, sizeof(float) * (width - channels));
-      }
     float *db = packed_bias + first;
     for (int o = 0; o < blocks->max_block; o++)
       db[o] = bias && o < channels ? bias[first + o] : 0.0f;
   }
-  return (PackedWeights){ data, packed_bias, block_floats, n_in };
+  return (PackedWeights){ data, packed_bias, block_floats, n_in, pairs };
+}
+
+static int use_pairs(const ConvKernels *k, int out_channels)
+{
+  return k->forward_row_pairs && out_channels <= 8;
 }
 
 /* ---- passes ---------------------------------------------------------------------------------- */
@@ -284,12 +299,17 @@ static void forward_row_task(void *ctx, int index, int thread)
     job.block_width = block_width(&run->blocks, b);
     job.channels = block_channels(&run->blocks, b);
     const float *w = run->weights.data + b * run->weights.block_floats;
+    size_t tap_floats = run->weights.pairs ? (size_t)(job.cin + 1) / 2 * 16
+                                           : (size_t)job.cin * job.block_width;
     for (int t = 0; t < job.n_taps; t++)
-      job.w[t] = w + (size_t)weight_tap[t] * job.cin * job.block_width;
+      job.w[t] = w + weight_tap[t] * tap_floats;
     job.bias = run->weights.bias + first;
     job.out = ps->out + r * ps->out_row_step + first;
     job.residual = ps->residual ? ps->residual + r * ps->residual_row_step + first : NULL;
-    run->kernels->forward_row(&job);
+    if (run->weights.pairs)
+      run->kernels->forward_row_pairs(&job);
+    else
+      run->kernels->forward_row(&job);
   }
 }
 
@@ -329,7 +349,7 @@ void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, 
 
   ConvRun run = { .kernels = k, .pool = pool, .passes = &pass, .n_passes = 1, .relu = relu };
   run.blocks = conv_blocks(g->cout, k);
-  run.weights = pack_weights(g, w, bias, 0, &run.blocks);
+  run.weights = pack_weights(g, w, bias, 0, &run.blocks, use_pairs(k, g->cout));
   run_forward_passes(&run);
 }
 
@@ -382,7 +402,7 @@ void conv2d_backward_input(const ConvGeometry *g, const FeatureMap *dy, const fl
         run.n_passes++;
     }
   run.blocks = conv_blocks(g->cin, k);
-  run.weights = pack_weights(g, w, NULL, 1, &run.blocks);
+  run.weights = pack_weights(g, w, NULL, 1, &run.blocks, use_pairs(k, g->cin));
   run_forward_passes(&run);
 }
 

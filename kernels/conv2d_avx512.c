@@ -1,10 +1,10 @@
 /* conv2d_avx512.c: AVX-512 row kernels of the convolution (see conv2d_impl.h, conv2d_tiles.h).
  *
  * Blocks of 32 and 16 output channels use zmm registers: 12 pixels x 2 vectors or 24 x 1, i.e.
- * 24 accumulators of the 32 registers. Blocks of 8 or fewer (cout 8 of stem.0 and head.1, the
- * classifier) use ymm registers, which AVX-512VL lets reach all 32: Zen 4 runs a zmm FMA as two
- * 256-bit halves, so 8-wide FMAs lose no throughput there, where a half-empty zmm would waste
- * half of it. */
+ * 24 accumulators of the 32 registers. Forward rows with 8 or fewer output channels (stem.0,
+ * head.1, the classifier; the backward input of stem.0) fill a zmm with pairs of input channels
+ * instead (forward_row_pairs). The weight gradient of such blocks uses ymm registers, which
+ * AVX-512VL lets reach all 32; on Zen 5 (full-width 512-bit FMA) that is half the zmm rate. */
 #include <immintrin.h>
 
 #include "conv2d_impl.h"
@@ -65,6 +65,72 @@
 #define vec_relu(a) _mm256_max_ps(a, _mm256_setzero_ps())
 #include "conv2d_tiles.h"
 
+/* ---- forward rows of at most 8 output channels, two input channels per zmm ---- */
+
+/* Lane 2 * co + e accumulates input channels of parity e of output channel co: one 64-bit
+ * broadcast of channels (2j, 2j + 1) against weights packed the same way keeps all 16 lanes busy.
+ * The epilogue adds the lane pairs. An odd last channel is broadcast alone (its odd-lane weights
+ * are zero), so nothing past the pixel's channels is read. */
+CONV_INLINE void forward_pairs_tile(const ConvRowJob *job, int p0, const int T)
+{
+  const ptrdiff_t step = job->in_step;
+  const int pairs = job->cin / 2;
+  __m512 vacc[24];
+
+#pragma GCC unroll 24
+  for (int t = 0; t < T; t++)
+    vacc[t] = _mm512_setzero_ps();
+  for (int k = 0; k < job->n_taps; k++) {
+    const float *in = job->in[k] + p0 * step;
+    const float *w = job->w[k];
+    for (int j = 0; j < pairs; j++, in += 2, w += 16) {
+      __m512 vw = _mm512_loadu_ps(w);
+#pragma GCC unroll 24
+      for (int t = 0; t < T; t++) {
+        __m512 vi = _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_load_sd((const double *)(in + t * step))));
+        vacc[t] = _mm512_fmadd_ps(vi, vw, vacc[t]);
+      }
+    }
+    if (job->cin & 1) {
+      __m512 vw = _mm512_loadu_ps(w);
+#pragma GCC unroll 24
+      for (int t = 0; t < T; t++)
+        vacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(in[t * step]), vw, vacc[t]);
+    }
+  }
+
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __mmask8 m = (__mmask8)((1u << job->channels) - 1);
+  const __m256 vbias = _mm256_loadu_ps(job->bias);
+#pragma GCC unroll 24
+  for (int t = 0; t < T; t++) {
+    __m512 sum = _mm512_add_ps(vacc[t], _mm512_permute_ps(vacc[t], 0xB1));
+    __m256 va = _mm256_add_ps(_mm512_castps512_ps256(_mm512_permutexvar_ps(even, sum)), vbias);
+    if (job->residual)
+      va = _mm256_add_ps(va, _mm256_maskz_loadu_ps(m, job->residual + (p0 + t) * job->residual_step));
+    if (job->relu)
+      va = _mm256_max_ps(va, _mm256_setzero_ps());
+    _mm256_mask_storeu_ps(job->out + (p0 + t) * job->out_step, m, va);
+  }
+}
+
+static void forward_row_pairs__avx512(const ConvRowJob *job)
+{
+  const int n_tiles = (job->pixels + 23) / 24;
+  int p = 0;
+  for (int i = 0; i < n_tiles; i++) {
+    int left = n_tiles - i;
+    int t = (job->pixels - p + left - 1) / left;
+#define FORWARD_PAIRS(T)                                                                          \
+  case T:                                                                                         \
+    forward_pairs_tile(job, p, T);                                                                \
+    break;
+    switch (t) { CONV_CASES_24(FORWARD_PAIRS) }
+#undef FORWARD_PAIRS
+    p += t;
+  }
+}
+
 static void forward_row__avx512(const ConvRowJob *job)
 {
   if (job->block_width == 8)
@@ -85,5 +151,6 @@ const ConvKernels conv_kernels_avx512 = {
   .max_block = 32,
   .min_block = 8,
   .forward_row = forward_row__avx512,
+  .forward_row_pairs = forward_row_pairs__avx512,
   .weights_row = weights_row__avx512,
 };

@@ -50,6 +50,10 @@ typedef struct {
   int max_block; /* widest output-channel block, in floats */
   int min_block; /* narrowest */
   void (*forward_row)(const ConvRowJob *job);
+  /* Optional (NULL = use forward_row), for blocks of at most 8 output channels: weights packed
+   * in pairs of input channels, per tap ceil(cin / 2) x 16 floats, lane 2 * co + e holding
+   * input channel 2j + e (zero where there is none); bias 8 floats. */
+  void (*forward_row_pairs)(const ConvRowJob *job);
   void (*weights_row)(const ConvWeightsJob *job);
 } ConvKernels;
 
