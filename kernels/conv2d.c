@@ -415,6 +415,7 @@ typedef struct {
   const ConvPass *pass;
   const FeatureMap *dy;
   ConvBlocks blocks;
+  int pairs;             /* ConvKernels.weights_row_pairs, on one block: kh x ceil(kw * cin / 2) x 16 */
   size_t block_floats;   /* per block of a partial: taps x cin x width */
   size_t partial_floats; /* the blocks, then cout sums of dy; rounded up to a cache line */
   size_t scratch_floats; /* partial, then the copied rows */
@@ -448,8 +449,13 @@ static void weights_row_task(void *ctx, int r, int thread)
       job.block_width = block_width(&run->blocks, b);
       job.channels = block_channels(&run->blocks, b);
       job.dy = dy + b * run->blocks.max_block;
-      job.dw = partial + b * run->block_floats + (size_t)ky * job.rows * job.block_width;
-      run->kernels->weights_row(&job);
+      if (run->pairs) {
+        job.dw = partial + (size_t)ky * ((job.rows + 1) / 2) * 16;
+        run->kernels->weights_row_pairs(&job);
+      } else {
+        job.dw = partial + b * run->block_floats + (size_t)ky * job.rows * job.block_width;
+        run->kernels->weights_row(&job);
+      }
     }
   }
 
@@ -463,7 +469,15 @@ static void add_partial(const WeightsRun *run, const float *partial, float *dw, 
 {
   const ConvGeometry *g = run->g;
   int rows = g->kh * g->kw * g->cin;
-  for (int b = 0; b < run->blocks.n_blocks; b++) {
+  if (run->pairs) {
+    int kernel_row = g->kw * g->cin, pairs = (kernel_row + 1) / 2;
+    for (int k = 0; k < rows; k++) {
+      const float *src = partial + ((size_t)(k / kernel_row) * pairs + k % kernel_row / 2) * 16;
+      for (int co = 0; co < g->cout; co++)
+        dw[(size_t)k * g->cout + co] += src[2 * co + k % kernel_row % 2];
+    }
+  }
+  for (int b = 0; !run->pairs && b < run->blocks.n_blocks; b++) {
     int width = block_width(&run->blocks, b), channels = block_channels(&run->blocks, b);
     const float *src = partial + b * run->block_floats;
     float *dst = dw + b * run->blocks.max_block;
@@ -493,7 +507,9 @@ void conv2d_backward_weights(const ConvGeometry *g, const FeatureMap *x, const F
 
   WeightsRun run = { .kernels = k, .pool = pool, .g = g, .pass = &pass, .dy = dy };
   run.blocks = conv_blocks(g->cout, k);
-  run.block_floats = (size_t)g->kh * g->kw * g->cin * run.blocks.max_block;
+  run.pairs = k->weights_row_pairs && g->cout <= 8;
+  run.block_floats = run.pairs ? (size_t)g->kh * ((g->kw * g->cin + 1) / 2) * 16
+                               : (size_t)g->kh * g->kw * g->cin * run.blocks.max_block;
   run.partial_floats = run.blocks.n_blocks * (run.block_floats + run.blocks.max_block);
   run.partial_floats = (run.partial_floats + 15) & ~(size_t)15;
   run.scratch_floats = run.partial_floats + pass_scratch_floats(&pass);

@@ -55,6 +55,9 @@ typedef struct {
    * input channel 2j + e (zero where there is none); bias 8 floats. */
   void (*forward_row_pairs)(const ConvRowJob *job);
   void (*weights_row)(const ConvWeightsJob *job);
+  /* Optional, for blocks of at most 8 output channels: dw in pairs of rows, ceil(rows / 2) x 16
+   * floats, lane 2 * co + e holding row 2j + e (odd lanes past the last row: unused). */
+  void (*weights_row_pairs)(const ConvWeightsJob *job);
 } ConvKernels;
 
 extern const ConvKernels conv_kernels_avx512;
