@@ -221,17 +221,18 @@ const FeatureMap *student_forward(Student *s, const FeatureMap *input, ThreadPoo
   return &s->classifier.output;
 }
 
+FeatureMap *student_logits_delta(Student *s)
+{
+  return &s->classifier.delta;
+}
+
 /* The forward in reverse. Where a tensor feeds two consumers (e0, e1, and s0 with head_skip),
  * the second gradient to arrive is added to the first. */
-double student_backward(Student *s, const uint8_t *labels, const float *pixel_weight,
-                        ThreadPool *pool)
+void student_backward_from_logits(Student *s, ThreadPool *pool)
 {
-  g_return_val_if_fail(s->planned_h > 0, 0.0);
+  g_return_if_fail(s->planned_h > 0);
   const float *p = s->params;
   float *g = s->grads;
-  double loss = softmax_xent(&s->classifier.output, labels, pixel_weight, &s->classifier.delta,
-                             pool);
-
   backward_conv_layer(&s->classifier, &s->head[1].output, p, g, &s->head[1].delta, 0, pool);
   backward_conv_layer(&s->head[1], &s->head[0].output, p, g, &s->head[0].delta, 0, pool);
   backward_conv_layer(&s->head[0], &s->concat[2], p, g, &s->concat_delta[2], 0, pool);
@@ -253,5 +254,14 @@ double student_backward(Student *s, const uint8_t *labels, const float *pixel_we
                       s->config.head_skip, pool);
   /* Nobody needs the gradient of the image. */
   backward_conv_layer(&s->stem[0], &s->input, p, g, NULL, 0, pool);
+}
+
+double student_backward(Student *s, const uint8_t *labels, const float *pixel_weight,
+                        ThreadPool *pool)
+{
+  g_return_val_if_fail(s->planned_h > 0, 0.0);
+  double loss = softmax_xent(&s->classifier.output, labels, pixel_weight, &s->classifier.delta,
+                             pool);
+  student_backward_from_logits(s, pool);
   return loss;
 }

@@ -66,6 +66,11 @@ const FeatureMap *student_forward(Student *student, const FeatureMap *input, Thr
  * student_grads(). Returns the loss. */
 double student_backward(Student *student, const uint8_t *labels, const float *pixel_weight,
                         ThreadPool *pool);
+/* For another loss: the caller writes the gradient of its loss with respect to the last
+ * forward's logits into student_logits_delta() (same size), then runs the rest of the backward,
+ * which ADDS to student_grads(). */
+FeatureMap *student_logits_delta(Student *student);
+void student_backward_from_logits(Student *student, ThreadPool *pool);
 void student_zero_grads(Student *student);
 
 /* Checkpoints (safetensors; format in student/README.md). Saving writes a temporary file beside

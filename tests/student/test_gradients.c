@@ -1,0 +1,541 @@
+/* test_gradients.c: every gradient of the student against central finite differences: each
+ * layer kind alone (convolution of every geometry, residual block of every shortcut kind,
+ * bilinear resize, concatenation by channel slices), the loss, and the whole network. */
+#include <string.h>
+
+#include "block.h"
+#include "gradcheck.h"
+#include "init.h"
+#include "student.h"
+
+/* Elements checked per tensor (all of a smaller one). */
+#define SAMPLES 6
+
+static GRand *rng;
+
+/* From He-normal: every term of the network non-zero (random biases, conv3 at full scale). */
+static void randomise_tensor(const StudentTensor *t, float *v)
+{
+  for (size_t k = 0; k < t->count; k++)
+    if (!t->hwio)
+      v[k] = (float)g_rand_double_range(rng, -0.2, 0.2);
+    else if (g_str_has_suffix(t->name, ".conv3.weight"))
+      v[k] *= 10.0f;
+}
+
+static float *random_params(const ParamTable *table)
+{
+  float *params = g_new(float, table->count);
+  init_params(table, params, g_rand_int(rng));
+  for (int i = 0; i < param_table_size(table); i++) {
+    const StudentTensor *t = param_table_get(table, i);
+    randomise_tensor(t, params + t->offset);
+  }
+  return params;
+}
+
+static FeatureMap new_map(int h, int w, int c)
+{
+  return feature_map(g_new(float, (size_t)h * w * c), h, w, c);
+}
+
+static FeatureMap random_map(int h, int w, int c)
+{
+  FeatureMap m = new_map(h, w, c);
+  fill_uniform(m.data, (size_t)h * w * c, -1.0f, 1.0f, rng);
+  return m;
+}
+
+static float *random_weights_for(const FeatureMap *m)
+{
+  float *r = g_new(float, (size_t)m->h * m->w * m->c);
+  fill_uniform(r, (size_t)m->h * m->w * m->c, -1.0f, 1.0f, rng);
+  return r;
+}
+
+static size_t map_size(const FeatureMap *m)
+{
+  return (size_t)m->h * m->w * m->c;
+}
+
+/* Every tensor of table, SAMPLES elements each. */
+static GradcheckResult check_tensors(const char *what, const ParamTable *table,
+                                     GradcheckLoss loss, void *ctx, float *params,
+                                     const float *grads)
+{
+  GradcheckResult all = { 0.0, 0.0 };
+  for (int i = 0; i < param_table_size(table); i++) {
+    const StudentTensor *t = param_table_get(table, i);
+    g_autofree char *name = g_strdup_printf("%s %s", what, t->name);
+    gradcheck_merge(&all, gradcheck(name, loss, ctx, params + t->offset, grads + t->offset,
+                                    t->count, SAMPLES, rng));
+  }
+  return all;
+}
+
+/* A ReLU input within a step of its kink can spoil an element's differences (see gradcheck.h):
+ * each tensor's median error must be within the tolerance, every element within LAYER_WORST. */
+#define LAYER_WORST 0.1
+
+static void assert_layer_check(GradcheckResult r)
+{
+  g_assert_cmpfloat(r.median, <=, GRADCHECK_TOLERANCE);
+  g_assert_cmpfloat(r.worst, <=, LAYER_WORST);
+}
+
+/* ---- convolution layer ------------------------------------------------------------------------ */
+
+typedef struct {
+  ParamTable table;
+  ConvLayer layer;
+  float *params, *grads, *arena, *out_weight;
+  FeatureMap x, dx;
+} ConvCase;
+
+static double conv_case_loss(void *ctx)
+{
+  ConvCase *c = ctx;
+  forward_conv_layer(&c->layer, &c->x, NULL, c->params, NULL);
+  return weighted_sum(&c->layer.output, c->out_weight);
+}
+
+static void check_conv_layer(int kh, int kw, int stride, int relu, int h, int w)
+{
+  ConvCase c = { 0 };
+  param_table_init(&c.table);
+  make_conv_layer(&c.layer, &c.table, "conv", 5, 7, kh, kw, stride, relu);
+  Arena measure = { NULL, 0 };
+  plan_conv_layer(&c.layer, h, w, &measure);
+  c.arena = g_new(float, measure.used);
+  Arena place = { c.arena, 0 };
+  plan_conv_layer(&c.layer, h, w, &place);
+  c.params = random_params(&c.table);
+  c.grads = g_new0(float, c.table.count);
+  c.x = random_map(h, w, 5);
+  c.dx = new_map(h, w, 5);
+  fill_nan(c.dx.data, map_size(&c.dx));
+  c.out_weight = random_weights_for(&c.layer.output);
+
+  conv_case_loss(&c);
+  set_delta(&c.layer.delta, c.out_weight);
+  backward_conv_layer(&c.layer, &c.x, c.params, c.grads, &c.dx, 0, NULL);
+
+  g_autofree char *what = g_strdup_printf("conv %dx%d/%d relu %d at %dx%d", kh, kw, stride, relu,
+                                          h, w);
+  GradcheckResult r = check_tensors(what, &c.table, conv_case_loss, &c, c.params, c.grads);
+  gradcheck_merge(&r, gradcheck("input", conv_case_loss, &c, c.x.data, c.dx.data,
+                                map_size(&c.x), 4 * SAMPLES, rng));
+  g_test_message("%s: median relative error %.3g, worst %.3g", what, r.median, r.worst);
+  assert_layer_check(r);
+
+  param_table_clear(&c.table);
+  g_free(c.params);
+  g_free(c.grads);
+  g_free(c.arena);
+  g_free(c.out_weight);
+  g_free(c.x.data);
+  g_free(c.dx.data);
+}
+
+static void test_conv_layers(void)
+{
+  check_conv_layer(3, 3, 1, 1, 9, 11);
+  check_conv_layer(3, 3, 2, 1, 9, 11);
+  check_conv_layer(3, 3, 2, 0, 8, 10);
+  check_conv_layer(1, 3, 1, 0, 9, 11);
+  check_conv_layer(3, 1, 1, 1, 9, 11);
+  check_conv_layer(1, 1, 1, 0, 9, 11);
+  check_conv_layer(1, 1, 2, 0, 9, 11);
+}
+
+/* ---- residual block --------------------------------------------------------------------------- */
+
+typedef struct {
+  ParamTable table;
+  Block block;
+  float *params, *grads, *arena, *out_weight;
+  FeatureMap x, dx;
+} BlockCase;
+
+static double block_case_loss(void *ctx)
+{
+  BlockCase *c = ctx;
+  forward_block(&c->block, &c->x, c->params, NULL);
+  return weighted_sum(block_output(&c->block), c->out_weight);
+}
+
+static void plan_block_case(BlockCase *c, int h, int w, Arena *arena)
+{
+  int oh, ow, cout = c->block.conv1.geom.cout;
+  block_output_size(&c->block, h, w, &oh, &ow);
+  FeatureMap out = arena_feature_map(arena, oh, ow, cout);
+  FeatureMap delta = arena_feature_map(arena, oh, ow, cout);
+  plan_block(&c->block, h, w, out, delta, arena);
+}
+
+static void block_case_backward(BlockCase *c, int accumulate)
+{
+  block_case_loss(c);
+  set_delta(block_delta(&c->block), c->out_weight);
+  backward_block(&c->block, &c->x, c->params, c->grads, &c->dx, accumulate, NULL);
+}
+
+static void check_block(int cin, int cout, int stride, ShortcutKind kind)
+{
+  const int h = 9, w = 11;
+  BlockCase c = { 0 };
+  param_table_init(&c.table);
+  make_block(&c.block, &c.table, "block", cin, cout, stride);
+  g_assert_cmpint(c.block.shortcut_kind, ==, kind);
+  g_assert_cmpint(param_table_size(&c.table), ==, kind == SHORTCUT_CONV ? 8 : 6);
+  Arena measure = { NULL, 0 };
+  plan_block_case(&c, h, w, &measure);
+  c.arena = g_new(float, measure.used);
+  Arena place = { c.arena, 0 };
+  plan_block_case(&c, h, w, &place);
+  c.params = random_params(&c.table);
+  c.grads = g_new0(float, c.table.count);
+  c.x = random_map(h, w, cin);
+  c.dx = new_map(h, w, cin);
+  fill_nan(c.dx.data, map_size(&c.dx));
+  c.out_weight = random_weights_for(block_output(&c.block));
+  block_case_backward(&c, 0);
+
+  g_autofree char *what = g_strdup_printf("block %d->%d/%d shortcut %d", cin, cout, stride, kind);
+  GradcheckResult r = check_tensors(what, &c.table, block_case_loss, &c, c.params, c.grads);
+  gradcheck_merge(&r, gradcheck("input", block_case_loss, &c, c.x.data, c.dx.data,
+                                map_size(&c.x), 4 * SAMPLES, rng));
+  g_test_message("%s: median relative error %.3g, worst %.3g", what, r.median, r.worst);
+  assert_layer_check(r);
+
+  /* With accumulate, the input gradient is added to what dx held. */
+  float *first = g_memdup2(c.dx.data, sizeof(float) * map_size(&c.dx));
+  for (size_t i = 0; i < map_size(&c.dx); i++)
+    c.dx.data[i] = 1.0f;
+  block_case_backward(&c, 1);
+  for (size_t i = 0; i < map_size(&c.dx); i++)
+    g_assert_cmpfloat_with_epsilon(c.dx.data[i], 1.0f + first[i], 1e-5f * (1.0f + fabsf(first[i])));
+  g_free(first);
+
+  param_table_clear(&c.table);
+  g_free(c.params);
+  g_free(c.grads);
+  g_free(c.arena);
+  g_free(c.out_weight);
+  g_free(c.x.data);
+  g_free(c.dx.data);
+}
+
+static void test_blocks(void)
+{
+  check_block(6, 6, 1, SHORTCUT_IDENTITY);
+  check_block(6, 6, 2, SHORTCUT_SUBSAMPLE);
+  check_block(5, 7, 1, SHORTCUT_CONV);
+  check_block(5, 7, 2, SHORTCUT_CONV);
+}
+
+/* ---- bilinear resize -------------------------------------------------------------------------- */
+
+typedef struct {
+  FeatureMap x, y, dx;
+  float *out_weight;
+} ResizeCase;
+
+static double resize_case_loss(void *ctx)
+{
+  ResizeCase *c = ctx;
+  resize_bilinear_forward(&c->x, &c->y, NULL);
+  return weighted_sum(&c->y, c->out_weight);
+}
+
+static void check_resize(int in_h, int in_w, int out_h, int out_w)
+{
+  ResizeCase c = { .x = random_map(in_h, in_w, 3), .y = new_map(out_h, out_w, 3),
+                   .dx = new_map(in_h, in_w, 3) };
+  c.out_weight = random_weights_for(&c.y);
+  FeatureMap dy = feature_map(c.out_weight, out_h, out_w, 3);
+  fill_nan(c.dx.data, map_size(&c.dx));
+  resize_bilinear_backward(&dy, &c.dx, 0, NULL);
+  GradcheckResult r = gradcheck("resize input", resize_case_loss, &c, c.x.data, c.dx.data,
+                           map_size(&c.x), 1000, rng);
+  g_test_message("resize %dx%d -> %dx%d: worst relative error %.3g", in_h, in_w, out_h, out_w,
+                 r.worst);
+  /* Linear: no kinks, every element counts. */
+  g_assert_cmpfloat(r.worst, <=, GRADCHECK_TOLERANCE);
+  g_free(c.x.data);
+  g_free(c.y.data);
+  g_free(c.dx.data);
+  g_free(c.out_weight);
+}
+
+static void test_resize(void)
+{
+  check_resize(3, 4, 9, 11); /* the decoder's upsampling, odd sizes */
+  check_resize(5, 6, 9, 11);
+  check_resize(9, 11, 4, 5); /* and downsampling */
+}
+
+/* ---- concatenation by channel slices ------------------------------------------------------------ */
+
+/* cat = (conv_a(x), up(y)) in one buffer, read by conv_b: the decoder's pattern. */
+typedef struct {
+  ParamTable table;
+  ConvLayer conv_a, conv_b;
+  float *params, *grads, *out_weight, *buffers;
+  FeatureMap x, dx, y, dy, cat, dcat;
+} ConcatCase;
+
+static double concat_case_loss(void *ctx)
+{
+  ConcatCase *c = ctx;
+  FeatureMap up = feature_map_slice(c->cat, 4, 5);
+  forward_conv_layer(&c->conv_a, &c->x, NULL, c->params, NULL);
+  resize_bilinear_forward(&c->y, &up, NULL);
+  forward_conv_layer(&c->conv_b, &c->cat, NULL, c->params, NULL);
+  return weighted_sum(&c->conv_b.output, c->out_weight);
+}
+
+static void test_concat(void)
+{
+  const int h = 9, w = 11;
+  ConcatCase c = { 0 };
+  param_table_init(&c.table);
+  make_conv_layer(&c.conv_a, &c.table, "a", 3, 4, 3, 3, 1, 1);
+  make_conv_layer(&c.conv_b, &c.table, "b", 9, 6, 3, 3, 1, 0);
+  c.buffers = g_new(float, 4 * h * w * 9);
+  c.cat = feature_map(c.buffers, h, w, 9);
+  c.dcat = feature_map(c.buffers + h * w * 9, h, w, 9);
+  c.conv_a.output = feature_map_slice(c.cat, 0, 4);
+  c.conv_a.delta = feature_map_slice(c.dcat, 0, 4);
+  c.conv_b.output = feature_map(c.buffers + 2 * h * w * 9, h, w, 6);
+  c.conv_b.delta = feature_map(c.buffers + 3 * h * w * 9, h, w, 6);
+  c.params = random_params(&c.table);
+  c.grads = g_new0(float, c.table.count);
+  c.x = random_map(h, w, 3);
+  c.dx = new_map(h, w, 3);
+  c.y = random_map(4, 6, 5);
+  c.dy = new_map(4, 6, 5);
+  c.out_weight = random_weights_for(&c.conv_b.output);
+
+  concat_case_loss(&c);
+  set_delta(&c.conv_b.delta, c.out_weight);
+  backward_conv_layer(&c.conv_b, &c.cat, c.params, c.grads, &c.dcat, 0, NULL);
+  FeatureMap dup = feature_map_slice(c.dcat, 4, 5);
+  resize_bilinear_backward(&dup, &c.dy, 0, NULL);
+  backward_conv_layer(&c.conv_a, &c.x, c.params, c.grads, &c.dx, 0, NULL);
+
+  GradcheckResult r = check_tensors("concat", &c.table, concat_case_loss, &c, c.params, c.grads);
+  gradcheck_merge(&r, gradcheck("concat x", concat_case_loss, &c, c.x.data, c.dx.data,
+                                map_size(&c.x), 4 * SAMPLES, rng));
+  gradcheck_merge(&r, gradcheck("concat y", concat_case_loss, &c, c.y.data, c.dy.data,
+                                map_size(&c.y), 4 * SAMPLES, rng));
+  g_test_message("concat: median relative error %.3g, worst %.3g", r.median, r.worst);
+  assert_layer_check(r);
+
+  param_table_clear(&c.table);
+  g_free(c.params);
+  g_free(c.grads);
+  g_free(c.out_weight);
+  g_free(c.buffers);
+  g_free(c.x.data);
+  g_free(c.dx.data);
+  g_free(c.y.data);
+  g_free(c.dy.data);
+}
+
+/* ---- loss ------------------------------------------------------------------------------------ */
+
+typedef struct {
+  FeatureMap logits;
+  uint8_t *labels;
+  float *pixel_weight;
+} LossCase;
+
+static double loss_case_loss(void *ctx)
+{
+  LossCase *c = ctx;
+  return softmax_xent(&c->logits, c->labels, c->pixel_weight, NULL, NULL);
+}
+
+/* Labels with ignored pixels (255, and a class beyond the last), pixel weights with zeros. */
+static void random_targets(int h, int w, int classes, uint8_t **labels, float **pixel_weight)
+{
+  *labels = g_new(uint8_t, (size_t)h * w);
+  *pixel_weight = g_new(float, (size_t)h * w);
+  for (int i = 0; i < h * w; i++) {
+    double u = g_rand_double(rng);
+    (*labels)[i] = u < 0.15 ? LABEL_IGNORE : u < 0.2 ? classes : g_rand_int_range(rng, 0, classes);
+    (*pixel_weight)[i] = g_rand_double(rng) < 0.1 ? 0.0f : (float)g_rand_double_range(rng, 0.5, 2);
+  }
+}
+
+static void test_loss(void)
+{
+  LossCase c = { .logits = random_map(7, 9, 3) };
+  for (size_t i = 0; i < map_size(&c.logits); i++)
+    c.logits.data[i] *= 3.0f;
+  random_targets(7, 9, 3, &c.labels, &c.pixel_weight);
+  FeatureMap dlogits = new_map(7, 9, 3);
+  fill_nan(dlogits.data, map_size(&dlogits));
+  softmax_xent(&c.logits, c.labels, c.pixel_weight, &dlogits, NULL);
+  GradcheckResult r = gradcheck("logits", loss_case_loss, &c, c.logits.data, dlogits.data,
+                           map_size(&c.logits), 1000, rng);
+  g_test_message("softmax cross-entropy: worst relative error %.3g", r.worst);
+  /* Smooth: every element counts. */
+  g_assert_cmpfloat(r.worst, <=, GRADCHECK_TOLERANCE);
+  g_free(c.logits.data);
+  g_free(dlogits.data);
+  g_free(c.labels);
+  g_free(c.pixel_weight);
+}
+
+/* ---- the whole network ---------------------------------------------------------------------- */
+
+/* The loss is softmax_xent against labels, or, with out_weight, a weighted sum of the logits. */
+typedef struct {
+  Student *student;
+  FeatureMap input;
+  uint8_t *labels;
+  float *pixel_weight;
+  float *out_weight;
+} NetCase;
+
+static double net_case_loss(void *ctx)
+{
+  NetCase *c = ctx;
+  const FeatureMap *logits = student_forward(c->student, &c->input, NULL);
+  if (c->out_weight)
+    return weighted_sum(logits, c->out_weight);
+  return softmax_xent(logits, c->labels, c->pixel_weight, NULL, NULL);
+}
+
+static double net_case_backward(NetCase *c)
+{
+  student_forward(c->student, &c->input, NULL);
+  if (!c->out_weight)
+    return student_backward(c->student, c->labels, c->pixel_weight, NULL);
+  set_delta(student_logits_delta(c->student), c->out_weight);
+  student_backward_from_logits(c->student, NULL);
+  return 0.0;
+}
+
+/* A deep ReLU network in float always has some elements whose differences are spoilt (see
+ * gradcheck.h; a ReLU input can even sit exactly at its kink), so each tensor is judged by the
+ * median of its elements' errors, which a wrong gradient moves and a few spoilt elements do not.
+ * The worst element is reported, not asserted. (tests/parity compares every gradient of the
+ * full-width network with PyTorch's autograd to 1e-3.) */
+#define NETWORK_SAMPLES 25
+
+/* With the softmax loss (a mean over pixels) the gradients of the early layers are small next
+ * to the float rounding of the loss, so there the check covers the layers next to the loss: it
+ * is the loss's path that it checks; the weighted sum of logits checks all the rest. */
+static gboolean checked_with_softmax(const StudentTensor *t)
+{
+  return g_str_has_prefix(t->name, "classifier") || g_str_has_prefix(t->name, "head.");
+}
+
+static GradcheckResult check_network_tensors(NetCase *c, const float *grads, int *checked)
+{
+  Student *s = c->student;
+  GradcheckResult all = { 0.0, 0.0 };
+  *checked = 0;
+  for (int i = 0; i < student_tensor_count(s); i++) {
+    const StudentTensor *t = student_tensor(s, i);
+    if (!c->out_weight && !checked_with_softmax(t))
+      continue;
+    ++*checked;
+    gradcheck_merge(&all, gradcheck(t->name, net_case_loss, c, student_params(s) + t->offset,
+                                    grads + t->offset, t->count, NETWORK_SAMPLES, rng));
+  }
+  return all;
+}
+
+static void check_network(const StudentConfig *cfg, int h, int w, gboolean softmax)
+{
+  NetCase c = { .student = student_new(cfg, g_rand_int(rng)), .input = random_map(h, w, 3) };
+  Student *s = c.student;
+  for (int i = 0; i < student_tensor_count(s); i++)
+    randomise_tensor(student_tensor(s, i), student_params(s) + student_tensor(s, i)->offset);
+  int lh, lw;
+  student_logits_size(s, h, w, &lh, &lw);
+  random_targets(lh, lw, cfg->num_classes, &c.labels, &c.pixel_weight);
+  FeatureMap logits_shape = { NULL, lh, lw, cfg->num_classes, cfg->num_classes };
+  if (!softmax)
+    c.out_weight = random_weights_for(&logits_shape);
+
+  const FeatureMap *logits = student_forward(s, &c.input, NULL);
+  g_assert_cmpint(logits->h, ==, lh);
+  g_assert_cmpint(logits->w, ==, lw);
+  g_assert_cmpint(logits->c, ==, cfg->num_classes);
+  student_zero_grads(s);
+  double loss = net_case_backward(&c);
+  if (softmax)
+    g_assert_cmpfloat_with_epsilon(loss, net_case_loss(&c), 1e-6 * fabs(loss));
+
+  size_t n = student_param_count(s);
+  float *grads = g_memdup2(student_grads(s), sizeof(float) * n);
+  int checked;
+  GradcheckResult r = check_network_tensors(&c, grads, &checked);
+  g_test_message("network %dx%d, %d classes%s, %s, %d tensors: largest median relative error "
+                 "of a tensor %.3g, worst element %.3g", w, h, cfg->num_classes,
+                 cfg->head_skip ? ", head_skip" : "",
+                 softmax ? "softmax cross-entropy" : "weighted sum of logits",
+                 checked, r.median, r.worst);
+  g_assert_cmpfloat(r.median, <=, GRADCHECK_TOLERANCE);
+
+  /* backward adds to the gradients it finds. */
+  net_case_backward(&c);
+  for (size_t k = 0; k < n; k++)
+    g_assert_cmpfloat_with_epsilon(student_grads(s)[k], 2.0f * grads[k],
+                                   1e-5f * fabsf(grads[k]) + 1e-12f);
+
+  g_free(grads);
+  g_free(c.input.data);
+  g_free(c.labels);
+  g_free(c.pixel_weight);
+  g_free(c.out_weight);
+  student_free(s);
+}
+
+/* Narrow widths with the default's shortcut kinds (conv, subsample, conv, identity, conv, conv):
+ * the graph is the same, and fewer ReLUs lie within a step of their kink, which keeps the finite
+ * differences of the whole network clean at a meaningful tolerance. */
+static void narrow_config(StudentConfig *cfg, int num_classes)
+{
+  student_config_default(cfg, num_classes);
+  *cfg = (StudentConfig){ .num_classes = num_classes, .stem = { 4, 6 }, .encoder = { 8, 8, 10 },
+                          .decoder = { 10, 8, 6 }, .head = { 6, 4 } };
+}
+
+static void test_network_default(void)
+{
+  StudentConfig cfg;
+  narrow_config(&cfg, 2);
+  check_network(&cfg, 45, 37, FALSE);
+  check_network(&cfg, 45, 37, TRUE);
+}
+
+static void test_network_head_skip(void)
+{
+  StudentConfig cfg;
+  narrow_config(&cfg, 3);
+  cfg.head_skip = TRUE;
+  check_network(&cfg, 33, 64, FALSE);
+  check_network(&cfg, 33, 64, TRUE);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  rng = g_rand_new_with_seed(20241122);
+  g_test_add_func("/student/gradients/conv-layers", test_conv_layers);
+  g_test_add_func("/student/gradients/blocks", test_blocks);
+  g_test_add_func("/student/gradients/resize", test_resize);
+  g_test_add_func("/student/gradients/concat", test_concat);
+  g_test_add_func("/student/gradients/loss", test_loss);
+  g_test_add_func("/student/gradients/network-default", test_network_default);
+  g_test_add_func("/student/gradients/network-head-skip", test_network_head_skip);
+  int status = g_test_run();
+  g_rand_free(rng);
+  return status;
+}
