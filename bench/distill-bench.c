@@ -81,6 +81,13 @@ static double current_rss_kb(void)
   return pages_resident * (sysconf(_SC_PAGESIZE) / 1024.0);
 }
 
+/* Bytes the allocator has handed out and not got back, mmapped blocks included. */
+static double heap_in_use_bytes(void)
+{
+  struct mallinfo2 mi = mallinfo2();
+  return (double)mi.uordblks + (double)mi.hblkhd;
+}
+
 static int compare_doubles(const void *a, const void *b)
 {
   double x = *(const double *)a, y = *(const double *)b;
@@ -119,11 +126,11 @@ static FrameTimes time_frames(Bench *bench, BenchFrame frame, int runs)
   g_free(ms);
 
   double rss_before = current_rss_kb();
-  size_t heap_before = mallinfo2().uordblks;
+  double heap_before = heap_in_use_bytes();
   for (int i = 0; i < STEADY_FRAMES; i++)
     frame(bench);
   t.rss_growth_kb = current_rss_kb() - rss_before;
-  t.heap_growth_bytes = (double)mallinfo2().uordblks - (double)heap_before;
+  t.heap_growth_bytes = heap_in_use_bytes() - heap_before;
   return t;
 }
 
