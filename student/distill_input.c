@@ -1,0 +1,80 @@
+/* distill_input.c: packed 8-bit frames to the student's input, and the thumbnail the
+ * scene-change trigger compares. */
+#include <math.h>
+
+#include "distill_private.h"
+
+/* Source coordinate of destination pixel centre d (half-pixel centres, clamped as `up`). */
+static inline void bilinear_tap(int d, int src_size, int dst_size, int *i0, int *i1, float *f)
+{
+  float s = ((float)d + 0.5f) * (float)src_size / (float)dst_size - 0.5f;
+  if (s < 0.0f)
+    s = 0.0f;
+  int i = (int)s;
+  if (i > src_size - 1)
+    i = src_size - 1;
+  *i0 = i;
+  *i1 = i + 1 < src_size ? i + 1 : src_size - 1;
+  *f = s - (float)i;
+}
+
+void distill_input_from_rgb(const uint8_t *pixels, int width, int height, int row_stride,
+                            int pixel_stride, const int rgb_offset[3], FeatureMap *input)
+{
+  static const int rgb[3] = { 0, 1, 2 };
+  const int *off = rgb_offset ? rgb_offset : rgb;
+  const float scale = 1.0f / 255.0f;
+  for (int y = 0; y < input->h; y++) {
+    int y0, y1;
+    float fy;
+    bilinear_tap(y, height, input->h, &y0, &y1, &fy);
+    const uint8_t *row0 = pixels + (size_t)y0 * row_stride;
+    const uint8_t *row1 = pixels + (size_t)y1 * row_stride;
+    float *out = feature_map_at(input, y, 0);
+    for (int x = 0; x < input->w; x++, out += input->ld) {
+      int x0, x1;
+      float fx;
+      bilinear_tap(x, width, input->w, &x0, &x1, &fx);
+      const uint8_t *p00 = row0 + (size_t)x0 * pixel_stride, *p01 = row0 + (size_t)x1 * pixel_stride;
+      const uint8_t *p10 = row1 + (size_t)x0 * pixel_stride, *p11 = row1 + (size_t)x1 * pixel_stride;
+      for (int c = 0; c < 3; c++) {
+        int o = off[c];
+        float top = p00[o] + fx * (float)(p01[o] - p00[o]);
+        float bottom = p10[o] + fx * (float)(p11[o] - p10[o]);
+        out[c] = (top + fy * (bottom - top)) * scale - 0.5f;
+      }
+    }
+  }
+}
+
+void distill_thumbnail(const FeatureMap *input, float *thumb)
+{
+  /* Block means over every second pixel of every second row: plenty for a change statistic. */
+  for (int ty = 0; ty < DISTILL_THUMB_H; ty++) {
+    int ya = ty * input->h / DISTILL_THUMB_H, yb = (ty + 1) * input->h / DISTILL_THUMB_H;
+    for (int tx = 0; tx < DISTILL_THUMB_W; tx++) {
+      int xa = tx * input->w / DISTILL_THUMB_W, xb = (tx + 1) * input->w / DISTILL_THUMB_W;
+      float sum[3] = { 0 };
+      int count = 0;
+      for (int y = ya; y < yb; y += 2)
+        for (int x = xa; x < xb; x += 2) {
+          const float *p = feature_map_at(input, y, x);
+          sum[0] += p[0];
+          sum[1] += p[1];
+          sum[2] += p[2];
+          count++;
+        }
+      float *t = thumb + (ty * DISTILL_THUMB_W + tx) * 3;
+      for (int c = 0; c < 3; c++)
+        t[c] = count ? sum[c] / (float)count : 0.0f;
+    }
+  }
+}
+
+double distill_thumbnail_distance(const float *a, const float *b)
+{
+  double sum = 0.0;
+  for (int i = 0; i < DISTILL_THUMB_FLOATS; i++)
+    sum += fabsf(a[i] - b[i]);
+  return sum / DISTILL_THUMB_FLOATS;
+}

@@ -1,0 +1,65 @@
+/* distill_policy.c: the teacher-stride policy of Mullapudi et al. (ICCV 2019) and the accuracy
+ * measure it runs on. */
+#include "distill.h"
+
+void distill_config_default(DistillConfig *cfg, int width, int height)
+{
+  *cfg = (DistillConfig){
+    .input_width = width,
+    .input_height = height,
+    .min_stride = 8,
+    .max_stride = 64,
+    .accuracy_threshold = 0.8,
+    .max_updates = 8,
+    .train = TRUE,
+    .sync = FALSE,
+    .threads = 0,
+    .train_threads = 0,
+    .train_nice = 19,
+    .max_pending = 2,
+    .teacher_timeout_ms = 10000,
+    .scene_change_threshold = 0.0,
+    .replay_frames = 0,
+    .foreground_weight = 1.0,
+  };
+  optimizer_config_default(&cfg->optimizer, OPTIMIZER_ADAM);
+  cfg->optimizer.learning_rate = 2e-3f;
+}
+
+double distill_miou(const uint8_t *pred, const uint8_t *reference, size_t n, int num_classes)
+{
+  /* Classes are at most 255 (a uint8 class map with 255 = ignore). */
+  size_t inter[255] = { 0 }, uni[255] = { 0 };
+  for (size_t i = 0; i < n; i++) {
+    int r = reference[i], p = pred[i];
+    if (r >= num_classes)
+      continue;
+    if (p == r) {
+      inter[r]++;
+      uni[r]++;
+    } else {
+      uni[r]++;
+      if (p < num_classes)
+        uni[p]++;
+    }
+  }
+  double sum = 0.0;
+  int present = 0;
+  for (int c = 0; c < num_classes && c < 255; c++)
+    if (uni[c]) {
+      sum += (double)inter[c] / (double)uni[c];
+      present++;
+    }
+  return present ? sum / present : 1.0;
+}
+
+gboolean distill_policy_keep_training(const DistillConfig *cfg, guint updates, double miou)
+{
+  return cfg->train && updates < cfg->max_updates && miou < cfg->accuracy_threshold;
+}
+
+guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double miou)
+{
+  guint next = miou >= cfg->accuracy_threshold ? stride * 2 : stride / 2;
+  return CLAMP(next, cfg->min_stride, cfg->max_stride);
+}

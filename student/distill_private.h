@@ -1,0 +1,33 @@
+/* distill_private.h: what the engine's files share (distill.h is the public side). */
+#pragma once
+
+#include "distill.h"
+
+/* The scene-change statistic: block means of the input on a small grid. */
+#define DISTILL_THUMB_W 16
+#define DISTILL_THUMB_H 12
+#define DISTILL_THUMB_FLOATS (DISTILL_THUMB_W * DISTILL_THUMB_H * 3)
+
+void distill_thumbnail(const FeatureMap *input, float *thumb);
+double distill_thumbnail_distance(const float *a, const float *b);
+
+/* The trainer's side: its own copy of the network, the optimiser and the buffers of a round,
+ * all planned at creation. Used by one thread at a time. */
+typedef struct {
+  const DistillConfig *cfg;
+  Student *student;
+  Optimizer *optimizer;
+  int input_h, input_w, label_h, label_w;
+  uint8_t *pred;
+  float *pixel_weight;    /* NULL when foreground_weight is 1 */
+  /* Recent teacher frames against forgetting: replay_frames inputs and labels, a ring. */
+  float *replay_inputs;
+  uint8_t *replay_labels;
+  guint replay_count, replay_next, replay_cursor;
+} DistillTrainer;
+
+void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial);
+void distill_trainer_clear(DistillTrainer *t);
+/* The paper's update loop on round->input and round->labels; fills miou_before, miou_after and
+ * updates, and keeps the frame for replay. */
+void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool);
