@@ -1,0 +1,58 @@
+/* scene_stream.c: see scene_stream.h. */
+#include "scene_stream.h"
+
+void scene_stream_init(SceneStream *s, const SyntheticSceneConfig *scene_cfg,
+                       DistillEngine *engine)
+{
+  *s = (SceneStream){ .engine = engine, .scene_w = scene_cfg->width, .scene_h = scene_cfg->height,
+                      .num_classes = scene_cfg->num_classes };
+  s->scene = synthetic_scene_new(scene_cfg);
+  const DistillConfig *cfg = distill_engine_get_config(engine);
+  s->input_w = cfg->input_width;
+  s->input_h = cfg->input_height;
+  distill_engine_label_size(engine, &s->label_h, &s->label_w);
+  s->rgb = g_malloc((size_t)s->scene_w * s->scene_h * 3);
+  s->truth = g_malloc((size_t)s->label_w * s->label_h);
+  s->classes = g_malloc((size_t)s->label_w * s->label_h);
+  s->input = feature_map(g_new(float, (size_t)s->input_w * s->input_h * 3), s->input_h,
+                         s->input_w, 3);
+}
+
+void scene_stream_clear(SceneStream *s)
+{
+  synthetic_scene_free(s->scene);
+  g_free(s->rgb);
+  g_free(s->truth);
+  g_free(s->classes);
+  g_free(s->input.data);
+}
+
+void scene_stream_load(SceneStream *s, guint64 frame)
+{
+  synthetic_scene_render(s->scene, frame, s->rgb);
+  distill_input_from_rgb(s->rgb, s->scene_w, s->scene_h, s->scene_w * 3, 3, NULL, &s->input);
+  synthetic_scene_labels(s->scene, frame, s->label_w, s->label_h, s->truth);
+}
+
+void scene_stream_sync_frame(SceneStream *s, guint64 frame, gboolean score)
+{
+  scene_stream_load(s, frame);
+  guint64 ticket = distill_engine_wants_teacher(s->engine, &s->input);
+  if (ticket) {
+    GError *error = NULL;
+    if (!distill_engine_teacher_result(s->engine, ticket, s->truth, s->label_h, s->label_w,
+                                       &error))
+      g_error("%s", error->message);
+  }
+  distill_engine_process(s->engine, &s->input, s->classes);
+  if (score) {
+    s->miou_sum += distill_miou(s->classes, s->truth, (size_t)s->label_w * s->label_h,
+                                s->num_classes);
+    s->scored++;
+  }
+}
+
+double scene_stream_miou(const SceneStream *s)
+{
+  return s->scored ? s->miou_sum / (double)s->scored : 0.0;
+}

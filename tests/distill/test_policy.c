@@ -1,0 +1,224 @@
+/* test_policy.c: the paper's stride policy, the mIoU it runs on, the configuration checks, the
+ * input converter, and the engine's bookkeeping of teacher tickets (sync mode, no training). */
+#include <string.h>
+
+#include "distill.h"
+
+static void test_stride_doubles_halves_clamps(void)
+{
+  DistillConfig cfg;
+  distill_config_default(&cfg, 64, 32);
+  cfg.min_stride = 4;
+  cfg.max_stride = 32;
+  cfg.accuracy_threshold = 0.75;
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 4, 0.75), ==, 8);  /* met: doubles */
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 8, 0.9), ==, 16);
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 16, 0.9), ==, 32);
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 32, 0.9), ==, 32); /* clamped above */
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 32, 0.7), ==, 16); /* missed: halves */
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 8, 0.1), ==, 4);
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 4, 0.1), ==, 4);   /* clamped below */
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 5, 0.1), ==, 4);
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 20, 0.9), ==, 32);
+}
+
+static void test_keep_training(void)
+{
+  DistillConfig cfg;
+  distill_config_default(&cfg, 64, 32);
+  cfg.max_updates = 3;
+  cfg.accuracy_threshold = 0.8;
+  g_assert_true(distill_policy_keep_training(&cfg, 0, 0.5));
+  g_assert_true(distill_policy_keep_training(&cfg, 2, 0.79));
+  g_assert_false(distill_policy_keep_training(&cfg, 3, 0.5));  /* max-updates reached */
+  g_assert_false(distill_policy_keep_training(&cfg, 0, 0.8));  /* threshold met */
+  g_assert_false(distill_policy_keep_training(&cfg, 1, 0.95));
+  cfg.train = FALSE;
+  g_assert_false(distill_policy_keep_training(&cfg, 0, 0.1));
+  cfg.train = TRUE;
+  cfg.max_updates = 0;
+  g_assert_false(distill_policy_keep_training(&cfg, 0, 0.1));
+}
+
+static void test_miou(void)
+{
+  /* Pixel 5 is ignored. Class 0: inter 2 (pixels 0, 1), union 5 (0, 1, 2, 4, 6); class 1:
+   * inter 1 (3), union 3 (2, 3, 4); class 2: inter 0, union 1 (6). */
+  const uint8_t ref[] = { 0, 0, 0, 1, 1, 255, 0 };
+  const uint8_t pred[] = { 0, 0, 1, 1, 0, 1, 2 };
+  g_assert_cmpfloat_with_epsilon(distill_miou(pred, ref, 7, 3), (2.0 / 5 + 1.0 / 3 + 0.0) / 3,
+                                 1e-12);
+  const uint8_t ref2[] = { 1, 1, 0, 0 }, pred2[] = { 1, 1, 0, 0 };
+  g_assert_cmpfloat(distill_miou(pred2, ref2, 4, 2), ==, 1.0);
+  const uint8_t ignored[] = { 255, 255 }, any[] = { 0, 1 };
+  g_assert_cmpfloat(distill_miou(any, ignored, 2, 2), ==, 1.0);
+  const uint8_t ref3[] = { 0, 0, 1, 1 }, pred3[] = { 1, 1, 0, 0 };
+  g_assert_cmpfloat(distill_miou(pred3, ref3, 4, 2), ==, 0.0);
+}
+
+static void test_config_errors(void)
+{
+  StudentConfig scfg;
+  student_config_default(&scfg, 2);
+  Student *s = student_new(&scfg, 1);
+  DistillConfig cfg;
+  GError *error = NULL;
+
+  distill_config_default(&cfg, 64, 32);
+  cfg.min_stride = 16;
+  cfg.max_stride = 8;
+  g_assert_null(distill_engine_new(s, &cfg, &error));
+  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_CONFIG);
+  g_assert_nonnull(strstr(error->message, "min_stride"));
+  g_clear_error(&error);
+
+  distill_config_default(&cfg, 64, 32);
+  cfg.accuracy_threshold = 1.5;
+  g_assert_null(distill_engine_new(s, &cfg, &error));
+  g_assert_nonnull(strstr(error->message, "accuracy_threshold"));
+  g_clear_error(&error);
+
+  distill_config_default(&cfg, 0, 32);
+  g_assert_null(distill_engine_new(s, &cfg, &error));
+  g_assert_nonnull(strstr(error->message, "input_width"));
+  g_clear_error(&error);
+  student_free(s);
+}
+
+static void test_input_from_rgb(void)
+{
+  /* Same size: exact, any channel order. A 2x2 BGRx frame. */
+  const uint8_t bgrx[] = { 0, 0, 255, 9, 255, 0, 0, 9, /* row 2: */ 0, 255, 0, 9, 51, 102, 153, 9 };
+  float data[2 * 2 * 3];
+  FeatureMap m = feature_map(data, 2, 2, 3);
+  const int order[3] = { 2, 1, 0 };
+  distill_input_from_rgb(bgrx, 2, 2, 8, 4, order, &m);
+  const float expected[] = { 0.5f, -0.5f, -0.5f, -0.5f, -0.5f, 0.5f, -0.5f, 0.5f, -0.5f,
+                             0.1f, -0.1f, -0.3f };
+  for (int i = 0; i < 12; i++)
+    g_assert_cmpfloat_with_epsilon(data[i], expected[i], 1e-6);
+
+  /* Downscaling 4 -> 2 with half-pixel centres averages pixel pairs; an horizontal ramp. */
+  uint8_t ramp[4 * 1 * 3];
+  for (int x = 0; x < 4; x++)
+    ramp[x * 3] = ramp[x * 3 + 1] = ramp[x * 3 + 2] = (uint8_t)(x * 60);
+  float small[2 * 3];
+  FeatureMap ms = feature_map(small, 1, 2, 3);
+  distill_input_from_rgb(ramp, 4, 1, 12, 3, NULL, &ms);
+  g_assert_cmpfloat_with_epsilon(small[0], 30.0f / 255 - 0.5f, 1e-6);
+  g_assert_cmpfloat_with_epsilon(small[3], 150.0f / 255 - 0.5f, 1e-6);
+}
+
+/* The engine in sync mode with training off: strides, tickets, failures and slots. */
+static void test_engine_tickets(void)
+{
+  StudentConfig scfg;
+  student_config_default(&scfg, 2);
+  Student *s = student_new(&scfg, 1);
+  DistillConfig cfg;
+  distill_config_default(&cfg, 32, 16);
+  cfg.sync = TRUE;
+  cfg.train = FALSE;
+  cfg.min_stride = 2;
+  cfg.max_stride = 8;
+  cfg.threads = 1;
+  DistillEngine *e = distill_engine_new(s, &cfg, NULL);
+  int lh, lw;
+  distill_engine_label_size(e, &lh, &lw);
+  g_assert_cmpint(lh, ==, 8);
+  g_assert_cmpint(lw, ==, 16);
+  float data[32 * 16 * 3] = { 0 };
+  FeatureMap input = feature_map(data, 16, 32, 3);
+  uint8_t classes[8 * 16], labels[8 * 16];
+  GError *error = NULL;
+
+  /* Frame 0 always asks; a second call for the same frame does not. */
+  guint64 t0 = distill_engine_wants_teacher(e, &input);
+  g_assert_cmpuint(t0, !=, 0);
+  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+  /* Labels equal to the student's own prediction: mIoU 1, the stride doubles (2 -> 4). */
+  Student *copy = distill_engine_snapshot(e);
+  const FeatureMap *logits = student_forward(copy, &input, NULL);
+  argmax_channels(logits, labels, NULL);
+  student_free(copy);
+  g_assert_false(distill_engine_teacher_result(e, t0, labels, lh + 1, lw, &error));
+  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_LABELS);
+  g_clear_error(&error);
+  /* The wrong size failed the ticket: it is gone. */
+  g_assert_false(distill_engine_teacher_result(e, t0, labels, lh, lw, &error));
+  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_TICKET);
+  g_clear_error(&error);
+  distill_engine_process(e, &input, classes);
+  g_assert_cmpmem(classes, sizeof classes, labels, sizeof labels);
+
+  DistillStats st;
+  distill_engine_get_stats(e, &st);
+  g_assert_cmpuint(st.teacher_queries, ==, 1);
+  g_assert_cmpuint(st.teacher_errors, ==, 2);
+  g_assert_cmpuint(st.rounds, ==, 0);
+  g_assert_cmpuint(st.stride, ==, 2);
+
+  /* Frame 1: not due. Frame 2: due; answered with the student's labels: stride 2 -> 4. */
+  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+  distill_engine_process(e, &input, classes);
+  guint64 t2 = distill_engine_wants_teacher(e, &input);
+  g_assert_cmpuint(t2, ==, 3);
+  g_assert_true(distill_engine_teacher_result(e, t2, labels, lh, lw, &error));
+  g_assert_no_error(error);
+  distill_engine_process(e, &input, classes);
+  distill_engine_get_stats(e, &st);
+  g_assert_cmpuint(st.rounds, ==, 1);
+  g_assert_cmpuint(st.updates, ==, 0);
+  g_assert_cmpfloat(st.last_miou, ==, 1.0);
+  g_assert_cmpuint(st.stride, ==, 4);
+
+  /* Frames 3..5 not due, frame 6 due; all-wrong labels: the stride halves back to 2. A
+   * failure frees the slot: the next due frame can ask again. */
+  for (int f = 3; f < 6; f++) {
+    g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+    distill_engine_process(e, &input, classes);
+  }
+  guint64 t6 = distill_engine_wants_teacher(e, &input);
+  g_assert_cmpuint(t6, ==, 7);
+  for (int i = 0; i < lh * lw; i++)
+    labels[i] = (uint8_t)(1 - classes[i]);
+  g_assert_true(distill_engine_teacher_result(e, t6, labels, lh, lw, NULL));
+  distill_engine_process(e, &input, classes);
+  distill_engine_get_stats(e, &st);
+  g_assert_cmpfloat(st.last_miou, ==, 0.0);
+  g_assert_cmpuint(st.stride, ==, 2);
+
+  /* Frame 7 not due; frame 8 due; its ticket fails; frame 9 not due (the query counted). */
+  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+  distill_engine_process(e, &input, classes);
+  guint64 t8 = distill_engine_wants_teacher(e, &input);
+  g_assert_cmpuint(t8, ==, 9);
+  distill_engine_teacher_failed(e, t8);
+  distill_engine_teacher_failed(e, t8); /* twice: nothing more */
+  distill_engine_process(e, &input, classes);
+  /* Frame 10 due, never answered: processing it counts the failure and frees the slot. */
+  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+  distill_engine_process(e, &input, classes);
+  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), !=, 0);
+  distill_engine_process(e, &input, classes);
+  distill_engine_get_stats(e, &st);
+  g_assert_cmpuint(st.frames, ==, 11);
+  g_assert_cmpuint(st.teacher_queries, ==, 5);
+  g_assert_cmpuint(st.teacher_errors, ==, 4);
+  g_assert_cmpuint(st.rounds, ==, 2);
+
+  distill_engine_free(e);
+  student_free(s);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/distill/policy/stride", test_stride_doubles_halves_clamps);
+  g_test_add_func("/distill/policy/keep-training", test_keep_training);
+  g_test_add_func("/distill/policy/miou", test_miou);
+  g_test_add_func("/distill/engine/config-errors", test_config_errors);
+  g_test_add_func("/distill/input/from-rgb", test_input_from_rgb);
+  g_test_add_func("/distill/engine/tickets", test_engine_tickets);
+  return g_test_run();
+}
