@@ -1,61 +1,58 @@
-// ISNet (DIS background removal) on ONNX Runtime, pre- and post-processed exactly as the labels
-// of data/vtest were made: bilinear to 1024x1024, x/255 - 0.5, NCHW; the output map bilinear back
-// to the frame's size and min-max normalised to 0..255.
-import { createRequire } from 'node:module';
-import { resizeBilinear } from './image.mjs';
-
-const require = createRequire(import.meta.url);
-const SIDE = 1024;
+// The ISNet model as the server sees it: frames go to the worker thread (isnet-worker.mjs) that
+// owns the ONNX Runtime session; the server's queue sends one at a time.
+import { Worker } from 'node:worker_threads';
 
 export class IsnetModel {
-  static async load(modelPath, threads) {
-    // Loaded here, not at the top: replay servers never pay for ONNX Runtime.
-    const ort = require('onnxruntime-node');
-    const session = await ort.InferenceSession.create(modelPath, {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: 'all',
-      executionProviders: ['cpu'],
+  static load(modelPath, threads) {
+    const worker = new Worker(new URL('./isnet-worker.mjs', import.meta.url),
+      { workerData: { modelPath, threads } });
+    return new Promise((resolve, reject) => {
+      worker.once('message', (message) => {
+        if (message.ready)
+          resolve(new IsnetModel(worker));
+        else
+          reject(new Error(message.error));
+      });
+      worker.once('error', reject);
     });
-    return new IsnetModel(ort, session);
   }
 
-  constructor(ort, session) {
-    this.ort = ort;
-    this.session = session;
+  constructor(worker) {
+    this.worker = worker;
     this.platform = 'onnxruntime_onnx';
-    this.resized = new Float32Array(SIDE * SIDE * 3);
-    this.planes = new Float32Array(3 * SIDE * SIDE);
+    this.pending = new Map();
+    this.nextId = 0;
+    worker.on('message', ({ id, map, error }) => {
+      const job = this.pending.get(id);
+      this.pending.delete(id);
+      if (error)
+        job.reject(new Error(`ISNet inference failed: ${error}`));
+      else
+        job.resolve({ map });
+    });
+    // A dead worker fails its jobs and every later one, rather than leaving the queue stuck.
+    worker.on('exit', (code) => {
+      this.failure = new Error(`the ISNet worker stopped (exit ${code})`);
+      for (const job of this.pending.values())
+        job.reject(this.failure);
+      this.pending.clear();
+    });
   }
 
   // Returns { map: Float32Array (0..255, width x height) }.
-  async infer({ rgb, width, height }) {
-    resizeBilinear(rgb, width, height, 3, SIDE, SIDE, this.resized);
-    const plane = SIDE * SIDE;
-    for (let i = 0, j = 0; i < plane; i++, j += 3) {
-      this.planes[i] = this.resized[j] / 255 - 0.5;
-      this.planes[plane + i] = this.resized[j + 1] / 255 - 0.5;
-      this.planes[2 * plane + i] = this.resized[j + 2] / 255 - 0.5;
-    }
-    const input = new this.ort.Tensor('float32', this.planes, [1, 3, SIDE, SIDE]);
-    const result = await this.session.run({ input }, ['output']);
-    const map = resizeBilinear(result.output.data, SIDE, SIDE, 1, width, height,
-      new Float32Array(width * height));
-    let low = Infinity;
-    let high = -Infinity;
-    for (const v of map) {
-      if (v < low)
-        low = v;
-      if (v > high)
-        high = v;
-    }
-    const scale = high > low ? 255 / (high - low) : 0;
-    for (let i = 0; i < map.length; i++)
-      map[i] = (map[i] - low) * scale;
-    return { map };
+  infer({ rgb, width, height }) {
+    if (this.failure)
+      return Promise.reject(this.failure);
+    const id = this.nextId++;
+    // A copy the worker can own: the request's bytes are a view into its body.
+    const copy = new Uint8Array(rgb);
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, rgb: copy, width, height }, [copy.buffer]);
+    });
   }
 
   close() {
-    return this.session.release();
+    return this.worker.terminate();
   }
 }
