@@ -1,0 +1,259 @@
+/* test_async.c: the asynchronous mode. Teacher results delivered late, from another thread, are
+ * trained on with the input of the frame they belong to; frames keep coming out while a training
+ * round is in progress (the round is held open by its start callback until the stream has
+ * produced more frames: were distill_engine_process to wait for training, the test would never
+ * end); new weights reach the stream only when the round ends; checkpoints can be saved
+ * meanwhile; a request nobody answers is given up after teacher_timeout_ms. */
+#include <glib/gstdio.h>
+#include <string.h>
+
+#include "scene_stream.h"
+
+enum { W = 96, H = 64, FRAMES_DURING_ROUND = 12 };
+
+typedef struct {
+  GMutex lock;
+  GCond changed;
+  SyntheticScene *scene;   /* to re-render a round's frame on the trainer thread */
+  guint64 started_ticket, finished_ticket;
+  guint rounds_started, rounds_finished;
+  gboolean input_matches, labels_match;
+  guint updates;
+  guint frames_produced;   /* by the stream while the first round is held open */
+  gboolean hold_first_round;
+} Observer;
+
+static void check_round_frame(Observer *o, const DistillRound *round)
+{
+  /* The frame the ticket was given for (ticket = frame + 1), converted again. */
+  guint64 frame = round->ticket - 1;
+  static uint8_t rgb[W * H * 3], truth[(W / 2) * (H / 2)];
+  static float data[W * H * 3];
+  FeatureMap expected = feature_map(data, H, W, 3);
+  synthetic_scene_render(o->scene, frame, rgb);
+  distill_input_from_rgb(rgb, W, H, W * 3, 3, NULL, &expected);
+  synthetic_scene_labels(o->scene, frame, W / 2, H / 2, truth);
+  o->input_matches = memcmp(round->input->data, data, sizeof data) == 0;
+  o->labels_match = memcmp(round->labels, truth, sizeof truth) == 0;
+}
+
+static void on_round_started(const DistillRound *round, gpointer data)
+{
+  Observer *o = data;
+  g_mutex_lock(&o->lock);
+  o->rounds_started++;
+  o->started_ticket = round->ticket;
+  check_round_frame(o, round);
+  g_cond_broadcast(&o->changed);
+  while (o->hold_first_round && o->frames_produced < FRAMES_DURING_ROUND)
+    g_cond_wait(&o->changed, &o->lock);
+  o->hold_first_round = FALSE;
+  g_mutex_unlock(&o->lock);
+}
+
+static void on_round_finished(const DistillRound *round, gpointer data)
+{
+  Observer *o = data;
+  g_mutex_lock(&o->lock);
+  o->rounds_finished++;
+  o->finished_ticket = round->ticket;
+  o->updates = round->updates;
+  g_cond_broadcast(&o->changed);
+  g_mutex_unlock(&o->lock);
+}
+
+typedef struct {
+  DistillEngine *engine;
+  guint64 ticket;
+  uint8_t *labels;
+  int label_h, label_w;
+  GMutex *lock;
+  GCond *go_cond;
+  gboolean *go;
+} Delivery;
+
+/* The teacher's side: answers once the stream has moved on (the main thread says when). */
+static gpointer deliver_late(gpointer data)
+{
+  Delivery *d = data;
+  g_mutex_lock(d->lock);
+  while (!*d->go)
+    g_cond_wait(d->go_cond, d->lock);
+  g_mutex_unlock(d->lock);
+  GError *error = NULL;
+  gboolean ok = distill_engine_teacher_result(d->engine, d->ticket, d->labels, d->label_h,
+                                              d->label_w, &error);
+  g_assert_no_error(error);
+  return GINT_TO_POINTER(ok);
+}
+
+static Student *new_student(void)
+{
+  StudentConfig scfg;
+  student_config_default(&scfg, 3);
+  return student_new(&scfg, 11);
+}
+
+static void test_late_results_and_non_blocking_stream(void)
+{
+  Observer o = { .input_matches = FALSE, .hold_first_round = TRUE };
+  g_mutex_init(&o.lock);
+  g_cond_init(&o.changed);
+  SyntheticSceneConfig scene_cfg;
+  synthetic_scene_config_default(&scene_cfg, W, H, 9);
+  Student *initial = new_student();
+  DistillConfig cfg;
+  distill_config_default(&cfg, W, H);
+  cfg.min_stride = 4;
+  cfg.max_updates = 3;
+  cfg.accuracy_threshold = 1.0; /* take every update: the weights must change */
+  cfg.threads = 1;
+  cfg.train_threads = 1;
+  cfg.round_started = on_round_started;
+  cfg.round_finished = on_round_finished;
+  cfg.round_user_data = &o;
+  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  SceneStream s;
+  scene_stream_init(&s, &scene_cfg, engine);
+  o.scene = s.scene;
+
+  /* Frame 0 goes to the teacher; the answer comes from another thread after frame 5. */
+  scene_stream_load(&s, 0);
+  guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
+  g_assert_cmpuint(ticket, ==, 1);
+  GMutex go_lock;
+  GCond go_cond;
+  gboolean go = FALSE;
+  g_mutex_init(&go_lock);
+  g_cond_init(&go_cond);
+  Delivery d = { engine, ticket, g_memdup2(s.truth, (gsize)s.label_w * s.label_h), s.label_h,
+                 s.label_w, &go_lock, &go_cond, &go };
+  GThread *teacher = g_thread_new("teacher", deliver_late, &d);
+  distill_engine_process(engine, &s.input, s.classes);
+  uint8_t *before = g_memdup2(s.classes, (gsize)s.label_w * s.label_h);
+  for (guint64 f = 1; f <= 5; f++) {
+    scene_stream_load(&s, f);
+    guint64 t = distill_engine_wants_teacher(engine, &s.input);
+    if (t)
+      distill_engine_teacher_failed(engine, t); /* frame 4's request: fails */
+    distill_engine_process(engine, &s.input, s.classes);
+  }
+  g_mutex_lock(&go_lock);
+  go = TRUE;
+  g_cond_signal(&go_cond);
+  g_mutex_unlock(&go_lock);
+  g_assert_true(GPOINTER_TO_INT(g_thread_join(teacher)));
+
+  /* The round on frame 0 starts and is held open by its start callback. */
+  g_mutex_lock(&o.lock);
+  while (o.rounds_started == 0)
+    g_cond_wait(&o.changed, &o.lock);
+  g_mutex_unlock(&o.lock);
+  g_assert_cmpuint(o.started_ticket, ==, 1);
+  g_assert_true(o.input_matches);
+  g_assert_true(o.labels_match);
+
+  /* Meanwhile: frames come out, with the old weights, and a checkpoint can be saved. */
+  char *dir = g_dir_make_tmp("distill-async-XXXXXX", NULL);
+  char *path = g_build_filename(dir, "student.safetensors", NULL);
+  for (guint64 f = 6; f < 6 + FRAMES_DURING_ROUND; f++) {
+    scene_stream_load(&s, 0); /* the same picture as frame 0: the output must not change */
+    distill_engine_wants_teacher(engine, &s.input);
+    distill_engine_process(engine, &s.input, s.classes);
+    g_assert_cmpmem(s.classes, (gsize)s.label_w * s.label_h, before,
+                    (gsize)s.label_w * s.label_h);
+    g_mutex_lock(&o.lock);
+    o.frames_produced++;
+    g_assert_cmpuint(o.rounds_finished, ==, 0);
+    g_cond_broadcast(&o.changed);
+    g_mutex_unlock(&o.lock);
+  }
+  DistillStats st;
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.weights_version, ==, 0);
+  g_assert_cmpuint(st.frames, ==, 6 + FRAMES_DURING_ROUND);
+  g_assert_true(distill_engine_save(engine, path, NULL));
+  Student *saved = student_load(path, NULL);
+  g_assert_cmpmem(student_params(saved), student_param_count(saved) * sizeof(float),
+                  student_params(initial), student_param_count(initial) * sizeof(float));
+  student_free(saved);
+
+  /* The round ends; the next frame picks up its weights. */
+  g_mutex_lock(&o.lock);
+  while (o.rounds_finished == 0)
+    g_cond_wait(&o.changed, &o.lock);
+  g_mutex_unlock(&o.lock);
+  g_assert_cmpuint(o.finished_ticket, ==, 1);
+  g_assert_cmpuint(o.updates, ==, 3);
+  scene_stream_load(&s, 0);
+  distill_engine_process(engine, &s.input, s.classes);
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.weights_version, ==, 1);
+  g_assert_cmpuint(st.updates, ==, 3);
+  g_assert_cmpuint(st.teacher_errors, ==, 1);
+  g_assert_true(memcmp(s.classes, before, (gsize)s.label_w * s.label_h) != 0);
+  g_assert_true(distill_engine_save(engine, path, NULL));
+  saved = student_load(path, NULL);
+  Student *snapshot = distill_engine_snapshot(engine);
+  g_assert_cmpmem(student_params(saved), student_param_count(saved) * sizeof(float),
+                  student_params(snapshot), student_param_count(snapshot) * sizeof(float));
+  student_free(saved);
+  student_free(snapshot);
+
+  g_unlink(path);
+  g_rmdir(dir);
+  g_free(path);
+  g_free(dir);
+  g_free(before);
+  g_free(d.labels);
+  scene_stream_clear(&s);
+  distill_engine_free(engine);
+  student_free(initial);
+  g_mutex_clear(&go_lock);
+  g_cond_clear(&go_cond);
+  g_mutex_clear(&o.lock);
+  g_cond_clear(&o.changed);
+}
+
+/* A request never answered is given up when its slot is needed after teacher_timeout_ms; its
+ * late answer is refused; the slot serves the next request. */
+static void test_unanswered_request_given_up(void)
+{
+  Student *initial = new_student();
+  DistillConfig cfg;
+  distill_config_default(&cfg, 32, 16);
+  cfg.min_stride = 1;
+  cfg.max_pending = 1;
+  cfg.teacher_timeout_ms = 1;
+  cfg.threads = 1;
+  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  float data[32 * 16 * 3] = { 0 };
+  FeatureMap input = feature_map(data, 16, 32, 3);
+  uint8_t classes[16 * 8] = { 0 };
+  guint64 first = distill_engine_wants_teacher(engine, &input);
+  g_assert_cmpuint(first, !=, 0);
+  distill_engine_process(engine, &input, classes);
+  g_usleep(5000); /* past the 1 ms timeout */
+  guint64 second = distill_engine_wants_teacher(engine, &input);
+  g_assert_cmpuint(second, !=, 0);
+  GError *error = NULL;
+  g_assert_false(distill_engine_teacher_result(engine, first, classes, 8, 16, &error));
+  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_TICKET);
+  g_clear_error(&error);
+  DistillStats st;
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.teacher_queries, ==, 2);
+  g_assert_cmpuint(st.teacher_errors, ==, 2); /* given up, then its late answer refused */
+  distill_engine_teacher_failed(engine, second);
+  distill_engine_free(engine);
+  student_free(initial);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/distill/async/late-results-non-blocking-stream",
+                  test_late_results_and_non_blocking_stream);
+  g_test_add_func("/distill/async/unanswered-request-given-up", test_unanswered_request_given_up);
+  return g_test_run();
+}

@@ -1,0 +1,108 @@
+/* test_steady_state.c: once the buffers of the input size are planned, frames (with teacher
+ * queries, training rounds, replay, foreground weights and the scene-change statistic going on)
+ * allocate nothing: the malloc heap in use, on every thread, is the same before and after. */
+#include <malloc.h>
+
+#include "scene_stream.h"
+
+enum { W = 96, H = 64, WARM_UP = 48, MEASURED = 64 };
+
+typedef struct {
+  GMutex lock;
+  GCond changed;
+  guint64 rounds;
+} Rounds;
+
+static void on_round_finished(const DistillRound *round, gpointer data)
+{
+  Rounds *r = data;
+  g_mutex_lock(&r->lock);
+  r->rounds++;
+  g_cond_broadcast(&r->changed);
+  g_mutex_unlock(&r->lock);
+}
+
+static size_t heap_in_use(void)
+{
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+/* Runs frames [from, to), answering each query at once. The frame is processed while its round
+ * (async) runs; the next frame waits for the round, so that every due frame gets a round. */
+static void run_frames(SceneStream *s, Rounds *r, guint64 from, guint64 to, guint64 *answered)
+{
+  for (guint64 f = from; f < to; f++) {
+    scene_stream_load(s, f);
+    guint64 ticket = distill_engine_wants_teacher(s->engine, &s->input);
+    if (ticket && distill_engine_teacher_result(s->engine, ticket, s->truth, s->label_h,
+                                                s->label_w, NULL))
+      (*answered)++;
+    distill_engine_process(s->engine, &s->input, s->classes);
+    g_mutex_lock(&r->lock);
+    while (r->rounds < *answered)
+      g_cond_wait(&r->changed, &r->lock);
+    g_mutex_unlock(&r->lock);
+  }
+}
+
+static void run_steady_state(gboolean sync)
+{
+  SyntheticSceneConfig scene_cfg;
+  synthetic_scene_config_default(&scene_cfg, W, H, 4);
+  scene_cfg.cut_frame = WARM_UP + MEASURED / 2;
+  StudentConfig scfg;
+  student_config_default(&scfg, 3);
+  Student *initial = student_new(&scfg, 2);
+  Rounds r = { 0 };
+  g_mutex_init(&r.lock);
+  g_cond_init(&r.changed);
+  DistillConfig cfg;
+  distill_config_default(&cfg, W, H);
+  cfg.sync = sync;
+  cfg.min_stride = 4;
+  cfg.max_stride = 8;
+  cfg.max_updates = 2;
+  cfg.accuracy_threshold = 1.0;
+  cfg.replay_frames = 3;
+  cfg.foreground_weight = 2.0;
+  cfg.scene_change_threshold = 0.02;
+  cfg.round_finished = on_round_finished;
+  cfg.round_user_data = &r;
+  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  SceneStream s;
+  scene_stream_init(&s, &scene_cfg, engine);
+  guint64 answered = 0;
+
+  run_frames(&s, &r, 0, WARM_UP, &answered);
+  size_t before = heap_in_use();
+  guint64 rounds_before = r.rounds;
+  run_frames(&s, &r, WARM_UP, WARM_UP + MEASURED, &answered);
+  size_t after = heap_in_use();
+
+  DistillStats st;
+  distill_engine_get_stats(engine, &st);
+  g_test_message("%s: heap in use %zu -> %zu bytes over %d frames with %" G_GUINT64_FORMAT
+                 " training rounds", sync ? "sync" : "async", before, after, MEASURED,
+                 r.rounds - rounds_before);
+  g_assert_cmpuint(r.rounds - rounds_before, >=, MEASURED / 8);
+  g_assert_cmpuint(st.updates, >, 0);
+  g_assert_cmpuint(after, ==, before);
+
+  scene_stream_clear(&s);
+  distill_engine_free(engine);
+  student_free(initial);
+  g_mutex_clear(&r.lock);
+  g_cond_clear(&r.changed);
+}
+
+static void test_async(void) { run_steady_state(FALSE); }
+static void test_sync(void) { run_steady_state(TRUE); }
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/distill/steady-state/async", test_async);
+  g_test_add_func("/distill/steady-state/sync", test_sync);
+  return g_test_run();
+}
