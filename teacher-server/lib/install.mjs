@@ -10,6 +10,9 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 export const MODEL_PATH = path.join(ROOT, 'node_modules', '.models', 'isnet-medium.onnx');
 const STAMP = path.join(ROOT, 'node_modules', '.teacher-server-installed');
+const LOCK = path.join(ROOT, '.install-lock');
+// An install takes seconds to a minute; a lock older than this was left by a killed process.
+const STALE_LOCK_MS = 10 * 60 * 1000;
 const RESOURCE = '/models/medium';
 
 function sha256(buffer) {
@@ -50,19 +53,64 @@ function assembleModel() {
   fs.renameSync(tmp, MODEL_PATH);
 }
 
-export function install({ quiet = false } = {}) {
+function sleep(ms) {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+// Servers started side by side (tests do) must not run two `npm ci` in one folder: the first
+// installs under a lock directory (mkdir is atomic), the others wait for it.
+function withInstallLock(work) {
+  for (;;) {
+    try {
+      fs.mkdirSync(LOCK);
+      break;
+    } catch (err) {
+      if (err.code !== 'EEXIST')
+        throw err;
+    }
+    try {
+      if (Date.now() - fs.statSync(LOCK).mtimeMs > STALE_LOCK_MS)
+        fs.rmSync(LOCK, { recursive: true, force: true });
+    } catch {
+      // gone already: try again
+    }
+    sleep(200);
+  }
+  try {
+    work();
+  } finally {
+    fs.rmSync(LOCK, { recursive: true, force: true });
+  }
+}
+
+export function install() {
   if (isInstalled())
     return;
-  const log = quiet ? () => {} : (msg) => process.stderr.write(`teacher-server: ${msg}\n`);
+  withInstallLock(() => {
+    if (!isInstalled())
+      installUnlocked();
+  });
+}
+
+function installUnlocked() {
+  const log = (msg) => process.stderr.write(`teacher-server: ${msg}\n`);
   log('installing npm packages (npm ci --ignore-scripts)');
   // The lifecycle scripts stay off: onnxruntime-node's would download CUDA libraries, sharp's a
   // libvips build; neither is used.
   execFileSync('npm', ['ci', '--ignore-scripts', '--no-audit', '--no-fund'],
-    { cwd: ROOT, stdio: ['ignore', quiet ? 'ignore' : process.stderr, 'inherit'] });
+    { cwd: ROOT, stdio: ['ignore', process.stderr, 'inherit'] });
   log(`assembling ${MODEL_PATH}`);
   assembleModel();
   fs.writeFileSync(STAMP, `${lockHash()}\n`);
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url))
-  install();
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  try {
+    install();
+  } catch (err) {
+    process.stderr.write(`teacher-server: install failed: ${err.message.split('\n')[0]}\n` +
+      '  (the first run needs the npm registry; retry, or run `npm ci --ignore-scripts` in ' +
+      `${ROOT} to see why)\n`);
+    process.exit(1);
+  }
+}
