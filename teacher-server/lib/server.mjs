@@ -168,34 +168,34 @@ export function createTeacherServer(options, modelPromise, log) {
       throw new RequestError(503, 'the model is still loading', { 'Retry-After': '1' });
   }
 
-  // The replay server's injected faults; returns true when the request is taken care of.
-  function injectFault(req, res) {
+  // The replay server's injected faults: the fault drawn for this request, as a function that
+  // answers it (or leaves it hanging), or null.
+  function drawFault(req, res) {
     const draw = random();
     let edge = options.failRate;
     if (draw < edge) {
       if (random() < 0.5)
-        send(req, res, 503, { error: 'injected failure (--fail-rate)' }, { 'Retry-After': '1' });
-      else
-        send(req, res, 500, { error: 'injected failure (--fail-rate)' });
-      return true;
+        return () => send(req, res, 503, { error: 'injected failure (--fail-rate)' },
+          { 'Retry-After': '1' });
+      return () => send(req, res, 500, { error: 'injected failure (--fail-rate)' });
     }
     if (draw < (edge += options.garbageRate)) {
-      metrics.countError(req.route, 'garbage');
-      const header = Buffer.from(`{"model_name":"${options.name}","outputs":[{"name":"mask",` +
-        '"datatype":"UINT8","shape":[1,4,4],"parameters":{"binary_data_size":16}}]}');
-      // Either a cut JSON body or a binary reply whose tensor is shorter than announced.
-      const body = random() < 0.5 ? header.subarray(0, header.length >> 1) :
-        Buffer.concat([header, Buffer.alloc(5)]);
-      res.writeHead(200, { 'Content-Type': 'application/octet-stream',
-        'Inference-Header-Content-Length': String(header.length), 'Content-Length': body.length });
-      res.end(body);
-      return true;
+      const cut = random() < 0.5;
+      return () => {
+        metrics.countError(req.route, 'garbage');
+        const header = Buffer.from(`{"model_name":"${options.name}","outputs":[{"name":"mask",` +
+          '"datatype":"UINT8","shape":[1,4,4],"parameters":{"binary_data_size":16}}]}');
+        // Either a cut JSON body or a binary reply whose tensor is shorter than announced.
+        const body = cut ? header.subarray(0, header.length >> 1) :
+          Buffer.concat([header, Buffer.alloc(5)]);
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream',
+          'Inference-Header-Content-Length': String(header.length), 'Content-Length': body.length });
+        res.end(body);
+      };
     }
-    if (draw < edge + options.hangRate) {
-      metrics.countError(req.route, 'hang');
-      return true;
-    }
-    return false;
+    if (draw < edge + options.hangRate)
+      return () => metrics.countError(req.route, 'hang');
+    return null;
   }
 
   async function infer(req, res) {
@@ -203,8 +203,12 @@ export function createTeacherServer(options, modelPromise, log) {
     if (options.downAfter && inferRequests >= options.downAfter)
       res.on('finish', goDown);
     const delay = options.latencyMs ? new Promise((r) => setTimeout(r, options.latencyMs)) : null;
-    if (injectFault(req, res))
+    const fault = drawFault(req, res);
+    if (fault) {
+      await delay;
+      fault();
       return;
+    }
     checkModelReady();
     const parsed = parseInferRequest(await readBody(req), req.headers['inference-header-content-length']);
     const outputs = parsed.outputs ?? [{ name: OUTPUT_NAME, binary: parsed.binaryByDefault }];

@@ -72,6 +72,11 @@ test('fail, garbage and hang rates: every kind shows up, the same for the same s
   // 30% failures of 24 requests: far from none and from all.
   const failures = count('503 retry-after') + count('500');
   assert.ok(failures >= 3 && failures <= 14, `${failures} failures`);
+  const metrics = (await request(first.url, 'GET', '/metrics')).body.toString();
+  for (const [status, kind] of [['500', '500'], ['503', '503 retry-after'], ['garbage', 'garbage'],
+    ['hang', 'hang']])
+    assert.match(metrics, new RegExp(`^teacher_errors_total\\{route="models/infer",status="${status}"\\} ` +
+      `${count(kind)}$`, 'm'), `errors counted as ${status}`);
 });
 
 test('--latency-ms delays answers, --down-after closes the listener', async () => {
