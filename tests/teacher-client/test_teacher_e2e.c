@@ -1,0 +1,200 @@
+/* test_teacher_e2e.c: the client against the reference teacher (teacher-server/run --model
+ * replay) on real vtest.avi frames: the class maps it returns agree with the stored labels, raw
+ * and JPEG, labels and probabilities; reports bytes per query and latency. The first request is
+ * sent while the server still loads: the client's readiness probes carry it through. */
+#include <signal.h>
+#include <string.h>
+
+#include "outcome.h"
+
+#define VIDEO "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+#define VIDEO_W 768
+#define VIDEO_H 576
+#define OUT_W 320
+#define OUT_H 240
+
+static char *root;
+
+/* Frame index of file as raw pix_fmt bytes (ffmpeg). */
+static guint8 *decode_frame(const char *file, int index, const char *pix_fmt, gsize size)
+{
+  g_autofree char *select = g_strdup_printf("select=eq(n\\,%d)", index);
+  const char *argv[] = {"ffmpeg", "-v", "error", "-nostdin", "-i", file, "-vf", select,
+                        "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", pix_fmt, "-", NULL};
+  gsize length = 0;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSubprocess) ffmpeg = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                                                              G_SUBPROCESS_FLAGS_STDERR_SILENCE,
+                                                    &error);
+  g_assert_no_error(error);
+  g_autoptr(GBytes) bytes = NULL;
+  g_assert_true(g_subprocess_communicate(ffmpeg, NULL, NULL, &bytes, NULL, &error));
+  const guint8 *data = g_bytes_get_data(bytes, &length);
+  if (length != size)
+    g_error("ffmpeg gave %zu bytes for frame %d of %s, expected %zu", length, index, file, size);
+  return g_memdup2(data, size);
+}
+
+typedef struct {
+  GSubprocess *process;
+  char *url;
+} Teacher;
+
+/* Starts teacher-server/run with args; NULL url when it did not come up. */
+static gboolean teacher_start(Teacher *teacher, const char *output)
+{
+  g_autofree char *run = g_build_filename(root, "teacher-server", "run", NULL);
+  g_autofree char *labels = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
+  const char *argv[] = {run, "--model", "replay", "--video", VIDEO, "--labels", labels, "--port",
+                        "0", "--output", output, NULL};
+  g_autoptr(GError) error = NULL;
+  teacher->process = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+  g_assert_no_error(error);
+  g_autoptr(GDataInputStream) lines =
+      g_data_input_stream_new(g_subprocess_get_stdout_pipe(teacher->process));
+  g_autofree char *line = g_data_input_stream_read_line(lines, NULL, NULL, &error);
+  /* "teacher-server: listening on http://HOST:PORT/v2 (…)" */
+  const char *start = line ? strstr(line, "http://") : NULL;
+  const char *end = start ? strstr(start, "/v2") : NULL;
+  if (end == NULL) {
+    g_test_message("teacher-server did not start: %s", line ? line : "no output");
+    return FALSE;
+  }
+  teacher->url = g_strndup(start, (gsize)(end - start));
+  return TRUE;
+}
+
+static void teacher_stop(Teacher *teacher)
+{
+  g_subprocess_send_signal(teacher->process, SIGTERM);
+  g_subprocess_wait(teacher->process, NULL, NULL);
+  g_clear_object(&teacher->process);
+  g_clear_pointer(&teacher->url, g_free);
+}
+
+/* The stored labels of frame index at the class map's size (nearest), as the client maps them. */
+static guint8 *expected_labels(int index)
+{
+  g_autofree char *path = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
+  g_autofree guint8 *grey = decode_frame(path, index, "gray", VIDEO_W * VIDEO_H);
+  guint8 *labels = g_malloc(OUT_W * OUT_H);
+  for (int y = 0; y < OUT_H; y++)
+    for (int x = 0; x < OUT_W; x++)
+      labels[y * OUT_W + x] =
+          grey[(gsize)((2 * y + 1) * VIDEO_H / (2 * OUT_H)) * VIDEO_W +
+               (2 * x + 1) * VIDEO_W / (2 * OUT_W)] >= 128;
+  return labels;
+}
+
+/* Agreement of the class map with the stored labels over the pixels not ignored. */
+static void compare(const Outcome *outcome, const guint8 *expected, const char *what)
+{
+  guint agree = 0, ignored = 0, foreground = 0, both = 0, either = 0;
+  for (int i = 0; i < OUT_W * OUT_H; i++) {
+    guint8 v = outcome->labels[i];
+    ignored += v == 255;
+    agree += v == expected[i];
+    foreground += expected[i];
+    both += v == 1 && expected[i];
+    either += v != 255 && (v == 1 || expected[i]);
+  }
+  double counted = OUT_W * OUT_H - ignored, iou = (double)both / either;
+  g_test_message("%s: foreground IoU %.3f, agreement %.4f on %.0f pixels (%u ignored, %u "
+                 "foreground), %" G_GUINT64_FORMAT " bytes sent, %" G_GUINT64_FORMAT
+                 " received, %.1f ms",
+                 what, iou, agree / counted, counted, ignored, foreground, outcome->bytes_sent,
+                 outcome->bytes_received, outcome->latency_ms);
+  /* The people are a small part of the street: the foreground IoU is the telling figure. */
+  g_assert_cmpuint(foreground, >, 0);
+  g_assert_cmpfloat(ignored, <, 0.05 * OUT_W * OUT_H);
+  g_assert_cmpfloat(iou, >, 0.8);
+  g_assert_cmpfloat(agree / counted, >, 0.99);
+  g_assert_cmpint(outcome->num_classes, ==, 2);
+}
+
+static void run_against(const char *output)
+{
+  g_autofree char *run = g_build_filename(root, "teacher-server", "run", NULL);
+  g_autofree char *labels = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
+  if (!g_file_test(run, G_FILE_TEST_IS_EXECUTABLE) || !g_file_test(labels, G_FILE_TEST_EXISTS) ||
+      !g_file_test(VIDEO, G_FILE_TEST_EXISTS) || !g_find_program_in_path("node") ||
+      !g_find_program_in_path("ffmpeg")) {
+    g_test_skip("needs teacher-server/run, data/vtest/labels.mkv, " VIDEO
+                " (opencv-doc), node and ffmpeg");
+    return;
+  }
+  Teacher teacher = {0};
+  if (!teacher_start(&teacher, output)) {
+    teacher_stop(&teacher);
+    g_test_fail_printf("teacher-server/run did not start");
+    return;
+  }
+  const int frames[] = {120, 600};
+  for (int jpeg = 0; jpeg <= 1; jpeg++) {
+    TeacherClientConfig cfg;
+    teacher_client_config_init(&cfg);
+    cfg.urls = teacher.url;
+    cfg.timeout_ms = 60000;  /* the first request waits while the server loads the video */
+    cfg.encoding = jpeg ? TEACHER_ENCODING_JPEG : TEACHER_ENCODING_RAW;
+    cfg.max_side = jpeg ? 384 : 0;
+    g_autoptr(GError) error = NULL;
+    TeacherClient *client = teacher_client_new(&cfg, &error);
+    g_assert_no_error(error);
+    TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
+    Collector collector;
+    collector_init(&collector);
+    for (guint i = 0; i < G_N_ELEMENTS(frames); i++) {
+      g_autofree guint8 *rgb = decode_frame(VIDEO, frames[i], "rgb24", VIDEO_W * VIDEO_H * 3);
+      TeacherFrame f = {.rgb = rgb, .width = VIDEO_W, .height = VIDEO_H, .frame = frames[i],
+                        .out_width = OUT_W, .out_height = OUT_H};
+      g_assert_cmpint(teacher_stream_submit(stream, &f, collector_on_result, &collector, &error),
+                      ==, TEACHER_SUBMIT_OK);
+      Outcome *outcome = collector_wait(&collector);
+      g_assert_no_error(outcome->error);
+      g_assert_cmpuint(outcome->frame, ==, (guint64)frames[i]);
+      g_autofree guint8 *expected = expected_labels(frames[i]);
+      g_autofree char *what = g_strdup_printf("%s, %s %s, frame %d", output,
+                                              jpeg ? "jpeg" : "raw",
+                                              jpeg ? "384x288" : "768x576", frames[i]);
+      compare(outcome, expected, what);
+      outcome_free(outcome);
+    }
+    TeacherCounters counters;
+    teacher_client_get_counters(client, &counters);
+    g_assert_cmpuint(counters.replies, ==, G_N_ELEMENTS(frames));
+    g_assert_cmpuint(counters.health_probes, >=, 1);
+    g_test_message("%s %s: %" G_GUINT64_FORMAT " probes, mean latency %.1f ms, %.0f bytes sent "
+                   "and %.0f received per query",
+                   output, jpeg ? "jpeg" : "raw", counters.health_probes,
+                   counters.mean_latency_ms, (double)counters.bytes_sent / counters.replies,
+                   (double)counters.bytes_received / counters.replies);
+    teacher_stream_close(stream);
+    collector_clear(&collector);
+    teacher_client_free(client);
+  }
+  teacher_stop(&teacher);
+}
+
+static void test_labels(void)
+{
+  run_against("labels");
+}
+
+static void test_probabilities(void)
+{
+  run_against("probabilities");
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_log_set_debug_enabled(FALSE);  /* GIO's socket debug lines would bury the test's messages */
+  g_unsetenv("DISTILL_TEACHER_TOKEN");
+  const char *source = g_getenv("DISTILL_SOURCE_ROOT");
+  root = g_strdup(source ? source : ".");
+  g_test_add_func("/teacher-client/e2e/replay-labels", test_labels);
+  g_test_add_func("/teacher-client/e2e/replay-probabilities", test_probabilities);
+  int status = g_test_run();
+  g_free(root);
+  return status;
+}
