@@ -23,7 +23,7 @@ static int frames = 480, score_from = -1, seed = 1, min_stride = 8, max_stride =
            teacher_delay_ms = 200, cut = 0, student_seed = 5;
 static double threshold = 0.8, lr = 0, fg_weight = 1.0, scene_change = 0.0, pan = 0.0;
 static char *optimizer = NULL, *absent = NULL, *scene_size = NULL, *input_size = NULL;
-static gboolean async_mode = FALSE;
+static gboolean async_mode = FALSE, no_train = FALSE;
 
 static GOptionEntry entries[] = {
   { "frames", 0, 0, G_OPTION_ARG_INT, &frames, "frames to run (480)", "N" },
@@ -44,6 +44,7 @@ static GOptionEntry entries[] = {
   { "cut", 0, 0, G_OPTION_ARG_INT, &cut, "scene cut at this frame (0 = none)", "F" },
   { "absent", 0, 0, G_OPTION_ARG_STRING, &absent, "class 2 off screen on [A, B)", "A:B" },
   { "pan", 0, 0, G_OPTION_ARG_DOUBLE, &pan, "background pan, widths per 100 frames", "X" },
+  { "no-train", 0, 0, G_OPTION_ARG_NONE, &no_train, "never update the weights", NULL },
   { "async", 0, 0, G_OPTION_ARG_NONE, &async_mode, "latency run, asynchronous mode", NULL },
   { "fps", 0, 0, G_OPTION_ARG_INT, &fps, "async: frame rate (30)", "N" },
   { "teacher-delay-ms", 0, 0, G_OPTION_ARG_INT, &teacher_delay_ms, "async: (200)", "MS" },
@@ -213,6 +214,7 @@ int main(int argc, char **argv)
   }
   if (lr)
     cfg.optimizer.learning_rate = (float)lr;
+  cfg.train = !no_train;
   cfg.scene_change_threshold = scene_change;
   cfg.replay_frames = (guint)replay;
   cfg.foreground_weight = fg_weight;
@@ -234,7 +236,7 @@ int main(int argc, char **argv)
   scene_stream_init(&s, &scene_cfg, engine);
 
   gint64 start = g_get_monotonic_time();
-  double cut_sum = 0;
+  double cut_sum = 0, all_sum = 0;
   int cut_frames = 0;
   printf("{\"mode\":\"%s\"", async_mode ? "async" : "sync");
   if (async_mode) {
@@ -250,9 +252,11 @@ int main(int argc, char **argv)
         s.miou_sum = before;
         s.scored--;
       }
+      double miou = distill_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h,
+                                 s.num_classes);
+      all_sum += miou;
       if (cut && f >= cut && f < cut + 60) {
-        cut_sum += distill_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h,
-                                s.num_classes);
+        cut_sum += miou;
         cut_frames++;
       }
     }
@@ -260,6 +264,8 @@ int main(int argc, char **argv)
   DistillStats st;
   distill_engine_get_stats(engine, &st);
   printf(",\"frames\":%" G_GUINT64_FORMAT ",\"miou\":%.4f", st.frames, scene_stream_miou(&s));
+  if (!async_mode)
+    printf(",\"miou_all\":%.4f", all_sum / frames);
   if (cut_frames)
     printf(",\"miou_after_cut\":%.4f", cut_sum / cut_frames);
   printf(",\"teacher_fraction\":%.4f,\"queries\":%" G_GUINT64_FORMAT ",\"updates\":%" G_GUINT64_FORMAT
