@@ -1,0 +1,1157 @@
+/* gst-distill
+ * Copyright (C) 2026 gst-distill authors
+ *
+ * This library is free software; you can redistribute it and/or modify it under the terms of the
+ * GNU Lesser General Public License as published by the Free Software Foundation; either version
+ * 2.1 of the License, or (at your option) any later version.
+ */
+
+/**
+ * SECTION:element-distillseg
+ * @title: distillseg
+ *
+ * Segments every frame with a compact student network and keeps the student specialised to the
+ * stream by online distillation: now and then a frame goes to a remote teacher model (a KServe v2
+ * server such as NVIDIA Triton) whose mask becomes the target of a few SGD steps, taken beside
+ * the stream (`sync=false`) or in line with it (`sync=true`, for evaluation).
+ *
+ * Every output buffer carries a #GstDistillSegMeta (the class map); the element posts
+ * `distill-stats` element messages every `stats-interval` ms.
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 filesrc location=vtest.avi ! decodebin ! videoconvert ! \
+ *     distillseg teacher-url=http://127.0.0.1:8000 ! videoconvert ! autovideosink
+ * ]|
+ */
+#include <string.h>
+
+#include "gstdistillseg.h"
+#include "gstdistillsegmeta.h"
+#include "render.h"
+
+GST_DEBUG_CATEGORY_STATIC(gst_distill_seg_debug);
+#define GST_CAT_DEFAULT gst_distill_seg_debug
+
+enum {
+  PROP_0,
+  PROP_TEACHER_URL,
+  PROP_TEACHER_MODEL,
+  PROP_TEACHER_TOKEN_FILE,
+  PROP_TEACHER_TIMEOUT,
+  PROP_TEACHER_ENCODING,
+  PROP_TEACHER_MAX_SIDE,
+  PROP_TEACHER_INFLIGHT,
+  PROP_TEACHER_CONFIDENCE,
+  PROP_TEACHER_CA_FILE,
+  PROP_NUM_CLASSES,
+  PROP_INFERENCE_WIDTH,
+  PROP_INFERENCE_HEIGHT,
+  PROP_CHECKPOINT,
+  PROP_CHECKPOINT_OUT,
+  PROP_CHECKPOINT_INTERVAL,
+  PROP_MIN_STRIDE,
+  PROP_MAX_STRIDE,
+  PROP_ACCURACY_THRESHOLD,
+  PROP_MAX_UPDATES,
+  PROP_LEARNING_RATE,
+  PROP_OPTIMIZER,
+  PROP_TRAIN,
+  PROP_SYNC,
+  PROP_OUTPUT,
+  PROP_THREADS,
+  PROP_STATS_INTERVAL,
+};
+
+#define DEFAULT_PROP_TEACHER_URL NULL
+#define DEFAULT_PROP_TEACHER_MODEL "teacher"
+#define DEFAULT_PROP_TEACHER_TOKEN_FILE NULL
+#define DEFAULT_PROP_TEACHER_TIMEOUT 10000
+#define DEFAULT_PROP_TEACHER_ENCODING TEACHER_ENCODING_RAW
+#define DEFAULT_PROP_TEACHER_MAX_SIDE 0
+#define DEFAULT_PROP_TEACHER_INFLIGHT 1
+#define DEFAULT_PROP_TEACHER_CONFIDENCE 0.6
+#define DEFAULT_PROP_TEACHER_CA_FILE NULL
+#define DEFAULT_PROP_NUM_CLASSES 2
+#define DEFAULT_PROP_INFERENCE_SIZE 0
+#define DEFAULT_PROP_CHECKPOINT NULL
+#define DEFAULT_PROP_CHECKPOINT_OUT NULL
+#define DEFAULT_PROP_CHECKPOINT_INTERVAL 300
+#define DEFAULT_PROP_MIN_STRIDE 8
+#define DEFAULT_PROP_MAX_STRIDE 64
+#define DEFAULT_PROP_ACCURACY_THRESHOLD 0.8
+#define DEFAULT_PROP_MAX_UPDATES 8
+#define DEFAULT_PROP_TRAIN TRUE
+#define DEFAULT_PROP_SYNC FALSE
+#define DEFAULT_PROP_OUTPUT GST_DISTILL_OUTPUT_OVERLAY
+#define DEFAULT_PROP_THREADS 0
+#define DEFAULT_PROP_STATS_INTERVAL 1000
+
+/* The long side of the student's input when inference-width/-height are 0. */
+#define DEFAULT_INFERENCE_LONG_SIDE 640
+
+#define VIDEO_FORMATS "{ RGB, BGR, RGBx, BGRx, xRGB, xBGR, RGBA, BGRA, I420, NV12 }"
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(VIDEO_FORMATS)));
+
+static GstStaticPadTemplate src_template =
+    GST_STATIC_PAD_TEMPLATE("src", GST_PAD_SRC, GST_PAD_ALWAYS,
+                            GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(VIDEO_FORMATS) ";" GST_VIDEO_CAPS_MAKE("GRAY8")));
+
+#define gst_distill_seg_parent_class parent_class
+G_DEFINE_TYPE(GstDistillSeg, gst_distill_seg, GST_TYPE_VIDEO_FILTER);
+GST_ELEMENT_REGISTER_DEFINE(distillseg, "distillseg", GST_RANK_NONE, GST_TYPE_DISTILL_SEG);
+
+#define GST_TYPE_DISTILL_OUTPUT (gst_distill_output_get_type())
+static GType gst_distill_output_get_type(void)
+{
+  static GType type;
+  static const GEnumValue values[] = {
+      {GST_DISTILL_OUTPUT_PASSTHROUGH, "The input video, unchanged (the meta carries the mask)",
+       "passthrough"},
+      {GST_DISTILL_OUTPUT_OVERLAY, "The input video with the classes blended over it", "overlay"},
+      {GST_DISTILL_OUTPUT_MASK, "GRAY8 frames of the input's size; pixel value = class index",
+       "mask"},
+      {0, NULL, NULL}};
+
+  if (g_once_init_enter(&type))
+    g_once_init_leave(&type, g_enum_register_static("GstDistillOutput", values));
+  return type;
+}
+
+#define GST_TYPE_DISTILL_TEACHER_ENCODING (gst_distill_teacher_encoding_get_type())
+static GType gst_distill_teacher_encoding_get_type(void)
+{
+  static GType type;
+  static const GEnumValue values[] = {
+      {TEACHER_ENCODING_RAW, "UINT8 RGB tensor [1,H,W,3]", "raw"},
+      {TEACHER_ENCODING_JPEG, "BYTES tensor [1] holding a JPEG (less bandwidth)", "jpeg"},
+      {0, NULL, NULL}};
+
+  if (g_once_init_enter(&type))
+    g_once_init_leave(&type, g_enum_register_static("GstDistillTeacherEncoding", values));
+  return type;
+}
+
+#define GST_TYPE_DISTILL_OPTIMIZER (gst_distill_optimizer_get_type())
+static GType gst_distill_optimizer_get_type(void)
+{
+  static GType type;
+  static const GEnumValue values[] = {
+      {GST_DISTILL_OPTIMIZER_SGD, "SGD with momentum 0.9", "sgd"},
+      {GST_DISTILL_OPTIMIZER_ADAM, "Adam", "adam"},
+      {0, NULL, NULL}};
+
+  if (g_once_init_enter(&type))
+    g_once_init_leave(&type, g_enum_register_static("GstDistillOptimizer", values));
+  return type;
+}
+
+/* The engine's tuned optimiser settings: the defaults of learning-rate and optimizer. */
+static OptimizerConfig tuned_optimizer(void)
+{
+  DistillConfig cfg;
+
+  distill_config_default(&cfg, DEFAULT_INFERENCE_LONG_SIDE, DEFAULT_INFERENCE_LONG_SIDE);
+  return cfg.optimizer;
+}
+
+/* ---- weights -------------------------------------------------------------------------------- */
+
+/* The shipped weights for num_classes classes: in $DISTILL_WEIGHTS_DIR when set, else installed,
+ * else in the source tree (a build run in place, GST_PLUGIN_PATH=build/plugins). NULL when there
+ * are none. */
+static gchar *shipped_checkpoint(guint num_classes)
+{
+  g_autofree gchar *name = g_strdup_printf("student-%uclass.safetensors", num_classes);
+  const gchar *env = g_getenv("DISTILL_WEIGHTS_DIR");
+  const gchar *dirs[] = {DISTILL_INSTALLED_WEIGHTS_DIR, DISTILL_SOURCE_WEIGHTS_DIR};
+
+  for (guint i = 0; i < G_N_ELEMENTS(dirs); i++) {
+    gchar *path = g_build_filename(env ? env : dirs[i], name, NULL);
+    if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
+      return path;
+    g_free(path);
+    if (env)
+      break;
+  }
+  return NULL;
+}
+
+/* The student the stream starts from: checkpoint; if it cannot be read, the shipped weights
+ * with a warning; without either, a freshly initialised network. */
+static Student *load_initial_student(GstDistillSeg *self, const gchar *checkpoint,
+                                     guint num_classes)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree gchar *shipped = shipped_checkpoint(num_classes);
+  Student *student;
+
+  if (checkpoint) {
+    student = student_load(checkpoint, &error);
+    if (student && (guint)student_get_config(student)->num_classes == num_classes)
+      return student;
+    if (student) {
+      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                        ("Checkpoint \"%s\" is a student of %d classes, but num-classes is %u.",
+                         checkpoint, student_get_config(student)->num_classes, num_classes),
+                        ("Set num-classes=%d, or give a checkpoint of %u classes.",
+                         student_get_config(student)->num_classes, num_classes));
+      student_free(student);
+      return NULL;
+    }
+    if (!shipped) {
+      GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
+                        ("Cannot use checkpoint \"%s\": %s", checkpoint, error->message),
+                        ("Fix or remove the file, or set checkpoint to another one."));
+      return NULL;
+    }
+    GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
+                        ("Cannot use checkpoint \"%s\": %s; starting from the shipped weights.",
+                         checkpoint, error->message),
+                        ("Fix or remove the file to silence this warning."));
+    g_clear_error(&error);
+  }
+
+  if (shipped) {
+    student = student_load(shipped, &error);
+    if (student)
+      return student;
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
+                      ("The shipped weights \"%s\" cannot be read: %s", shipped, error->message),
+                      ("Reinstall gst-distill, or set checkpoint to a student of %u classes.",
+                       num_classes));
+    return NULL;
+  }
+
+  GST_INFO_OBJECT(self, "no checkpoint and no shipped weights for %u classes: starting from "
+                  "random weights", num_classes);
+  StudentConfig cfg;
+  student_config_default(&cfg, (int)num_classes);
+  return student_new(&cfg, 1);
+}
+
+static void save_checkpoint(GstDistillSeg *self, const gchar *path)
+{
+  g_autoptr(GError) error = NULL;
+  gboolean saved;
+
+  if (self->engine)
+    saved = distill_engine_save(self->engine, path, &error);
+  else
+    saved = student_save(self->initial, path, &error);
+  if (saved)
+    GST_INFO_OBJECT(self, "saved the student to %s", path);
+  else
+    GST_ELEMENT_WARNING(self, RESOURCE, WRITE,
+                        ("Cannot save the student to \"%s\": %s", path, error->message),
+                        ("Check that the folder exists, is writable and has space; the previous "
+                         "file, if any, is left intact."));
+}
+
+/* Periodic saves run on their own thread: a fsync must not stall the stream. */
+static gpointer periodic_save(gpointer data)
+{
+  GstDistillSeg *self = data;
+  gchar *path;
+
+  GST_OBJECT_LOCK(self);
+  path = g_strdup(self->checkpoint_out);
+  GST_OBJECT_UNLOCK(self);
+  if (path)
+    save_checkpoint(self, path);
+  g_free(path);
+  return NULL;
+}
+
+static void join_saver(GstDistillSeg *self)
+{
+  if (self->saver)
+    g_thread_join(g_steal_pointer(&self->saver));
+}
+
+/* ---- teacher -------------------------------------------------------------------------------- */
+
+/* Converts frame into packed RGB pixels of the converter's output size (rgb_info_like). */
+static void convert_to_rgb(GstVideoConverter *converter, GstVideoFrame *frame, guint8 *pixels,
+                           int width, int height)
+{
+  GstVideoFrame rgb = {0};
+
+  gst_video_info_set_format(&rgb.info, GST_VIDEO_FORMAT_RGB, width, height);
+  rgb.info.stride[0] = width * 3;
+  rgb.data[0] = pixels;
+  gst_video_converter_frame(converter, frame, &rgb);
+}
+
+typedef struct {
+  GstDistillSeg *self;
+  guint64 ticket;
+} TeacherQuery;
+
+/* On the teacher client's thread. */
+static void on_teacher_result(TeacherResult *result, const GError *error, gpointer user_data)
+{
+  TeacherQuery *query = user_data;
+  GstDistillSeg *self = query->self;
+  g_autoptr(GError) refused = NULL;
+
+  if (result) {
+    if (!distill_engine_teacher_result(self->engine, query->ticket, result->labels,
+                                       result->height, result->width, &refused))
+      GST_DEBUG_OBJECT(self, "teacher result dropped: %s", refused->message);
+  } else {
+    if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      GST_DEBUG_OBJECT(self, "teacher query failed: %s", error->message);
+    distill_engine_teacher_failed(self->engine, query->ticket);
+  }
+
+  g_mutex_lock(&self->teacher_lock);
+  self->teacher_answered = query->ticket;
+  g_cond_broadcast(&self->teacher_cond);
+  g_mutex_unlock(&self->teacher_lock);
+  g_free(query);
+}
+
+/* Sends the frame to the teacher; in sync mode, waits for the answer (the client gives up after
+ * teacher-timeout, so this wait is bounded). */
+static void query_teacher(GstDistillSeg *self, GstVideoFrame *frame, guint64 ticket)
+{
+  g_autoptr(GError) error = NULL;
+  TeacherFrame tf = {
+      .width = GST_VIDEO_FRAME_WIDTH(frame),
+      .height = GST_VIDEO_FRAME_HEIGHT(frame),
+      .frame = self->frame,
+      .out_width = self->label_w,
+      .out_height = self->label_h,
+  };
+
+  if (GST_VIDEO_FRAME_FORMAT(frame) == GST_VIDEO_FORMAT_RGB) {
+    tf.rgb = GST_VIDEO_FRAME_PLANE_DATA(frame, 0);
+    tf.stride = GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0);
+  } else {
+    convert_to_rgb(self->to_rgb_full, frame, self->rgb_full, tf.width, tf.height);
+    tf.rgb = self->rgb_full;
+    tf.stride = tf.width * 3;
+  }
+
+  TeacherQuery *query = g_new(TeacherQuery, 1);
+  query->self = self;
+  query->ticket = ticket;
+  if (teacher_stream_submit(self->stream, &tf, on_teacher_result, query, &error) !=
+      TEACHER_SUBMIT_OK) {
+    GST_DEBUG_OBJECT(self, "teacher query not sent: %s", error ? error->message : "busy");
+    distill_engine_teacher_failed(self->engine, ticket);
+    g_free(query);
+    return;
+  }
+
+  if (!distill_engine_get_config(self->engine)->sync)
+    return;
+  gint64 deadline = g_get_monotonic_time() + (self->teacher_timeout + 2000) * G_TIME_SPAN_MILLISECOND;
+  g_mutex_lock(&self->teacher_lock);
+  while (self->teacher_answered != ticket)
+    if (!g_cond_wait_until(&self->teacher_cond, &self->teacher_lock, deadline))
+      break;
+  g_mutex_unlock(&self->teacher_lock);
+}
+
+/* ---- per frame ------------------------------------------------------------------------------ */
+
+/* The student's input from the frame: packed RGB variants directly, YUV through RGB. */
+static void frame_to_input(GstDistillSeg *self, GstVideoFrame *frame)
+{
+  if (self->packed_rgb) {
+    distill_input_from_rgb(GST_VIDEO_FRAME_PLANE_DATA(frame, 0), GST_VIDEO_FRAME_WIDTH(frame),
+                           GST_VIDEO_FRAME_HEIGHT(frame), GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0),
+                           self->pixel_stride, self->rgb_offset, &self->input);
+    return;
+  }
+  convert_to_rgb(self->to_rgb_small, frame, self->rgb_small, self->input_w, self->input_h);
+  distill_input_from_rgb(self->rgb_small, self->input_w, self->input_h, self->input_w * 3, 3,
+                         NULL, &self->input);
+}
+
+static void post_stats(GstDistillSeg *self, gint64 now)
+{
+  DistillStats stats;
+  TeacherCounters counters = {0};
+  double seconds = (now - self->last_stats_time) / (double)G_TIME_SPAN_SECOND;
+
+  distill_engine_get_stats(self->engine, &stats);
+  if (self->stream)
+    teacher_stream_get_counters(self->stream, &counters);
+  GstStructure *s = gst_structure_new(
+      "distill-stats", "frames", G_TYPE_UINT64, stats.frames, "teacher-queries", G_TYPE_UINT64,
+      stats.teacher_queries, "teacher-errors", G_TYPE_UINT64, stats.teacher_errors, "updates",
+      G_TYPE_UINT64, stats.updates, "stride", G_TYPE_UINT, stats.stride, "fps", G_TYPE_DOUBLE,
+      seconds > 0 ? (stats.frames - self->last_stats_frames) / seconds : 0.0, "student-ms",
+      G_TYPE_DOUBLE, stats.student_ms, "teacher-latency-ms", G_TYPE_DOUBLE,
+      counters.mean_latency_ms, "last-miou", G_TYPE_DOUBLE, stats.last_miou, "train-ms",
+      G_TYPE_DOUBLE, stats.train_ms, "teacher-bytes-sent", G_TYPE_UINT64, counters.bytes_sent,
+      "teacher-bytes-received", G_TYPE_UINT64, counters.bytes_received, NULL);
+  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
+  self->last_stats_time = now;
+  self->last_stats_frames = stats.frames;
+}
+
+static void after_frame(GstDistillSeg *self)
+{
+  gint64 now = g_get_monotonic_time();
+  guint stats_interval, checkpoint_interval;
+  gboolean save;
+
+  GST_OBJECT_LOCK(self);
+  stats_interval = self->stats_interval;
+  checkpoint_interval = self->checkpoint_interval;
+  save = self->checkpoint_out != NULL;
+  GST_OBJECT_UNLOCK(self);
+
+  if (stats_interval && now - self->last_stats_time >= stats_interval * G_TIME_SPAN_MILLISECOND)
+    post_stats(self, now);
+  if (save && checkpoint_interval &&
+      now - self->last_save_time >= checkpoint_interval * G_TIME_SPAN_SECOND) {
+    join_saver(self);
+    self->saver = g_thread_new("distill-save", periodic_save, self);
+    self->last_save_time = now;
+  }
+}
+
+/* Runs the student (and the teacher when its turn comes) on frame; the class map ends up in
+ * self->classes and in a meta on outbuf. */
+static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *outbuf)
+{
+  frame_to_input(self, frame);
+  guint64 ticket = self->stream ? distill_engine_wants_teacher(self->engine, &self->input) : 0;
+  if (ticket)
+    query_teacher(self, frame, ticket);
+  distill_engine_process(self->engine, &self->input, self->classes);
+
+  GstBuffer *mask = NULL;
+  if (gst_buffer_pool_acquire_buffer(self->mask_pool, &mask, NULL) == GST_FLOW_OK) {
+    GstVideoFrame mf;
+    if (gst_video_frame_map(&mf, &self->mask_info, mask, GST_MAP_WRITE)) {
+      for (int y = 0; y < self->label_h; y++)
+        memcpy((guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&mf, 0) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&mf, 0),
+               self->classes + (size_t)y * self->label_w, self->label_w);
+      gst_video_frame_unmap(&mf);
+      gst_buffer_add_distill_seg_meta(outbuf, mask, self->num_classes,
+                                      GST_VIDEO_FRAME_WIDTH(frame), GST_VIDEO_FRAME_HEIGHT(frame));
+    } else {
+      gst_buffer_unref(mask);
+    }
+  }
+  self->frame++;
+  after_frame(self);
+}
+
+static GstFlowReturn gst_distill_seg_transform_frame_ip(GstVideoFilter *filter,
+                                                        GstVideoFrame *frame)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(filter);
+
+  segment_frame(self, frame, frame->buffer);
+  if (self->output == GST_DISTILL_OUTPUT_OVERLAY)
+    render_overlay(frame, self->classes, self->label_w, self->label_h);
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_distill_seg_transform_frame(GstVideoFilter *filter, GstVideoFrame *in,
+                                                     GstVideoFrame *out)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(filter);
+
+  segment_frame(self, in, out->buffer);
+  render_mask(out, self->classes, self->label_w, self->label_h);
+  return GST_FLOW_OK;
+}
+
+/* ---- negotiation ---------------------------------------------------------------------------- */
+
+/* output=mask turns any accepted format into GRAY8 of the same size, and back. */
+static GstCaps *gst_distill_seg_transform_caps(GstBaseTransform *trans, GstPadDirection direction,
+                                               GstCaps *caps, GstCaps *filter)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+  GstCaps *result;
+  gboolean mask;
+
+  GST_OBJECT_LOCK(self);
+  mask = self->output == GST_DISTILL_OUTPUT_MASK;
+  GST_OBJECT_UNLOCK(self);
+
+  if (!mask) {
+    result = gst_caps_ref(caps);
+  } else {
+    GstCaps *templ = gst_static_pad_template_get_caps(direction == GST_PAD_SINK ? &src_template
+                                                                                 : &sink_template);
+    result = gst_caps_new_empty();
+    for (guint i = 0; i < gst_caps_get_size(caps); i++) {
+      GstStructure *s = gst_structure_copy(gst_caps_get_structure(caps, i));
+      if (direction == GST_PAD_SINK)
+        gst_structure_set(s, "format", G_TYPE_STRING, "GRAY8", NULL);
+      else
+        gst_structure_remove_fields(s, "format", "colorimetry", "chroma-site", NULL);
+      result = gst_caps_merge_structure(result, s);
+    }
+    GstCaps *allowed = gst_caps_intersect_full(result, templ, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref(result);
+    gst_caps_unref(templ);
+    result = allowed;
+  }
+  if (filter) {
+    GstCaps *filtered = gst_caps_intersect_full(filter, result, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref(result);
+    result = filtered;
+  }
+  GST_DEBUG_OBJECT(self, "%s caps %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
+                   direction == GST_PAD_SINK ? "sink" : "src", caps, result);
+  return result;
+}
+
+/* inference-width/-height, or the frame scaled so its long side is at most 640, aspect kept,
+ * both sides even. */
+static void inference_size(GstDistillSeg *self, int frame_w, int frame_h, int *w, int *h)
+{
+  int long_side = MAX(frame_w, frame_h);
+  double scale = long_side > DEFAULT_INFERENCE_LONG_SIDE
+                     ? (double)DEFAULT_INFERENCE_LONG_SIDE / long_side
+                     : 1.0;
+
+  *w = self->inference_width ? (int)self->inference_width : (int)(frame_w * scale / 2) * 2;
+  *h = self->inference_height ? (int)self->inference_height : (int)(frame_h * scale / 2) * 2;
+  *w = MAX(*w, 2);
+  *h = MAX(*h, 2);
+}
+
+/* Packed RGB of width x height; the converter wants the rest (rate, aspect) as in in_info. */
+static void rgb_info_like(const GstVideoInfo *in_info, int width, int height, GstVideoInfo *rgb)
+{
+  gst_video_info_set_format(rgb, GST_VIDEO_FORMAT_RGB, width, height);
+  rgb->fps_n = in_info->fps_n;
+  rgb->fps_d = in_info->fps_d;
+  rgb->par_n = in_info->par_n;
+  rgb->par_d = in_info->par_d;
+  rgb->stride[0] = width * 3;
+  rgb->size = (gsize)width * height * 3;
+}
+
+static void free_frame_buffers(GstDistillSeg *self)
+{
+  g_clear_pointer(&self->to_rgb_small, gst_video_converter_free);
+  g_clear_pointer(&self->to_rgb_full, gst_video_converter_free);
+  g_clear_pointer(&self->rgb_small, g_free);
+  g_clear_pointer(&self->rgb_full, g_free);
+  g_clear_pointer(&self->input_data, g_free);
+  g_clear_pointer(&self->classes, g_free);
+  if (self->mask_pool) {
+    gst_buffer_pool_set_active(self->mask_pool, FALSE);
+    gst_clear_object(&self->mask_pool);
+  }
+}
+
+/* The stream goes on with the weights learned so far when the size changes. */
+static gboolean make_engine(GstDistillSeg *self, int width, int height)
+{
+  g_autoptr(GError) error = NULL;
+  DistillConfig cfg;
+  Student *start = self->engine ? distill_engine_snapshot(self->engine) : NULL;
+
+  join_saver(self);
+  g_clear_pointer(&self->engine, distill_engine_free);
+  distill_config_default(&cfg, width, height);
+  GST_OBJECT_LOCK(self);
+  cfg.min_stride = self->min_stride;
+  cfg.max_stride = self->max_stride;
+  cfg.accuracy_threshold = self->accuracy_threshold;
+  cfg.max_updates = self->max_updates;
+  cfg.train = self->train;
+  cfg.sync = self->sync;
+  cfg.threads = (int)self->threads;
+  if (self->optimizer_set && (OptimizerKind)self->optimizer != cfg.optimizer.kind)
+    optimizer_config_default(&cfg.optimizer, (OptimizerKind)self->optimizer);
+  if (self->learning_rate_set)
+    cfg.optimizer.learning_rate = (float)self->learning_rate;
+  cfg.max_pending = self->teacher_inflight + 1;
+  cfg.teacher_timeout_ms = self->teacher_timeout;
+  GST_OBJECT_UNLOCK(self);
+
+  if (start) {
+    student_free(self->initial);
+    self->initial = start;
+  }
+  self->engine = distill_engine_new(self->initial, &cfg, &error);
+  if (!self->engine) {
+    GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS, ("Invalid distillation settings: %s",
+                      error->message), ("Fix the property named in the message."));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps,
+                                         GstVideoInfo *in_info, GstCaps *outcaps,
+                                         GstVideoInfo *out_info)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(filter);
+  int fw = GST_VIDEO_INFO_WIDTH(in_info), fh = GST_VIDEO_INFO_HEIGHT(in_info);
+  const GstVideoFormatInfo *finfo = in_info->finfo;
+
+  /* passthrough and overlay work on the frame itself (made writable for the meta); mask writes
+   * a new GRAY8 frame. */
+  gst_base_transform_set_in_place(GST_BASE_TRANSFORM(filter),
+                                  self->output != GST_DISTILL_OUTPUT_MASK);
+  free_frame_buffers(self);
+  inference_size(self, fw, fh, &self->input_w, &self->input_h);
+  if (!make_engine(self, self->input_w, self->input_h))
+    return FALSE;
+  distill_engine_label_size(self->engine, &self->label_h, &self->label_w);
+  GST_INFO_OBJECT(self, "%dx%d %s frames, student input %dx%d, class map %dx%d", fw, fh,
+                  GST_VIDEO_FORMAT_INFO_NAME(finfo), self->input_w, self->input_h, self->label_w,
+                  self->label_h);
+
+  self->input_data = g_new(float, (size_t)self->input_w * self->input_h * 3);
+  self->input = feature_map(self->input_data, self->input_h, self->input_w, 3);
+  self->classes = g_malloc0((size_t)self->label_w * self->label_h);
+
+  self->packed_rgb = GST_VIDEO_FORMAT_INFO_IS_RGB(finfo);
+  if (self->packed_rgb) {
+    self->pixel_stride = GST_VIDEO_FORMAT_INFO_PSTRIDE(finfo, 0);
+    for (int c = 0; c < 3; c++)
+      self->rgb_offset[c] = (int)GST_VIDEO_FORMAT_INFO_POFFSET(finfo, c);
+  } else {
+    GstVideoInfo small;
+    rgb_info_like(in_info, self->input_w, self->input_h, &small);
+    self->to_rgb_small = gst_video_converter_new(
+        in_info, &small,
+        gst_structure_new("options", GST_VIDEO_CONVERTER_OPT_RESAMPLER_METHOD,
+                          GST_TYPE_VIDEO_RESAMPLER_METHOD, GST_VIDEO_RESAMPLER_METHOD_LINEAR,
+                          NULL));
+    self->rgb_small = g_malloc((size_t)self->input_w * self->input_h * 3);
+  }
+  if (self->client && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
+    GstVideoInfo full;
+    rgb_info_like(in_info, fw, fh, &full);
+    self->to_rgb_full = gst_video_converter_new(in_info, &full, NULL);
+    self->rgb_full = g_malloc((size_t)fw * fh * 3);
+  }
+
+  gst_video_info_set_format(&self->mask_info, GST_VIDEO_FORMAT_GRAY8, self->label_w,
+                            self->label_h);
+  self->mask_pool = gst_video_buffer_pool_new();
+  GstStructure *config = gst_buffer_pool_get_config(self->mask_pool);
+  GstCaps *mask_caps = gst_video_info_to_caps(&self->mask_info);
+  gst_buffer_pool_config_set_params(config, mask_caps, (guint)self->mask_info.size, 2, 0);
+  gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
+  gst_caps_unref(mask_caps);
+  if (!gst_buffer_pool_set_config(self->mask_pool, config) ||
+      !gst_buffer_pool_set_active(self->mask_pool, TRUE)) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Cannot allocate class map buffers."), (NULL));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* ---- events, start and stop ----------------------------------------------------------------- */
+
+static gboolean gst_distill_seg_sink_event(GstBaseTransform *trans, GstEvent *event)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+
+  if (GST_EVENT_TYPE(event) == GST_EVENT_EOS) {
+    gchar *path;
+    GST_OBJECT_LOCK(self);
+    path = g_strdup(self->checkpoint_out);
+    GST_OBJECT_UNLOCK(self);
+    join_saver(self);
+    if (self->engine && self->last_stats_time && self->stats_interval)
+      post_stats(self, g_get_monotonic_time());
+    if (path)
+      save_checkpoint(self, path);
+    g_free(path);
+  }
+  return GST_BASE_TRANSFORM_CLASS(parent_class)->sink_event(trans, event);
+}
+
+static gboolean open_teacher(GstDistillSeg *self)
+{
+  g_autoptr(GError) error = NULL;
+  TeacherClientConfig cfg;
+
+  teacher_client_config_init(&cfg);
+  cfg.urls = self->teacher_url;
+  cfg.model = self->teacher_model;
+  cfg.token_file = self->teacher_token_file;
+  cfg.ca_file = self->teacher_ca_file;
+  cfg.timeout_ms = self->teacher_timeout;
+  cfg.encoding = self->teacher_encoding;
+  cfg.max_side = self->teacher_max_side;
+  cfg.inflight = self->teacher_inflight;
+  cfg.confidence = self->teacher_confidence;
+  self->client = teacher_client_new(&cfg, &error);
+  if (!self->client) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Cannot set up the teacher client: %s",
+                      error->message),
+                      ("Check teacher-url (http:// or https:// base URLs, comma-separated), "
+                       "teacher-token-file and teacher-ca-file."));
+    return FALSE;
+  }
+  self->stream = teacher_client_open_stream(self->client, GST_OBJECT_NAME(self),
+                                            self->teacher_inflight);
+  return TRUE;
+}
+
+static gboolean gst_distill_seg_start(GstBaseTransform *trans)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+  gboolean ok = TRUE;
+
+  GST_OBJECT_LOCK(self);
+  if (self->min_stride > self->max_stride) {
+    GST_OBJECT_UNLOCK(self);
+    GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS,
+                      ("min-stride (%u) is larger than max-stride (%u).", self->min_stride,
+                       self->max_stride),
+                      ("Set min-stride <= max-stride."));
+    return FALSE;
+  }
+  if ((self->inference_width == 0) != (self->inference_height == 0)) {
+    GST_OBJECT_UNLOCK(self);
+    GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS,
+                      ("Only one of inference-width and inference-height is set."),
+                      ("Set both, or neither (the frame scaled to a long side of at most 640)."));
+    return FALSE;
+  }
+  gchar *checkpoint = g_strdup(self->checkpoint);
+  guint num_classes = self->num_classes;
+  GST_OBJECT_UNLOCK(self);
+
+  self->initial = load_initial_student(self, checkpoint, num_classes);
+  g_free(checkpoint);
+  if (!self->initial)
+    return FALSE;
+  if (self->teacher_url && *self->teacher_url)
+    ok = open_teacher(self);
+  self->frame = 0;
+  self->teacher_answered = 0;
+  self->last_stats_time = self->last_save_time = g_get_monotonic_time();
+  self->last_stats_frames = 0;
+  return ok;
+}
+
+static gboolean gst_distill_seg_stop(GstBaseTransform *trans)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+  gchar *path;
+
+  /* Closing the stream runs the callbacks of the queries still out, which use the engine. */
+  g_clear_pointer(&self->stream, teacher_stream_close);
+  g_clear_pointer(&self->client, teacher_client_free);
+  join_saver(self);
+  GST_OBJECT_LOCK(self);
+  path = g_strdup(self->checkpoint_out);
+  GST_OBJECT_UNLOCK(self);
+  if (path && (self->engine || self->initial))
+    save_checkpoint(self, path);
+  g_free(path);
+  g_clear_pointer(&self->engine, distill_engine_free);
+  g_clear_pointer(&self->initial, student_free);
+  free_frame_buffers(self);
+  return TRUE;
+}
+
+/* ---- properties ----------------------------------------------------------------------------- */
+
+static void gst_distill_seg_set_property(GObject *object, guint prop_id, const GValue *value,
+                                         GParamSpec *pspec)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(object);
+
+  GST_OBJECT_LOCK(self);
+  switch (prop_id) {
+  case PROP_TEACHER_URL:
+    g_free(self->teacher_url);
+    self->teacher_url = g_value_dup_string(value);
+    break;
+  case PROP_TEACHER_MODEL:
+    g_free(self->teacher_model);
+    self->teacher_model = g_value_dup_string(value);
+    break;
+  case PROP_TEACHER_TOKEN_FILE:
+    g_free(self->teacher_token_file);
+    self->teacher_token_file = g_value_dup_string(value);
+    break;
+  case PROP_TEACHER_TIMEOUT:
+    self->teacher_timeout = g_value_get_uint(value);
+    break;
+  case PROP_TEACHER_ENCODING:
+    self->teacher_encoding = g_value_get_enum(value);
+    break;
+  case PROP_TEACHER_MAX_SIDE:
+    self->teacher_max_side = g_value_get_uint(value);
+    break;
+  case PROP_TEACHER_INFLIGHT:
+    self->teacher_inflight = g_value_get_uint(value);
+    break;
+  case PROP_TEACHER_CONFIDENCE:
+    self->teacher_confidence = g_value_get_double(value);
+    break;
+  case PROP_TEACHER_CA_FILE:
+    g_free(self->teacher_ca_file);
+    self->teacher_ca_file = g_value_dup_string(value);
+    break;
+  case PROP_NUM_CLASSES:
+    self->num_classes = g_value_get_uint(value);
+    break;
+  case PROP_INFERENCE_WIDTH:
+    self->inference_width = g_value_get_uint(value);
+    break;
+  case PROP_INFERENCE_HEIGHT:
+    self->inference_height = g_value_get_uint(value);
+    break;
+  case PROP_CHECKPOINT:
+    g_free(self->checkpoint);
+    self->checkpoint = g_value_dup_string(value);
+    break;
+  case PROP_CHECKPOINT_OUT:
+    g_free(self->checkpoint_out);
+    self->checkpoint_out = g_value_dup_string(value);
+    break;
+  case PROP_CHECKPOINT_INTERVAL:
+    self->checkpoint_interval = g_value_get_uint(value);
+    break;
+  case PROP_MIN_STRIDE:
+    self->min_stride = g_value_get_uint(value);
+    break;
+  case PROP_MAX_STRIDE:
+    self->max_stride = g_value_get_uint(value);
+    break;
+  case PROP_ACCURACY_THRESHOLD:
+    self->accuracy_threshold = g_value_get_double(value);
+    break;
+  case PROP_MAX_UPDATES:
+    self->max_updates = g_value_get_uint(value);
+    break;
+  case PROP_LEARNING_RATE:
+    self->learning_rate = g_value_get_double(value);
+    self->learning_rate_set = TRUE;
+    break;
+  case PROP_OPTIMIZER:
+    self->optimizer = g_value_get_enum(value);
+    self->optimizer_set = TRUE;
+    break;
+  case PROP_TRAIN:
+    self->train = g_value_get_boolean(value);
+    break;
+  case PROP_SYNC:
+    self->sync = g_value_get_boolean(value);
+    break;
+  case PROP_OUTPUT:
+    self->output = g_value_get_enum(value);
+    break;
+  case PROP_THREADS:
+    self->threads = g_value_get_uint(value);
+    break;
+  case PROP_STATS_INTERVAL:
+    self->stats_interval = g_value_get_uint(value);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+    break;
+  }
+  GST_OBJECT_UNLOCK(self);
+
+  if (prop_id == PROP_OUTPUT)
+    gst_base_transform_reconfigure_src(GST_BASE_TRANSFORM(self));
+}
+
+static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue *value,
+                                         GParamSpec *pspec)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(object);
+
+  GST_OBJECT_LOCK(self);
+  switch (prop_id) {
+  case PROP_TEACHER_URL:
+    g_value_set_string(value, self->teacher_url);
+    break;
+  case PROP_TEACHER_MODEL:
+    g_value_set_string(value, self->teacher_model);
+    break;
+  case PROP_TEACHER_TOKEN_FILE:
+    g_value_set_string(value, self->teacher_token_file);
+    break;
+  case PROP_TEACHER_TIMEOUT:
+    g_value_set_uint(value, self->teacher_timeout);
+    break;
+  case PROP_TEACHER_ENCODING:
+    g_value_set_enum(value, self->teacher_encoding);
+    break;
+  case PROP_TEACHER_MAX_SIDE:
+    g_value_set_uint(value, self->teacher_max_side);
+    break;
+  case PROP_TEACHER_INFLIGHT:
+    g_value_set_uint(value, self->teacher_inflight);
+    break;
+  case PROP_TEACHER_CONFIDENCE:
+    g_value_set_double(value, self->teacher_confidence);
+    break;
+  case PROP_TEACHER_CA_FILE:
+    g_value_set_string(value, self->teacher_ca_file);
+    break;
+  case PROP_NUM_CLASSES:
+    g_value_set_uint(value, self->num_classes);
+    break;
+  case PROP_INFERENCE_WIDTH:
+    g_value_set_uint(value, self->inference_width);
+    break;
+  case PROP_INFERENCE_HEIGHT:
+    g_value_set_uint(value, self->inference_height);
+    break;
+  case PROP_CHECKPOINT:
+    g_value_set_string(value, self->checkpoint);
+    break;
+  case PROP_CHECKPOINT_OUT:
+    g_value_set_string(value, self->checkpoint_out);
+    break;
+  case PROP_CHECKPOINT_INTERVAL:
+    g_value_set_uint(value, self->checkpoint_interval);
+    break;
+  case PROP_MIN_STRIDE:
+    g_value_set_uint(value, self->min_stride);
+    break;
+  case PROP_MAX_STRIDE:
+    g_value_set_uint(value, self->max_stride);
+    break;
+  case PROP_ACCURACY_THRESHOLD:
+    g_value_set_double(value, self->accuracy_threshold);
+    break;
+  case PROP_MAX_UPDATES:
+    g_value_set_uint(value, self->max_updates);
+    break;
+  case PROP_LEARNING_RATE:
+    g_value_set_double(value, self->learning_rate);
+    break;
+  case PROP_OPTIMIZER:
+    g_value_set_enum(value, self->optimizer);
+    break;
+  case PROP_TRAIN:
+    g_value_set_boolean(value, self->train);
+    break;
+  case PROP_SYNC:
+    g_value_set_boolean(value, self->sync);
+    break;
+  case PROP_OUTPUT:
+    g_value_set_enum(value, self->output);
+    break;
+  case PROP_THREADS:
+    g_value_set_uint(value, self->threads);
+    break;
+  case PROP_STATS_INTERVAL:
+    g_value_set_uint(value, self->stats_interval);
+    break;
+  default:
+    G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec);
+    break;
+  }
+  GST_OBJECT_UNLOCK(self);
+}
+
+static void gst_distill_seg_finalize(GObject *object)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(object);
+
+  g_free(self->teacher_url);
+  g_free(self->teacher_model);
+  g_free(self->teacher_token_file);
+  g_free(self->teacher_ca_file);
+  g_free(self->checkpoint);
+  g_free(self->checkpoint_out);
+  g_mutex_clear(&self->teacher_lock);
+  g_cond_clear(&self->teacher_cond);
+  G_OBJECT_CLASS(parent_class)->finalize(object);
+}
+
+/* ---- class ---------------------------------------------------------------------------------- */
+
+#define READY_ONLY (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY)
+#define ANY_TIME (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING)
+
+static void install_properties(GObjectClass *gobject_class)
+{
+  OptimizerConfig tuned = tuned_optimizer();
+
+  g_object_class_install_property(gobject_class, PROP_TEACHER_URL,
+      g_param_spec_string("teacher-url", "Teacher URL",
+          "Base URL of a KServe v2 server (e.g. http://127.0.0.1:8000); several, comma-separated, "
+          "are tried in order (fail-over). NULL = inference only, no training",
+          DEFAULT_PROP_TEACHER_URL, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_MODEL,
+      g_param_spec_string("teacher-model", "Teacher model",
+          "Model name on the teacher server, as in /v2/models/{name}/infer",
+          DEFAULT_PROP_TEACHER_MODEL, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_TOKEN_FILE,
+      g_param_spec_string("teacher-token-file", "Teacher token file",
+          "File holding the token sent as 'Authorization: Bearer'; NULL = the environment "
+          "variable DISTILL_TEACHER_TOKEN, if set. The token is never printed or logged",
+          DEFAULT_PROP_TEACHER_TOKEN_FILE, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_TIMEOUT,
+      g_param_spec_uint("teacher-timeout", "Teacher timeout",
+          "Milliseconds after which a teacher request is abandoned (retries included)", 100,
+          600000, DEFAULT_PROP_TEACHER_TIMEOUT, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_ENCODING,
+      g_param_spec_enum("teacher-encoding", "Teacher encoding",
+          "How frames are sent to the teacher", GST_TYPE_DISTILL_TEACHER_ENCODING,
+          DEFAULT_PROP_TEACHER_ENCODING, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_MAX_SIDE,
+      g_param_spec_uint("teacher-max-side", "Teacher max side",
+          "Downscale frames sent to the teacher so that their long side is at most this many "
+          "pixels; 0 = send them as they are", 0, 16384, DEFAULT_PROP_TEACHER_MAX_SIDE,
+          READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_INFLIGHT,
+      g_param_spec_uint("teacher-inflight", "Teacher requests in flight",
+          "Most teacher requests outstanding at once", 1, 16, DEFAULT_PROP_TEACHER_INFLIGHT,
+          READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_CONFIDENCE,
+      g_param_spec_double("teacher-confidence", "Teacher confidence",
+          "A teacher probability below this (for its most likely class) leaves the pixel out "
+          "of training", 0.0, 1.0, DEFAULT_PROP_TEACHER_CONFIDENCE, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TEACHER_CA_FILE,
+      g_param_spec_string("teacher-ca-file", "Teacher CA file",
+          "CA bundle (PEM) that https:// teachers are verified with; NULL = the system CAs",
+          DEFAULT_PROP_TEACHER_CA_FILE, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_NUM_CLASSES,
+      g_param_spec_uint("num-classes", "Number of classes",
+          "Classes of the student (0 = background); must match the checkpoint", 2, 255,
+          DEFAULT_PROP_NUM_CLASSES, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_INFERENCE_WIDTH,
+      g_param_spec_uint("inference-width", "Inference width",
+          "Width of the student's input; 0 (with inference-height 0) = the frame scaled to a "
+          "long side of at most 640, aspect kept, even", 0, 8192, DEFAULT_PROP_INFERENCE_SIZE,
+          READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_INFERENCE_HEIGHT,
+      g_param_spec_uint("inference-height", "Inference height",
+          "Height of the student's input; 0 = see inference-width", 0, 8192,
+          DEFAULT_PROP_INFERENCE_SIZE, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_CHECKPOINT,
+      g_param_spec_string("checkpoint", "Checkpoint",
+          "safetensors file of the student to start from; NULL = the shipped weights",
+          DEFAULT_PROP_CHECKPOINT, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_CHECKPOINT_OUT,
+      g_param_spec_string("checkpoint-out", "Checkpoint out",
+          "Where the trained student is saved (atomically): on EOS, on stop and every "
+          "checkpoint-interval seconds; NULL = never", DEFAULT_PROP_CHECKPOINT_OUT, ANY_TIME));
+  g_object_class_install_property(gobject_class, PROP_CHECKPOINT_INTERVAL,
+      g_param_spec_uint("checkpoint-interval", "Checkpoint interval",
+          "Seconds between saves to checkpoint-out; 0 = only on EOS and stop", 0, G_MAXUINT,
+          DEFAULT_PROP_CHECKPOINT_INTERVAL, ANY_TIME));
+  g_object_class_install_property(gobject_class, PROP_MIN_STRIDE,
+      g_param_spec_uint("min-stride", "Minimum stride",
+          "Fewest frames between teacher queries (the stride starts here)", 1, 100000,
+          DEFAULT_PROP_MIN_STRIDE, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_MAX_STRIDE,
+      g_param_spec_uint("max-stride", "Maximum stride",
+          "Most frames between teacher queries", 1, 100000, DEFAULT_PROP_MAX_STRIDE,
+          READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_ACCURACY_THRESHOLD,
+      g_param_spec_double("accuracy-threshold", "Accuracy threshold",
+          "Student-vs-teacher mIoU on a teacher frame above which the stride doubles (below "
+          "it, the student trains on the frame and the stride halves)", 0.0, 1.0,
+          DEFAULT_PROP_ACCURACY_THRESHOLD, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_MAX_UPDATES,
+      g_param_spec_uint("max-updates", "Maximum updates",
+          "Most SGD steps taken on one teacher frame", 0, 1000, DEFAULT_PROP_MAX_UPDATES,
+          READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_LEARNING_RATE,
+      g_param_spec_double("learning-rate", "Learning rate",
+          "Step size of the online updates (the default is tuned for the default optimizer)",
+          1e-7, 10.0, tuned.learning_rate, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_OPTIMIZER,
+      g_param_spec_enum("optimizer", "Optimizer", "Optimiser of the online updates",
+          GST_TYPE_DISTILL_OPTIMIZER, (gint)tuned.kind, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TRAIN,
+      g_param_spec_boolean("train", "Train",
+          "Update the student's weights; FALSE = inference only (the teacher is still queried "
+          "to measure accuracy when teacher-url is set)", DEFAULT_PROP_TRAIN, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_SYNC,
+      g_param_spec_boolean("sync", "Synchronous",
+          "TRUE: the stream waits for the teacher (up to teacher-timeout) and for the updates, "
+          "deterministic, for evaluation; FALSE: teacher and training run beside the stream, "
+          "which never stalls", DEFAULT_PROP_SYNC, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_OUTPUT,
+      g_param_spec_enum("output", "Output", "What the source pad carries",
+          GST_TYPE_DISTILL_OUTPUT, DEFAULT_PROP_OUTPUT, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_THREADS,
+      g_param_spec_uint("threads", "Threads",
+          "Compute threads of the student; 0 = one per core", 0, 256, DEFAULT_PROP_THREADS,
+          READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_STATS_INTERVAL,
+      g_param_spec_uint("stats-interval", "Stats interval",
+          "Milliseconds between distill-stats element messages; 0 = none", 0, G_MAXUINT,
+          DEFAULT_PROP_STATS_INTERVAL, ANY_TIME));
+}
+
+static void gst_distill_seg_class_init(GstDistillSegClass *klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
+  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS(klass);
+  GstVideoFilterClass *filter_class = GST_VIDEO_FILTER_CLASS(klass);
+
+  GST_DEBUG_CATEGORY_INIT(gst_distill_seg_debug, "distillseg", 0,
+                          "online-distilled segmentation");
+
+  gobject_class->set_property = gst_distill_seg_set_property;
+  gobject_class->get_property = gst_distill_seg_get_property;
+  gobject_class->finalize = gst_distill_seg_finalize;
+  install_properties(gobject_class);
+
+  gst_element_class_set_static_metadata(element_class, "Online-distilled segmentation",
+      "Filter/Analyzer/Video",
+      "Segments every frame with a compact student network kept accurate by online "
+      "distillation from a remote KServe v2 teacher model",
+      "gst-distill authors");
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+
+  trans_class->start = GST_DEBUG_FUNCPTR(gst_distill_seg_start);
+  trans_class->stop = GST_DEBUG_FUNCPTR(gst_distill_seg_stop);
+  trans_class->sink_event = GST_DEBUG_FUNCPTR(gst_distill_seg_sink_event);
+  trans_class->transform_caps = GST_DEBUG_FUNCPTR(gst_distill_seg_transform_caps);
+  filter_class->set_info = GST_DEBUG_FUNCPTR(gst_distill_seg_set_info);
+  filter_class->transform_frame = GST_DEBUG_FUNCPTR(gst_distill_seg_transform_frame);
+  filter_class->transform_frame_ip = GST_DEBUG_FUNCPTR(gst_distill_seg_transform_frame_ip);
+
+  gst_type_mark_as_plugin_api(GST_TYPE_DISTILL_OUTPUT, 0);
+  gst_type_mark_as_plugin_api(GST_TYPE_DISTILL_TEACHER_ENCODING, 0);
+  gst_type_mark_as_plugin_api(GST_TYPE_DISTILL_OPTIMIZER, 0);
+}
+
+static void gst_distill_seg_init(GstDistillSeg *self)
+{
+  OptimizerConfig tuned = tuned_optimizer();
+
+  self->teacher_url = g_strdup(DEFAULT_PROP_TEACHER_URL);
+  self->teacher_model = g_strdup(DEFAULT_PROP_TEACHER_MODEL);
+  self->teacher_timeout = DEFAULT_PROP_TEACHER_TIMEOUT;
+  self->teacher_encoding = DEFAULT_PROP_TEACHER_ENCODING;
+  self->teacher_max_side = DEFAULT_PROP_TEACHER_MAX_SIDE;
+  self->teacher_inflight = DEFAULT_PROP_TEACHER_INFLIGHT;
+  self->teacher_confidence = DEFAULT_PROP_TEACHER_CONFIDENCE;
+  self->num_classes = DEFAULT_PROP_NUM_CLASSES;
+  self->checkpoint_interval = DEFAULT_PROP_CHECKPOINT_INTERVAL;
+  self->min_stride = DEFAULT_PROP_MIN_STRIDE;
+  self->max_stride = DEFAULT_PROP_MAX_STRIDE;
+  self->accuracy_threshold = DEFAULT_PROP_ACCURACY_THRESHOLD;
+  self->max_updates = DEFAULT_PROP_MAX_UPDATES;
+  self->learning_rate = tuned.learning_rate;
+  self->optimizer = (GstDistillOptimizer)tuned.kind;
+  self->train = DEFAULT_PROP_TRAIN;
+  self->sync = DEFAULT_PROP_SYNC;
+  self->output = DEFAULT_PROP_OUTPUT;
+  self->threads = DEFAULT_PROP_THREADS;
+  self->stats_interval = DEFAULT_PROP_STATS_INTERVAL;
+  g_mutex_init(&self->teacher_lock);
+  g_cond_init(&self->teacher_cond);
+}

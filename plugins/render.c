@@ -1,0 +1,95 @@
+/* render.c: overlay and mask output (render.h).
+ *
+ * One loop serves every format: it walks each colour component at its own subsampled size,
+ * through the component's plane, stride, pixel stride and offset, so packed RGB orders, planar
+ * I420 and semi-planar NV12 need no code of their own. */
+#include "render.h"
+
+#define OVERLAY_ALPHA 112 /* of 256: the video stays readable under the colour */
+
+/* A distinct, saturated colour per class; class 0 draws nothing. */
+static void class_rgb(int cls, int rgb[3])
+{
+  static const int base[][3] = {
+      {0, 0, 0}, {255, 48, 48}, {48, 220, 48}, {64, 96, 255}, {255, 210, 0}, {255, 0, 255},
+      {0, 230, 230}, {255, 128, 0},
+  };
+  int n = G_N_ELEMENTS(base);
+  for (int i = 0; i < 3; i++)
+    rgb[i] = base[cls % n][i] ^ ((cls / n) * 0x55 & 0xff);
+}
+
+/* The class colour as the value of the component comp in the frame's colour space. */
+static int class_component(const GstVideoFormatInfo *finfo, int cls, int comp)
+{
+  int rgb[3];
+
+  class_rgb(cls, rgb);
+  if (GST_VIDEO_FORMAT_INFO_IS_RGB(finfo))
+    return rgb[comp];
+  /* BT.601 limited range, as libav's and GStreamer's defaults for SD video. */
+  double r = rgb[0], g = rgb[1], b = rgb[2];
+  double v = comp == 0   ? 16 + 0.257 * r + 0.504 * g + 0.098 * b
+             : comp == 1 ? 128 - 0.148 * r - 0.291 * g + 0.439 * b
+                         : 128 + 0.439 * r - 0.368 * g - 0.071 * b;
+  return (int)(v + 0.5);
+}
+
+/* The class-map index of sample i of n (nearest, pixel centres aligned). */
+static inline int map_coord(int i, int n, int map_n)
+{
+  int m = (int)(((2 * i + 1) * (int64_t)map_n) / (2 * n));
+  return m < map_n ? m : map_n - 1;
+}
+
+static void map_columns(int *columns, int n, int map_n)
+{
+  for (int x = 0; x < n; x++)
+    columns[x] = map_coord(x, n, map_n);
+}
+
+void render_overlay(GstVideoFrame *frame, const uint8_t *classes, int map_w, int map_h)
+{
+  const GstVideoFormatInfo *finfo = frame->info.finfo;
+  int colour[256][GST_VIDEO_MAX_COMPONENTS];
+
+  for (int cls = 1; cls < 256; cls++)
+    for (int comp = 0; comp < 3; comp++)
+      colour[cls][comp] = class_component(finfo, cls, comp);
+
+  for (int comp = 0; comp < 3; comp++) {
+    int w = GST_VIDEO_FRAME_COMP_WIDTH(frame, comp), h = GST_VIDEO_FRAME_COMP_HEIGHT(frame, comp);
+    int stride = GST_VIDEO_FRAME_COMP_STRIDE(frame, comp);
+    int pstride = GST_VIDEO_FRAME_COMP_PSTRIDE(frame, comp);
+    uint8_t *data = GST_VIDEO_FRAME_COMP_DATA(frame, comp);
+    int columns[w];
+    map_columns(columns, w, map_w);
+    for (int y = 0; y < h; y++) {
+      const uint8_t *map_row = classes + (size_t)map_coord(y, h, map_h) * map_w;
+      uint8_t *row = data + (size_t)y * stride;
+      for (int x = 0; x < w; x++) {
+        int cls = map_row[columns[x]];
+        if (cls == 0)
+          continue;
+        uint8_t *p = row + (size_t)x * pstride;
+        *p = (uint8_t)((*p * (256 - OVERLAY_ALPHA) + colour[cls][comp] * OVERLAY_ALPHA) >> 8);
+      }
+    }
+  }
+}
+
+void render_mask(GstVideoFrame *frame, const uint8_t *classes, int map_w, int map_h)
+{
+  int w = GST_VIDEO_FRAME_WIDTH(frame), h = GST_VIDEO_FRAME_HEIGHT(frame);
+  int stride = GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0);
+  uint8_t *data = GST_VIDEO_FRAME_PLANE_DATA(frame, 0);
+  int columns[w];
+
+  map_columns(columns, w, map_w);
+  for (int y = 0; y < h; y++) {
+    const uint8_t *map_row = classes + (size_t)map_coord(y, h, map_h) * map_w;
+    uint8_t *row = data + (size_t)y * stride;
+    for (int x = 0; x < w; x++)
+      row[x] = map_row[columns[x]];
+  }
+}

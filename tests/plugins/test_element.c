@@ -1,0 +1,510 @@
+/* test_element.c: distillseg in real pipelines: negotiation of every format and output mode, the
+ * meta, overlay drawing, property and checkpoint errors, state cycling, EOS checkpoints, caps
+ * renegotiation, flushing seeks and the distill-stats message. No teacher here (test_learning.c
+ * has one). */
+#include <gst/app/gstappsink.h>
+#include <gst/check/gstcheck.h>
+#include <gst/video/video.h>
+#include <glib/gstdio.h>
+
+#include "gstdistillsegmeta.h"
+#include "student.h"
+
+/* The meta's functions live in the plugin, which this test loads rather than links: its API
+ * type is found by name, as any application not linking the plugin would. */
+#undef gst_buffer_get_distill_seg_meta
+#define gst_buffer_get_distill_seg_meta(b) \
+  ((GstDistillSegMeta *)gst_buffer_get_meta((b), g_type_from_name("GstDistillSegMetaAPI")))
+
+static const char *formats[] = {"RGB", "BGR", "RGBx", "BGRx", "xRGB",
+                                "xBGR", "RGBA", "BGRA", "I420", "NV12"};
+static const char *outputs[] = {"passthrough", "overlay", "mask"};
+
+/* What a pipeline ending in "appsink name=sink" produced, until EOS or an error. */
+typedef struct {
+  guint buffers, with_meta;
+  GstCaps *caps;                /* of the last sample */
+  GstBuffer *last;              /* the last buffer */
+  gchar *error, *warning;       /* first of each, "message | debug" */
+  guint stats_messages;
+  GstStructure *last_stats;
+} RunResult;
+
+static void run_result_clear(RunResult *r)
+{
+  gst_clear_caps(&r->caps);
+  gst_clear_buffer(&r->last);
+  g_free(r->error);
+  g_free(r->warning);
+  g_clear_pointer(&r->last_stats, gst_structure_free);
+  memset(r, 0, sizeof *r);
+}
+
+static gchar *message_text(GstMessage *msg)
+{
+  GError *err = NULL;
+  gchar *debug = NULL, *text;
+
+  if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR)
+    gst_message_parse_error(msg, &err, &debug);
+  else
+    gst_message_parse_warning(msg, &err, &debug);
+  text = g_strdup_printf("%s | %s", err->message, debug ? debug : "");
+  g_error_free(err);
+  g_free(debug);
+  return text;
+}
+
+/* Handles what the bus holds; TRUE once the pipeline is done (EOS or error). */
+static gboolean drain_bus(GstBus *bus, RunResult *r)
+{
+  GstMessage *msg;
+  gboolean done = FALSE;
+
+  while ((msg = gst_bus_pop(bus))) {
+    switch (GST_MESSAGE_TYPE(msg)) {
+    case GST_MESSAGE_ERROR:
+      if (!r->error)
+        r->error = message_text(msg);
+      done = TRUE;
+      break;
+    case GST_MESSAGE_WARNING:
+      if (!r->warning)
+        r->warning = message_text(msg);
+      break;
+    case GST_MESSAGE_EOS:
+      done = TRUE;
+      break;
+    case GST_MESSAGE_ELEMENT:
+      if (gst_message_has_name(msg, "distill-stats")) {
+        r->stats_messages++;
+        g_clear_pointer(&r->last_stats, gst_structure_free);
+        r->last_stats = gst_structure_copy(gst_message_get_structure(msg));
+      }
+      break;
+    default:
+      break;
+    }
+    gst_message_unref(msg);
+  }
+  return done;
+}
+
+static void pull_until_done(GstElement *pipeline, RunResult *r, guint max_buffers)
+{
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstBus *bus = gst_element_get_bus(pipeline);
+
+  fail_unless(sink != NULL);
+  while (!drain_bus(bus, r) && (!max_buffers || r->buffers < max_buffers)) {
+    GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 50 * GST_MSECOND);
+    if (!sample) {
+      if (gst_app_sink_is_eos(GST_APP_SINK(sink)))
+        break;
+      continue;
+    }
+    GstBuffer *buf = gst_sample_get_buffer(sample);
+    r->buffers++;
+    if (gst_buffer_get_distill_seg_meta(buf))
+      r->with_meta++;
+    gst_caps_replace(&r->caps, gst_sample_get_caps(sample));
+    gst_buffer_replace(&r->last, buf);
+    gst_sample_unref(sample);
+  }
+  drain_bus(bus, r);
+  gst_object_unref(bus);
+  gst_object_unref(sink);
+}
+
+/* Runs launch to the end; r gets what came out. */
+static void run_pipeline(const gchar *launch, RunResult *r)
+{
+  GError *err = NULL;
+  GstElement *pipeline = gst_parse_launch(launch, &err);
+
+  fail_unless(pipeline != NULL, "cannot parse %s: %s", launch, err ? err->message : "");
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  pull_until_done(pipeline, r, 0);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+}
+
+static gchar *temp_dir(void)
+{
+  GError *err = NULL;
+  gchar *dir = g_dir_make_tmp("distillseg-XXXXXX", &err);
+  fail_unless(dir != NULL);
+  return dir;
+}
+
+/* ---- negotiation -------------------------------------------------------------------------- */
+
+GST_START_TEST(test_formats_and_outputs)
+{
+  for (guint f = 0; f < G_N_ELEMENTS(formats); f++) {
+    for (guint o = 0; o < G_N_ELEMENTS(outputs); o++) {
+      RunResult r = {0};
+      gchar *launch = g_strdup_printf(
+          "videotestsrc num-buffers=3 pattern=ball ! video/x-raw,format=%s,width=97,height=61 ! "
+          "distillseg output=%s threads=1 ! appsink name=sink sync=false",
+          formats[f], outputs[o]);
+      run_pipeline(launch, &r);
+      fail_unless(r.error == NULL, "%s: %s", launch, r.error);
+      fail_unless_equals_int(r.buffers, 3);
+      fail_unless_equals_int(r.with_meta, 3);
+
+      GstVideoInfo info;
+      fail_unless(gst_video_info_from_caps(&info, r.caps));
+      fail_unless_equals_int(GST_VIDEO_INFO_WIDTH(&info), 97);
+      fail_unless_equals_int(GST_VIDEO_INFO_HEIGHT(&info), 61);
+      fail_unless_equals_string(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)),
+                                o == 2 ? "GRAY8" : formats[f]);
+
+      GstDistillSegMeta *meta = gst_buffer_get_distill_seg_meta(r.last);
+      GstVideoMeta *vmeta = gst_buffer_get_video_meta(meta->masks);
+      fail_unless_equals_int(meta->region_count, 2);
+      fail_unless_equals_int(meta->masks_loc_w, 97);
+      fail_unless_equals_int(meta->masks_loc_h, 61);
+      /* 97x61 -> input 96x60 (even) -> class map 48x30 */
+      fail_unless_equals_int(vmeta->width, 48);
+      fail_unless_equals_int(vmeta->height, 30);
+      if (o == 2) {
+        GstVideoFrame mask;
+        fail_unless(gst_video_frame_map(&mask, &info, r.last, GST_MAP_READ));
+        for (int y = 0; y < 61; y++) {
+          const guint8 *row = (guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&mask, 0) +
+                              y * GST_VIDEO_FRAME_PLANE_STRIDE(&mask, 0);
+          for (int x = 0; x < 97; x++)
+            fail_unless(row[x] < 2, "mask value %d", row[x]);
+        }
+        gst_video_frame_unmap(&mask);
+      }
+      run_result_clear(&r);
+      g_free(launch);
+    }
+  }
+}
+GST_END_TEST;
+
+GST_START_TEST(test_unsupported_caps)
+{
+  RunResult r = {0};
+
+  run_pipeline("videotestsrc num-buffers=2 ! video/x-raw,format=GRAY16_LE,width=64,height=48 ! "
+               "distillseg ! appsink name=sink", &r);
+  fail_unless(r.error != NULL);
+  fail_unless(strstr(r.error, "not-negotiated") || strstr(r.error, "not-linked"), "%s", r.error);
+  run_result_clear(&r);
+}
+GST_END_TEST;
+
+/* Frame pixels differ from the source exactly where the mask has a class other than 0. */
+GST_START_TEST(test_overlay_draws_the_mask)
+{
+  const char *src = "videotestsrc num-buffers=1 pattern=smpte ! "
+                    "video/x-raw,format=RGB,width=160,height=120 ! ";
+  RunResult plain = {0}, drawn = {0}, mask = {0};
+  gchar *launch;
+
+  launch = g_strdup_printf("%s distillseg output=passthrough ! appsink name=sink", src);
+  run_pipeline(launch, &plain);
+  g_free(launch);
+  launch = g_strdup_printf("%s distillseg output=overlay ! appsink name=sink", src);
+  run_pipeline(launch, &drawn);
+  g_free(launch);
+  launch = g_strdup_printf("%s distillseg output=mask ! appsink name=sink", src);
+  run_pipeline(launch, &mask);
+  g_free(launch);
+  fail_unless(plain.last && drawn.last && mask.last);
+
+  GstVideoInfo info;
+  GstVideoFrame a, b, m;
+  GstVideoInfo mask_info;
+  gst_video_info_from_caps(&info, plain.caps);
+  gst_video_info_from_caps(&mask_info, mask.caps);
+  gst_video_frame_map(&a, &info, plain.last, GST_MAP_READ);
+  gst_video_frame_map(&b, &info, drawn.last, GST_MAP_READ);
+  gst_video_frame_map(&m, &mask_info, mask.last, GST_MAP_READ);
+  guint foreground = 0, changed_outside = 0, unchanged_inside = 0;
+  for (int y = 0; y < 120; y++) {
+    const guint8 *pa = (guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&a, 0) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&a, 0);
+    const guint8 *pb = (guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&b, 0) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&b, 0);
+    const guint8 *pm = (guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&m, 0) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&m, 0);
+    for (int x = 0; x < 160; x++) {
+      gboolean same = memcmp(pa + 3 * x, pb + 3 * x, 3) == 0;
+      if (pm[x]) {
+        foreground++;
+        unchanged_inside += same;
+      } else {
+        changed_outside += !same;
+      }
+    }
+  }
+  gst_video_frame_unmap(&a);
+  gst_video_frame_unmap(&b);
+  gst_video_frame_unmap(&m);
+  fail_unless_equals_int(changed_outside, 0);
+  /* A blend can round back to the same colour on a few pixels, not on many. */
+  fail_unless(unchanged_inside * 20 <= foreground, "%u of %u foreground pixels undrawn",
+              unchanged_inside, foreground);
+  run_result_clear(&plain);
+  run_result_clear(&drawn);
+  run_result_clear(&mask);
+}
+GST_END_TEST;
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+static void expect_error(const gchar *properties, const gchar *expected)
+{
+  RunResult r = {0};
+  gchar *launch = g_strdup_printf("videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 "
+                                  "! distillseg %s ! appsink name=sink", properties);
+  run_pipeline(launch, &r);
+  fail_unless(r.error != NULL, "no error for %s", properties);
+  fail_unless(strstr(r.error, expected) != NULL, "error for %s lacks \"%s\": %s", properties,
+              expected, r.error);
+  run_result_clear(&r);
+  g_free(launch);
+}
+
+GST_START_TEST(test_property_errors)
+{
+  gchar *dir = temp_dir();
+  g_setenv("DISTILL_WEIGHTS_DIR", dir, TRUE); /* no shipped weights */
+
+  expect_error("min-stride=16 max-stride=8", "min-stride");
+  expect_error("inference-width=320", "inference-height");
+  expect_error("teacher-url=ftp://127.0.0.1:1", "teacher-url");
+  expect_error("checkpoint=/nonexistent/student.safetensors", "/nonexistent/student.safetensors");
+
+  /* a 3-class checkpoint for a 2-class element */
+  StudentConfig cfg;
+  student_config_default(&cfg, 3);
+  Student *student = student_new(&cfg, 7);
+  gchar *path = g_build_filename(dir, "three.safetensors", NULL);
+  fail_unless(student_save(student, path, NULL));
+  gchar *props = g_strdup_printf("checkpoint=%s", path);
+  expect_error(props, "num-classes");
+  g_free(props);
+
+  /* truncated */
+  gchar *contents;
+  gsize length;
+  fail_unless(g_file_get_contents(path, &contents, &length, NULL));
+  fail_unless(g_file_set_contents(path, contents, (gssize)(length / 2), NULL));
+  props = g_strdup_printf("checkpoint=%s num-classes=3", path);
+  expect_error(props, path);
+  g_free(props);
+  g_free(contents);
+  g_unlink(path);
+  g_free(path);
+  student_free(student);
+  g_unsetenv("DISTILL_WEIGHTS_DIR");
+  g_rmdir(dir);
+  g_free(dir);
+}
+GST_END_TEST;
+
+/* An unreadable checkpoint with shipped weights that fit: a warning, and the stream goes on. */
+GST_START_TEST(test_bad_checkpoint_falls_back_to_shipped)
+{
+  gchar *dir = temp_dir();
+  gchar *shipped = g_build_filename(dir, "student-2class.safetensors", NULL);
+  gchar *broken = g_build_filename(dir, "broken.safetensors", NULL);
+  StudentConfig cfg;
+  RunResult r = {0};
+
+  student_config_default(&cfg, 2);
+  Student *student = student_new(&cfg, 3);
+  fail_unless(student_save(student, shipped, NULL));
+  fail_unless(g_file_set_contents(broken, "{\"not\": \"safetensors\"}", -1, NULL));
+  g_setenv("DISTILL_WEIGHTS_DIR", dir, TRUE);
+
+  gchar *launch = g_strdup_printf("videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48 "
+                                  "! distillseg checkpoint=%s ! appsink name=sink", broken);
+  run_pipeline(launch, &r);
+  fail_unless(r.error == NULL, "%s", r.error);
+  fail_unless(r.warning != NULL && strstr(r.warning, "shipped"), "%s", r.warning);
+  fail_unless_equals_int(r.buffers, 3);
+
+  g_unsetenv("DISTILL_WEIGHTS_DIR");
+  run_result_clear(&r);
+  student_free(student);
+  g_unlink(shipped);
+  g_unlink(broken);
+  g_rmdir(dir);
+  g_free(launch);
+  g_free(shipped);
+  g_free(broken);
+  g_free(dir);
+}
+GST_END_TEST;
+
+/* ---- life cycle ----------------------------------------------------------------------------- */
+
+GST_START_TEST(test_state_cycling)
+{
+  GstElement *pipeline = gst_parse_launch(
+      "videotestsrc is-live=false ! video/x-raw,width=80,height=60 ! distillseg name=seg "
+      "threads=1 ! appsink name=sink sync=false max-buffers=2 drop=true", NULL);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+
+  for (int cycle = 0; cycle < 5; cycle++) {
+    fail_unless(gst_element_set_state(pipeline, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+    for (int i = 0; i < 3; i++) {
+      GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 10 * GST_SECOND);
+      fail_unless(sample != NULL, "no frame in cycle %d", cycle);
+      fail_unless(gst_buffer_get_distill_seg_meta(gst_sample_get_buffer(sample)) != NULL);
+      gst_sample_unref(sample);
+    }
+    fail_unless(gst_element_set_state(pipeline, cycle % 2 ? GST_STATE_NULL : GST_STATE_READY) ==
+                GST_STATE_CHANGE_SUCCESS);
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_check_object_destroyed_on_unref(pipeline);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_eos_saves_checkpoint)
+{
+  gchar *dir = temp_dir();
+  gchar *path = g_build_filename(dir, "out.safetensors", NULL);
+  RunResult r = {0};
+  GError *err = NULL;
+
+  gchar *launch = g_strdup_printf("videotestsrc num-buffers=4 ! video/x-raw,width=64,height=48 ! "
+                                  "distillseg num-classes=3 checkpoint-out=%s ! appsink name=sink",
+                                  path);
+  run_pipeline(launch, &r);
+  fail_unless(r.error == NULL, "%s", r.error);
+  Student *student = student_load(path, &err);
+  fail_unless(student != NULL, "%s", err ? err->message : "");
+  fail_unless_equals_int(student_get_config(student)->num_classes, 3);
+  student_free(student);
+
+  run_result_clear(&r);
+  g_unlink(path);
+  g_rmdir(dir);
+  g_free(launch);
+  g_free(path);
+  g_free(dir);
+}
+GST_END_TEST;
+
+/* The size changes mid-stream: the element renegotiates and goes on. */
+GST_START_TEST(test_caps_renegotiation)
+{
+  GstElement *pipeline = gst_parse_launch(
+      "videotestsrc ! capsfilter name=caps caps=video/x-raw,width=80,height=60 ! "
+      "distillseg threads=1 ! appsink name=sink sync=false", NULL);
+  GstElement *caps = gst_bin_get_by_name(GST_BIN(pipeline), "caps");
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  gint sizes[2][2] = {{80, 60}, {128, 96}};
+
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  for (int round = 0; round < 2; round++) {
+    if (round == 1) {
+      GstCaps *c = gst_caps_from_string("video/x-raw,width=128,height=96");
+      g_object_set(caps, "caps", c, NULL);
+      gst_caps_unref(c);
+    }
+    gboolean seen = FALSE;
+    for (int i = 0; i < 30 && !seen; i++) {
+      GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 10 * GST_SECOND);
+      fail_unless(sample != NULL);
+      GstVideoInfo info;
+      gst_video_info_from_caps(&info, gst_sample_get_caps(sample));
+      GstDistillSegMeta *meta = gst_buffer_get_distill_seg_meta(gst_sample_get_buffer(sample));
+      seen = GST_VIDEO_INFO_WIDTH(&info) == sizes[round][0] &&
+             meta->masks_loc_w == (guint)sizes[round][0] &&
+             gst_buffer_get_video_meta(meta->masks)->width == (guint)sizes[round][0] / 2;
+      gst_sample_unref(sample);
+    }
+    fail_unless(seen, "no %dx%d frames", sizes[round][0], sizes[round][1]);
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(caps);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_flushing_seek)
+{
+  GstElement *pipeline = gst_parse_launch(
+      "videotestsrc ! video/x-raw,width=64,height=48,framerate=10/1 ! distillseg threads=1 ! "
+      "appsink name=sink sync=false", NULL);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstSample *sample;
+
+  gst_element_set_state(pipeline, GST_STATE_PAUSED);
+  fail_unless(gst_element_get_state(pipeline, NULL, NULL, 10 * GST_SECOND) ==
+              GST_STATE_CHANGE_SUCCESS);
+  fail_unless(gst_element_seek_simple(pipeline, GST_FORMAT_TIME,
+                                      GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_ACCURATE,
+                                      5 * GST_SECOND));
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 10 * GST_SECOND);
+  fail_unless(sample != NULL);
+  fail_unless(GST_BUFFER_PTS(gst_sample_get_buffer(sample)) >= 5 * GST_SECOND);
+  fail_unless(gst_buffer_get_distill_seg_meta(gst_sample_get_buffer(sample)) != NULL);
+  gst_sample_unref(sample);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_stats_message)
+{
+  RunResult r = {0};
+  guint64 frames = 0, queries = 1;
+  guint stride = 0;
+  gdouble fps = -1, student_ms = -1;
+
+  run_pipeline("videotestsrc num-buffers=20 ! video/x-raw,width=64,height=48 ! "
+               "distillseg stats-interval=1 ! appsink name=sink", &r);
+  fail_unless(r.error == NULL, "%s", r.error);
+  fail_unless(r.stats_messages >= 1);
+  GstStructure *s = r.last_stats;
+  fail_unless(gst_structure_get_uint64(s, "frames", &frames));
+  fail_unless(gst_structure_get_uint64(s, "teacher-queries", &queries));
+  fail_unless(gst_structure_has_field_typed(s, "teacher-errors", G_TYPE_UINT64));
+  fail_unless(gst_structure_has_field_typed(s, "updates", G_TYPE_UINT64));
+  fail_unless(gst_structure_get_uint(s, "stride", &stride));
+  fail_unless(gst_structure_get_double(s, "fps", &fps));
+  fail_unless(gst_structure_get_double(s, "student-ms", &student_ms));
+  fail_unless(gst_structure_has_field_typed(s, "teacher-latency-ms", G_TYPE_DOUBLE));
+  fail_unless(gst_structure_has_field_typed(s, "last-miou", G_TYPE_DOUBLE));
+  fail_unless(gst_structure_has_field_typed(s, "train-ms", G_TYPE_DOUBLE));
+  fail_unless_equals_int(frames, 20); /* the last message comes at EOS */
+  fail_unless_equals_int(queries, 0);  /* no teacher */
+  fail_unless_equals_int(stride, 8);
+  fail_unless(student_ms > 0);
+  run_result_clear(&r);
+}
+GST_END_TEST;
+
+static Suite *distillseg_suite(void)
+{
+  Suite *s = suite_create("distillseg");
+  TCase *tc = tcase_create("element");
+
+  tcase_set_timeout(tc, 120);
+  suite_add_tcase(s, tc);
+  tcase_add_test(tc, test_formats_and_outputs);
+  tcase_add_test(tc, test_unsupported_caps);
+  tcase_add_test(tc, test_overlay_draws_the_mask);
+  tcase_add_test(tc, test_property_errors);
+  tcase_add_test(tc, test_bad_checkpoint_falls_back_to_shipped);
+  tcase_add_test(tc, test_state_cycling);
+  tcase_add_test(tc, test_eos_saves_checkpoint);
+  tcase_add_test(tc, test_caps_renegotiation);
+  tcase_add_test(tc, test_flushing_seek);
+  tcase_add_test(tc, test_stats_message);
+  return s;
+}
+
+GST_CHECK_MAIN(distillseg);
