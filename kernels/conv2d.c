@@ -100,51 +100,130 @@ static float *pack_buffer(size_t floats)
   return b->data;
 }
 
-/* Weight of tap t from input channel i to output channel o of the pass: transpose swaps the
- * roles of HWIO's in and out channels (the backward-input pass). */
-static float weight_at(const ConvGeometry *g, const float *w, int transpose, int t, int i, int o)
-{
-  size_t ci = transpose ? o : i, co = transpose ? i : o;
-  return w[((size_t)t * g->cin + ci) * g->cout + co];
-}
-
-/* Weights as the row kernels read them: per output-channel block (block_floats apart), taps x
- * n_in x width, zero-padded; then the bias, max_block floats per block. With pairs (one block of
- * at most 8 channels, ConvKernels.forward_row_pairs): taps x ceil(n_in / 2) x 16, input channels
- * 2j and 2j + 1 interleaved. */
+/* Weights as the row kernels read them: per output-channel block (block_step apart), taps x n_in
+ * rows of the block's width, zero-padded; then the bias, max_block floats per block. With pairs
+ * (one block of at most 8 channels, ConvKernels.forward_row_pairs): taps x ceil(n_in / 2) x 16,
+ * input channels 2j and 2j + 1 interleaved. Direct: the caller's HWIO weights as they are, rows
+ * cout apart, when every block is full (a forward pass needs no copy then). */
 typedef struct {
   const float *data;
   const float *bias;
-  size_t block_floats;
-  int n_in;
-  int pairs;
+  size_t block_step;
+  int n_in, cout;
+  int pairs, direct;
 } PackedWeights;
 
-static PackedWeights pack_weights(const ConvGeometry *g, const float *w, const float *bias,
-                                  int transpose, const ConvBlocks *blocks, int pairs)
+/* Floats from one input channel's weights to the next, and from one tap's to the next. */
+static ptrdiff_t packed_row_step(const PackedWeights *p, const ConvBlocks *blocks, int block)
+{
+  return p->direct ? p->cout : p->pairs ? 16 : block_width(blocks, block);
+}
+
+static size_t packed_tap_floats(const PackedWeights *p, const ConvBlocks *blocks, int block)
+{
+  return p->pairs ? (size_t)(p->n_in + 1) / 2 * 16
+                  : (size_t)p->n_in * packed_row_step(p, blocks, block);
+}
+
+typedef struct {
+  const ConvGeometry *g;
+  const float *w, *bias;
+  int transpose; /* the backward-input pass: HWIO's in and out channels swap roles */
+  const ConvBlocks *blocks;
+  PackedWeights packed;
+  float *data, *packed_bias;
+} PackJob;
+
+/* Pairs: lane 2 * o + e of row r holds input channel 2r + e of output channel o. */
+static void pack_pairs_tap(const PackJob *job, const float *src, float *dst, int channels)
+{
+  const ConvGeometry *g = job->g;
+  int n_in = job->packed.n_in;
+  for (int r = 0; r < (n_in + 1) / 2; r++, dst += 16)
+    for (int lane = 0; lane < 16; lane++) {
+      int i = 2 * r + lane % 2, o = lane / 2;
+      size_t at = job->transpose ? (size_t)o * g->cout + i : (size_t)i * g->cout + o;
+      dst[lane] = i < n_in && o < channels ? src[at] : 0.0f;
+    }
+}
+
+/* One tap of one block: task index = block * taps + tap. */
+static void pack_task(void *ctx, int index, int thread)
+{
+  const PackJob *job = ctx;
+  const ConvGeometry *g = job->g;
+  int taps = g->kh * g->kw, b = index / taps, t = index % taps;
+  int channels = block_channels(job->blocks, b), first = b * job->blocks->max_block;
+  int width = block_width(job->blocks, b), n_in = job->packed.n_in;
+  const float *src = job->w + (size_t)t * g->cin * g->cout;
+  float *dst = job->data + b * job->packed.block_step + t * packed_tap_floats(&job->packed, job->blocks, b);
+  if (job->packed.pairs) {
+    pack_pairs_tap(job, src + (job->transpose ? (size_t)first * g->cout : (size_t)first), dst,
+                   channels);
+  } else if (job->transpose) {
+    /* dst[r][lane] = w[t][first + lane][r]: read along HWIO rows, write down the columns. */
+    for (int lane = 0; lane < channels; lane++) {
+      const float *s = src + (size_t)(first + lane) * g->cout;
+      for (int r = 0; r < n_in; r++)
+        dst[(size_t)r * width + lane] = s[r];
+    }
+    for (int r = 0; channels < width && r < n_in; r++)
+      memset(dst + (size_t)r * width + channels, 0, sizeof(float) * (width - channels));
+  } else {
+    for (int r = 0; r < n_in; r++, dst += width) {
+      memcpy(dst, src + (size_t)r * g->cout + first, sizeof(float) * channels);
+      memset(dst + channels, 0, sizeof(float) * (width - channels));
+    }
+  }
+  if (t == 0) {
+    float *db = job->packed_bias + first;
+    for (int o = 0; o < job->blocks->max_block; o++)
+      db[o] = job->bias && o < channels ? job->bias[first + o] : 0.0f;
+  }
+}
+
+static const float no_bias[64];
+
+/* Plans the packing of the weights of a pass (nothing to do when direct) into the calling thread's
+ * pack buffer; pack_task_count tasks of pack_task then fill it. */
+static PackJob plan_pack(const ConvGeometry *g, const float *w, const float *bias, int transpose,
+                         const ConvBlocks *blocks, int pairs)
 {
   int taps = g->kh * g->kw;
-  int n_in = transpose ? g->cout : g->cin;
-  int rows = pairs ? (n_in + 1) / 2 : n_in, width = pairs ? 16 : blocks->max_block;
-  size_t block_floats = (size_t)taps * rows * width;
-  float *data = pack_buffer(block_floats * blocks->n_blocks + blocks->n_blocks * blocks->max_block);
-  float *packed_bias = data + block_floats * blocks->n_blocks;
-  for (int b = 0; b < blocks->n_blocks; b++) {
-    int channels = block_channels(blocks, b), first = b * blocks->max_block;
-    if (!pairs)
-      width = block_width(blocks, b);
-    float *dst = data + b * block_floats;
-    for (int t = 0; t < taps; t++)
-      for (int r = 0; r < rows; r++, dst += width)
-        for (int lane = 0; lane < width; lane++) {
-          int i = pairs ? 2 * r + lane % 2 : r, o = pairs ? lane / 2 : lane;
-          dst[lane] = i < n_in && o < channels ? weight_at(g, w, transpose, t, i, first + o) : 0.0f;
-        }
-    float *db = packed_bias + first;
-    for (int o = 0; o < blocks->max_block; o++)
-      db[o] = bias && o < channels ? bias[first + o] : 0.0f;
+  PackJob job = { .g = g, .w = w, .bias = bias, .transpose = transpose, .blocks = blocks };
+  PackedWeights *p = &job.packed;
+  *p = (PackedWeights){ .n_in = transpose ? g->cout : g->cin, .cout = g->cout, .pairs = pairs };
+  int last = blocks->n_blocks - 1;
+  if (!pairs && !transpose && block_channels(blocks, last) == block_width(blocks, last)) {
+    p->direct = 1;
+    p->data = w;
+    p->bias = bias ? bias : no_bias;
+    p->block_step = blocks->max_block;
+    return job;
   }
-  return (PackedWeights){ data, packed_bias, block_floats, n_in, pairs };
+  p->block_step = pairs ? packed_tap_floats(p, blocks, 0) * taps
+                        : (size_t)taps * p->n_in * blocks->max_block;
+  size_t weight_floats = p->block_step * blocks->n_blocks;
+  job.data = pack_buffer(weight_floats + (size_t)blocks->n_blocks * blocks->max_block);
+  job.packed_bias = job.data + weight_floats;
+  p->data = job.data;
+  p->bias = job.packed_bias;
+  return job;
+}
+
+static int pack_task_count(const PackJob *job)
+{
+  return job->packed.direct ? 0 : job->blocks->n_blocks * job->g->kh * job->g->kw;
+}
+
+/* Below this many floats, packing on the caller's thread costs less than waking the pool. */
+#define PACK_PARALLEL_FLOATS 16384
+
+static void run_pack(PackJob *job, ThreadPool *pool)
+{
+  size_t floats = job->packed.block_step * job->blocks->n_blocks;
+  thread_pool_run(floats >= PACK_PARALLEL_FLOATS ? pool : NULL, pack_task_count(job), pack_task,
+                  job);
 }
 
 static int use_pairs(const ConvKernels *k, int out_channels)
@@ -159,14 +238,27 @@ typedef struct {
   int weight_tap;
 } ConvTap;
 
+/* Where a pass reads its input rows. */
+typedef enum {
+  ROWS_IN_PLACE, /* no tap reaches past the left or right edge */
+  ROWS_EDGES,    /* in place, but the first and last few pixels read small zero-padded copies */
+  ROWS_COPIED,   /* whole rows copied, zero-padded and compact (ld = c) */
+} RowSource;
+
+/* Wide rows copy only their edges: copying the whole row once per tap row costs a few percent of
+ * a layer; an edge range of EDGE_PIXELS keeps the kernel's tiles wide enough to be efficient. */
+#define EDGE_PIXELS 8
+#define EDGE_MIN_PIXELS 48
+
 typedef struct {
   const FeatureMap *in;
   int in_mul;
   int n_taps;
   ConvTap taps[CONV_MAX_TAPS];
   int dr_lo, n_slots; /* input rows r * in_mul + dr_lo + slot, slot < n_slots */
-  int col_lo, n_cols; /* input columns read */
-  int padded;         /* rows are copied (zero-padded, ld = c) rather than read in place */
+  int dc_lo, dc_hi;   /* output pixel j reads input columns j * in_mul + [dc_lo, dc_hi] */
+  RowSource source;
+  int left, right;    /* ROWS_EDGES: pixels [0, left) and [right, out_w) read copies */
   int out_h, out_w;
   float *out;
   ptrdiff_t out_row_step, out_col_step;
@@ -187,7 +279,8 @@ static void pass_forward_taps(ConvPass *ps, const ConvGeometry *g, const Feature
       ps->taps[ps->n_taps++] = (ConvTap){ ky - g->pad_h, kx - g->pad_w, ky * g->kw + kx };
 }
 
-/* Rows and columns the taps read; compact: copy rows whose ld exceeds c too. */
+/* Rows and columns the taps read, and where they come from; compact: rows whose ld exceeds c are
+ * copied (the weight gradient reads the kw x cin inputs of a kernel row as one run). */
 static void pass_finish(ConvPass *ps, int compact)
 {
   if (ps->n_taps == 0)
@@ -200,17 +293,69 @@ static void pass_finish(ConvPass *ps, int compact)
     dc_lo = tap->dc < dc_lo ? tap->dc : dc_lo;
     dc_hi = tap->dc > dc_hi ? tap->dc : dc_hi;
   }
-  int col_hi = (ps->out_w - 1) * ps->in_mul + dc_hi;
   ps->dr_lo = dr_lo;
   ps->n_slots = dr_hi - dr_lo + 1;
-  ps->col_lo = dc_lo;
-  ps->n_cols = col_hi - dc_lo + 1;
-  ps->padded = dc_lo < 0 || col_hi >= ps->in->w || (compact && ps->in->ld != ps->in->c);
+  ps->dc_lo = dc_lo;
+  ps->dc_hi = dc_hi;
+  /* Pixels [inner_lo, inner_hi) read only columns inside the map. */
+  int m = ps->in_mul, last = ps->in->w - 1 - dc_hi;
+  int inner_lo = dc_lo < 0 ? (-dc_lo + m - 1) / m : 0;
+  int inner_hi = last < 0 ? 0 : last / m + 1;
+  inner_hi = inner_hi < ps->out_w ? inner_hi : ps->out_w;
+  ps->left = inner_lo > EDGE_PIXELS ? inner_lo : inner_lo ? EDGE_PIXELS : 0;
+  ps->right = inner_hi >= ps->out_w ? ps->out_w
+              : inner_hi < ps->out_w - EDGE_PIXELS ? inner_hi : ps->out_w - EDGE_PIXELS;
+  if (compact && ps->in->ld != ps->in->c)
+    ps->source = ROWS_COPIED;
+  else if (inner_lo == 0 && inner_hi == ps->out_w)
+    ps->source = ROWS_IN_PLACE;
+  else if (ps->out_w >= EDGE_MIN_PIXELS && ps->left < ps->right)
+    ps->source = ROWS_EDGES;
+  else
+    ps->source = ROWS_COPIED;
+}
+
+/* Input columns read by pixels [p0, p1). */
+static int pass_columns(const ConvPass *ps, int p0, int p1)
+{
+  return (p1 - 1 - p0) * ps->in_mul + ps->dc_hi - ps->dc_lo + 1;
 }
 
 static size_t pass_scratch_floats(const ConvPass *ps)
 {
-  return ps->padded ? (size_t)ps->n_slots * ps->n_cols * ps->in->c : 0;
+  int cols = 0;
+  if (ps->source == ROWS_COPIED) {
+    cols = pass_columns(ps, 0, ps->out_w);
+  } else if (ps->source == ROWS_EDGES) {
+    int left = ps->left ? pass_columns(ps, 0, ps->left) : 0;
+    int right = ps->right < ps->out_w ? pass_columns(ps, ps->right, ps->out_w) : 0;
+    cols = left > right ? left : right;
+  }
+  return (size_t)ps->n_slots * cols * ps->in->c;
+}
+
+/* A run of output pixels and whether its input rows are copied. */
+typedef struct {
+  int p0, p1, copy;
+} PixelRange;
+
+static int pass_ranges(const ConvPass *ps, PixelRange ranges[3])
+{
+  int n = 0;
+  switch (ps->source) {
+  case ROWS_IN_PLACE:
+  case ROWS_COPIED:
+    ranges[n++] = (PixelRange){ 0, ps->out_w, ps->source == ROWS_COPIED };
+    break;
+  case ROWS_EDGES:
+    if (ps->left > 0)
+      ranges[n++] = (PixelRange){ 0, ps->left, 1 };
+    ranges[n++] = (PixelRange){ ps->left, ps->right, 0 };
+    if (ps->right < ps->out_w)
+      ranges[n++] = (PixelRange){ ps->right, ps->out_w, 1 };
+    break;
+  }
+  return n;
 }
 
 /* Input columns [col_lo, col_lo + n) of row y, zero outside the map, channels packed. */
@@ -219,6 +364,8 @@ static void copy_padded_row(const FeatureMap *in, int y, int col_lo, int n, floa
   int c = in->c;
   int first = col_lo < 0 ? -col_lo : 0;
   int end = in->w - col_lo < n ? in->w - col_lo : n;
+  first = first < n ? first : n;
+  end = end > first ? end : first;
   memset(dst, 0, sizeof(float) * first * c);
   if (in->ld == c)
     memcpy(dst + (size_t)first * c, feature_map_at(in, y, col_lo + first),
@@ -229,26 +376,34 @@ static void copy_padded_row(const FeatureMap *in, int y, int col_lo, int n, floa
   memset(dst + (size_t)end * c, 0, sizeof(float) * (n - end) * c);
 }
 
-/* The input rows of output row r: column col of slot s is at rows[s] + (col - *col0) * *ld;
- * rows[s] is NULL where the row lies outside the input. */
-static void pass_rows(const ConvPass *ps, int r, float *scratch, const float **rows, int *ld,
-                      int *col0)
+/* The input rows of output row r for pixels of range: column col of slot s is at
+ * rows[s] + (col - col0) * ld; rows[s] is NULL where the row lies outside the input. */
+typedef struct {
+  const float *rows[CONV_MAX_TAPS];
+  ptrdiff_t ld;
+  int col0;
+} PassRows;
+
+static void pass_rows(const ConvPass *ps, int r, const PixelRange *range, float *scratch,
+                      PassRows *pr)
 {
   const FeatureMap *in = ps->in;
+  int col_lo = range->p0 * ps->in_mul + ps->dc_lo;
+  int n = pass_columns(ps, range->p0, range->p1);
   for (int s = 0; s < ps->n_slots; s++) {
     int y = r * ps->in_mul + ps->dr_lo + s;
     if (y < 0 || y >= in->h) {
-      rows[s] = NULL;
-    } else if (ps->padded) {
-      float *dst = scratch + (size_t)s * ps->n_cols * in->c;
-      copy_padded_row(in, y, ps->col_lo, ps->n_cols, dst);
-      rows[s] = dst;
+      pr->rows[s] = NULL;
+    } else if (range->copy) {
+      float *dst = scratch + (size_t)s * n * in->c;
+      copy_padded_row(in, y, col_lo, n, dst);
+      pr->rows[s] = dst;
     } else {
-      rows[s] = feature_map_at(in, y, 0);
+      pr->rows[s] = feature_map_at(in, y, 0);
     }
   }
-  *ld = ps->padded ? in->c : in->ld;
-  *col0 = ps->padded ? ps->col_lo : 0;
+  pr->ld = range->copy ? in->c : in->ld;
+  pr->col0 = range->copy ? col_lo : 0;
 }
 
 /* ---- forward-style passes (forward, backward input) ----------------------------------------- */
@@ -262,7 +417,8 @@ typedef struct {
   ConvBlocks blocks;
   PackedWeights weights;
   int relu;
-  size_t scratch_floats;
+  size_t scratch_offset; /* row copies start here in a thread's scratch ... */
+  size_t scratch_floats; /* ... of this size */
 } ConvRun;
 
 static const ConvPass *run_row(const ConvRun *run, int index, int *r)
@@ -274,43 +430,41 @@ static const ConvPass *run_row(const ConvRun *run, int index, int *r)
   return &run->passes[p];
 }
 
-static void forward_row_task(void *ctx, int index, int thread)
+static void forward_range(const ConvRun *run, const ConvPass *ps, int r, const PassRows *pr,
+                          int p0, int p1)
 {
-  const ConvRun *run = ctx;
-  int r, ld, col0;
-  const ConvPass *ps = run_row(run, index, &r);
-  const float *rows[CONV_MAX_TAPS];
-  pass_rows(ps, r, thread_pool_scratch(run->pool, thread, run->scratch_floats), rows, &ld, &col0);
-
   ConvRowJob job = {
-    .in_step = (ptrdiff_t)ps->in_mul * ld,
+    .in_step = (ptrdiff_t)ps->in_mul * pr->ld,
     .cin = run->weights.n_in,
     .out_step = ps->out_col_step,
     .residual_step = ps->residual_col_step,
     .relu = run->relu,
-    .pixels = ps->out_w,
+    .pixels = p1 - p0,
   };
   int weight_tap[CONV_MAX_TAPS];
   for (int t = 0; t < ps->n_taps; t++) {
     const ConvTap *tap = &ps->taps[t];
-    const float *row = rows[tap->dr - ps->dr_lo];
+    const float *row = pr->rows[tap->dr - ps->dr_lo];
     if (!row)
       continue;
-    job.in[job.n_taps] = row + (ptrdiff_t)(tap->dc - col0) * ld;
+    job.in[job.n_taps] = row + ((ptrdiff_t)p0 * ps->in_mul + tap->dc - pr->col0) * pr->ld;
     weight_tap[job.n_taps++] = tap->weight_tap;
   }
+  float *out = ps->out + r * ps->out_row_step + p0 * ps->out_col_step;
+  const float *residual =
+    ps->residual ? ps->residual + r * ps->residual_row_step + p0 * ps->residual_col_step : NULL;
   for (int b = 0; b < run->blocks.n_blocks; b++) {
     int first = b * run->blocks.max_block;
     job.block_width = block_width(&run->blocks, b);
     job.channels = block_channels(&run->blocks, b);
-    const float *w = run->weights.data + b * run->weights.block_floats;
-    size_t tap_floats = run->weights.pairs ? (size_t)(job.cin + 1) / 2 * 16
-                                           : (size_t)job.cin * job.block_width;
+    const float *w = run->weights.data + b * run->weights.block_step;
+    size_t tap_floats = packed_tap_floats(&run->weights, &run->blocks, b);
+    job.w_step = packed_row_step(&run->weights, &run->blocks, b);
     for (int t = 0; t < job.n_taps; t++)
       job.w[t] = w + weight_tap[t] * tap_floats;
     job.bias = run->weights.bias + first;
-    job.out = ps->out + r * ps->out_row_step + first;
-    job.residual = ps->residual ? ps->residual + r * ps->residual_row_step + first : NULL;
+    job.out = out + first;
+    job.residual = residual ? residual + first : NULL;
     if (run->weights.pairs)
       run->kernels->forward_row_pairs(&job);
     else
@@ -318,16 +472,33 @@ static void forward_row_task(void *ctx, int index, int thread)
   }
 }
 
-static void run_forward_passes(ConvRun *run)
+static void forward_row_task(void *ctx, int index, int thread)
+{
+  const ConvRun *run = ctx;
+  int r;
+  const ConvPass *ps = run_row(run, index, &r);
+  float *scratch = thread_pool_scratch(run->pool, thread, run->scratch_floats) + run->scratch_offset;
+  PixelRange ranges[3];
+  int n = pass_ranges(ps, ranges);
+  for (int i = 0; i < n; i++) {
+    PassRows pr;
+    pass_rows(ps, r, &ranges[i], scratch, &pr);
+    forward_range(run, ps, r, &pr, ranges[i].p0, ranges[i].p1);
+  }
+}
+
+/* Task indices and scratch of the passes; returns the tasks (rows of every pass). */
+static int plan_forward_passes(ConvRun *run)
 {
   run->first_row[0] = 0;
-  run->scratch_floats = 0;
+  size_t scratch = 0;
   for (int p = 0; p < run->n_passes; p++) {
     run->first_row[p + 1] = run->first_row[p] + run->passes[p].out_h;
     size_t floats = pass_scratch_floats(&run->passes[p]);
-    run->scratch_floats = floats > run->scratch_floats ? floats : run->scratch_floats;
+    scratch = floats > scratch ? floats : scratch;
   }
-  thread_pool_run(run->pool, run->first_row[run->n_passes], forward_row_task, run);
+  run->scratch_floats = run->scratch_offset + scratch;
+  return run->first_row[run->n_passes];
 }
 
 void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, const float *bias,
@@ -354,8 +525,10 @@ void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, 
 
   ConvRun run = { .kernels = k, .pool = pool, .passes = &pass, .n_passes = 1, .relu = relu };
   run.blocks = conv_blocks(g->cout, k);
-  run.weights = pack_weights(g, w, bias, 0, &run.blocks, use_pairs(k, g->cout));
-  run_forward_passes(&run);
+  PackJob pack = plan_pack(g, w, bias, 0, &run.blocks, use_pairs(k, g->cout));
+  run_pack(&pack, pool);
+  run.weights = pack.packed;
+  thread_pool_run(pool, plan_forward_passes(&run), forward_row_task, &run);
 }
 
 /* Phase (a, b) of dx: pixels (i * s + a, j * s + b), fed by the taps with ky = a + pad_h (mod s)
@@ -387,6 +560,24 @@ static void pass_backward_phase(ConvPass *ps, const ConvGeometry *g, const Featu
   pass_finish(ps, 0);
 }
 
+/* The passes of the input gradient (stride x stride phases) and the plan of their weights. */
+static void plan_backward_input(ConvRun *run, ConvPass passes[4], PackJob *pack,
+                                const ConvGeometry *g, const FeatureMap *dy, const float *w,
+                                FeatureMap *dx, int accumulate)
+{
+  run->passes = passes;
+  for (int a = 0; a < g->stride; a++)
+    for (int b = 0; b < g->stride; b++) {
+      ConvPass *ps = &passes[run->n_passes];
+      pass_backward_phase(ps, g, dy, dx, a, b, accumulate);
+      if (ps->out_h > 0 && ps->out_w > 0)
+        run->n_passes++;
+    }
+  run->blocks = conv_blocks(g->cin, run->kernels);
+  *pack = plan_pack(g, w, NULL, 1, &run->blocks, use_pairs(run->kernels, g->cin));
+  run->weights = pack->packed;
+}
+
 void conv2d_backward_input(const ConvGeometry *g, const FeatureMap *dy, const float *w,
                            FeatureMap *dx, int accumulate, ThreadPool *pool)
 {
@@ -398,17 +589,11 @@ void conv2d_backward_input(const ConvGeometry *g, const FeatureMap *dy, const fl
   if (dx->h <= 0 || dx->w <= 0 || g->cin <= 0)
     return;
   ConvPass passes[4];
-  ConvRun run = { .kernels = k, .pool = pool, .passes = passes };
-  for (int a = 0; a < g->stride; a++)
-    for (int b = 0; b < g->stride; b++) {
-      ConvPass *ps = &passes[run.n_passes];
-      pass_backward_phase(ps, g, dy, dx, a, b, accumulate);
-      if (ps->out_h > 0 && ps->out_w > 0)
-        run.n_passes++;
-    }
-  run.blocks = conv_blocks(g->cin, k);
-  run.weights = pack_weights(g, w, NULL, 1, &run.blocks, use_pairs(k, g->cin));
-  run_forward_passes(&run);
+  ConvRun run = { .kernels = k, .pool = pool };
+  PackJob pack;
+  plan_backward_input(&run, passes, &pack, g, dy, w, dx, accumulate);
+  run_pack(&pack, pool);
+  thread_pool_run(pool, plan_forward_passes(&run), forward_row_task, &run);
 }
 
 /* ---- backward weights ------------------------------------------------------------------------ */
@@ -418,38 +603,39 @@ typedef struct {
   ThreadPool *pool;
   const ConvGeometry *g;
   const ConvPass *pass;
+  const FeatureMap *relu_y; /* NULL = no ReLU to go back through */
   const FeatureMap *dy;
+  int sum_bias;
   ConvBlocks blocks;
   int pairs;             /* ConvKernels.weights_row_pairs, on one block: kh x ceil(kw * cin / 2) x 16 */
   size_t block_floats;   /* per block of a partial: taps x cin x width */
   size_t partial_floats; /* the blocks, then cout sums of dy; rounded up to a cache line */
   size_t scratch_floats; /* partial, then the copied rows */
+  unsigned char *started; /* per thread: its partial is zeroed and holds sums */
+  int reduce_tasks;
+  float *dw, *dbias;
 } WeightsRun;
 
-static void weights_row_task(void *ctx, int r, int thread)
+static void weights_range(const WeightsRun *run, int r, const PassRows *pr, int p0, int p1,
+                          float *partial)
 {
-  const WeightsRun *run = ctx;
   const ConvPass *ps = run->pass;
   const ConvGeometry *g = run->g;
-  float *partial = thread_pool_scratch(run->pool, thread, run->scratch_floats);
-  const float *rows[CONV_MAX_TAPS];
-  int ld, col0;
-  pass_rows(ps, r, partial + run->partial_floats, rows, &ld, &col0);
-
-  const float *dy = feature_map_at(run->dy, r, 0);
-  /* Rows are copied compact whenever kw > 1, so the kw x cin inputs of a kernel row are one
-   * contiguous run, as are their gradients in HWIO order. */
+  /* The kw x cin inputs of a kernel row are one contiguous run (rows are compact whenever
+   * kw > 1), as are their gradients in HWIO order. */
   ConvWeightsJob job = {
-    .in_step = (ptrdiff_t)ps->in_mul * ld,
+    .in_step = (ptrdiff_t)ps->in_mul * pr->ld,
     .rows = g->kw * g->cin,
+    .dy = feature_map_at(run->dy, r, p0),
     .dy_step = run->dy->ld,
-    .pixels = ps->out_w,
+    .pixels = p1 - p0,
   };
+  const float *dy = job.dy;
   for (int ky = 0; ky < g->kh; ky++) {
-    const float *row = rows[ky - g->pad_h - ps->dr_lo];
+    const float *row = pr->rows[ky - g->pad_h - ps->dr_lo];
     if (!row)
       continue;
-    job.in = row + (ptrdiff_t)(-g->pad_w - col0) * ld;
+    job.in = row + ((ptrdiff_t)p0 * ps->in_mul + ps->dc_lo - pr->col0) * pr->ld;
     for (int b = 0; b < run->blocks.n_blocks; b++) {
       job.block_width = block_width(&run->blocks, b);
       job.channels = block_channels(&run->blocks, b);
@@ -463,67 +649,187 @@ static void weights_row_task(void *ctx, int r, int thread)
       }
     }
   }
-
-  float *dbias = partial + run->blocks.n_blocks * run->block_floats;
-  for (int j = 0; j < run->dy->w; j++)
-    for (int co = 0; co < g->cout; co++)
-      dbias[co] += dy[(size_t)j * run->dy->ld + co];
 }
 
-static void add_partial(const WeightsRun *run, const float *partial, float *dw, float *dbias)
+static void weights_row_task(const WeightsRun *run, int r, int thread)
+{
+  const ConvPass *ps = run->pass;
+  float *partial = thread_pool_scratch(run->pool, thread, run->scratch_floats);
+  if (!run->started[thread]) {
+    memset(partial, 0, sizeof(float) * run->partial_floats);
+    run->started[thread] = 1;
+  }
+  /* Back through the ReLU and into the bias first: the row's gradient is final after this. */
+  if (run->relu_y || run->sum_bias) {
+    const FeatureMap *y = run->relu_y, *dy = run->dy;
+    ConvBiasJob bias = {
+      .y = y ? feature_map_at(y, r, 0) : NULL,
+      .y_step = y ? y->ld : 0,
+      .dy = feature_map_at(dy, r, 0),
+      .dy_step = dy->ld,
+      .pixels = dy->w,
+      .channels = dy->c,
+      .sums = run->sum_bias ? partial + run->blocks.n_blocks * run->block_floats : NULL,
+    };
+    run->kernels->bias_row(&bias);
+  }
+  PixelRange ranges[3];
+  int n = pass_ranges(ps, ranges);
+  for (int i = 0; i < n; i++) {
+    PassRows pr;
+    pass_rows(ps, r, &ranges[i], partial + run->partial_floats, &pr);
+    weights_range(run, r, &pr, ranges[i].p0, ranges[i].p1, partial);
+  }
+}
+
+/* Adds rows [k0, k1) of a partial (HWIO rows of cout floats) into dw. */
+static void add_partial_rows(const WeightsRun *run, const float *partial, float *dw, int k0,
+                             int k1)
 {
   const ConvGeometry *g = run->g;
-  int rows = g->kh * g->kw * g->cin;
   if (run->pairs) {
     int kernel_row = g->kw * g->cin, pairs = (kernel_row + 1) / 2;
-    for (int k = 0; k < rows; k++) {
+    for (int k = k0; k < k1; k++) {
       const float *src = partial + ((size_t)(k / kernel_row) * pairs + k % kernel_row / 2) * 16;
       for (int co = 0; co < g->cout; co++)
         dw[(size_t)k * g->cout + co] += src[2 * co + k % kernel_row % 2];
     }
+    return;
   }
-  for (int b = 0; !run->pairs && b < run->blocks.n_blocks; b++) {
+  for (int b = 0; b < run->blocks.n_blocks; b++) {
     int width = block_width(&run->blocks, b), channels = block_channels(&run->blocks, b);
-    const float *src = partial + b * run->block_floats;
-    float *dst = dw + b * run->blocks.max_block;
-    for (int k = 0; k < rows; k++, src += width, dst += g->cout)
+    const float *src = partial + b * run->block_floats + (size_t)k0 * width;
+    float *dst = dw + (size_t)k0 * g->cout + b * run->blocks.max_block;
+    for (int k = k0; k < k1; k++, src += width, dst += g->cout)
       for (int co = 0; co < channels; co++)
         dst[co] += src[co];
   }
-  const float *sums = partial + run->blocks.n_blocks * run->block_floats;
-  if (dbias)
-    for (int co = 0; co < g->cout; co++)
-      dbias[co] += sums[co];
+}
+
+/* Reduction task i of reduce_tasks: a range of dw's rows summed over the threads' partials, in
+ * thread order; task 0 also the bias. */
+static void weights_reduce_task(const WeightsRun *run, int i)
+{
+  const ConvGeometry *g = run->g;
+  int rows = g->kh * g->kw * g->cin;
+  int k0 = (int)((long long)rows * i / run->reduce_tasks);
+  int k1 = (int)((long long)rows * (i + 1) / run->reduce_tasks);
+  int threads = thread_pool_threads(run->pool);
+  for (int t = 0; t < threads; t++) {
+    if (!run->started[t])
+      continue;
+    const float *partial = thread_pool_scratch(run->pool, t, run->scratch_floats);
+    add_partial_rows(run, partial, run->dw, k0, k1);
+    const float *sums = partial + run->blocks.n_blocks * run->block_floats;
+    if (i == 0 && run->dbias)
+      for (int co = 0; co < g->cout; co++)
+        run->dbias[co] += sums[co];
+  }
+}
+
+/* Floats of dw per reduction task: enough to be worth a task, few tasks on small layers. */
+#define REDUCE_TASK_FLOATS 8192
+
+static void plan_weights(WeightsRun *run, ConvPass *pass, const ConvGeometry *g,
+                         const FeatureMap *x, const FeatureMap *dy)
+{
+  pass_forward_taps(pass, g, x, dy->h, dy->w);
+  pass_finish(pass, g->kw > 1);
+  run->g = g;
+  run->pass = pass;
+  run->dy = dy;
+  run->blocks = conv_blocks(g->cout, run->kernels);
+  run->pairs = run->kernels->weights_row_pairs && g->cout <= 8;
+  run->block_floats = run->pairs ? (size_t)g->kh * ((g->kw * g->cin + 1) / 2) * 16
+                                 : (size_t)g->kh * g->kw * g->cin * run->blocks.max_block;
+  run->partial_floats = run->blocks.n_blocks * (run->block_floats + run->blocks.max_block);
+  run->partial_floats = (run->partial_floats + 15) & ~(size_t)15;
+  run->scratch_floats = run->partial_floats + pass_scratch_floats(pass);
+  size_t dw_floats = (size_t)g->kh * g->kw * g->cin * g->cout;
+  int rows = g->kh * g->kw * g->cin;
+  run->reduce_tasks = (int)((dw_floats + REDUCE_TASK_FLOATS - 1) / REDUCE_TASK_FLOATS);
+  run->reduce_tasks = run->reduce_tasks < rows ? run->reduce_tasks : rows;
+}
+
+/* ---- backward: weights and input gradients in two runs of the pool -------------------------- */
+
+/* Run 1: the weight-gradient rows (ReLU and bias first), and the packing of the transposed
+ * weights the input gradient needs. Run 2: the reduction of the weight-gradient partials, and the
+ * input-gradient rows. */
+typedef struct {
+  WeightsRun weights;
+  ConvRun input;
+  PackJob pack;
+  int has_input;
+  int pack_tasks;
+} BackwardRun;
+
+static void backward_run1_task(void *ctx, int index, int thread)
+{
+  BackwardRun *b = ctx;
+  if (index < b->weights.dy->h)
+    weights_row_task(&b->weights, index, thread);
+  else
+    pack_task(&b->pack, index - b->weights.dy->h, thread);
+}
+
+static void backward_run2_task(void *ctx, int index, int thread)
+{
+  BackwardRun *b = ctx;
+  if (index < b->weights.reduce_tasks)
+    weights_reduce_task(&b->weights, index);
+  else
+    forward_row_task(&b->input, index - b->weights.reduce_tasks, thread);
+}
+
+static void backward_ref(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                         const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                         FeatureMap *dx, int accumulate)
+{
+  if (relu_y)
+    relu_backward_ref(relu_y, dy);
+  conv2d_backward_weights_ref(g, x, dy, dw, dbias);
+  if (dx)
+    conv2d_backward_input_ref(g, dy, w, dx, accumulate);
+}
+
+void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                     const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                     FeatureMap *dx, int accumulate, ThreadPool *pool)
+{
+  const ConvKernels *k = conv_kernels();
+  if (!k || g->kh * g->kw > CONV_MAX_TAPS || (dx && g->stride > 2) || dy->h <= 0 || dy->w <= 0 ||
+      g->cout <= 0 || g->cin <= 0 || (dx && (dx->h <= 0 || dx->w <= 0))) {
+    backward_ref(g, x, w, relu_y, dy, dw, dbias, dx, accumulate);
+    return;
+  }
+  int threads = thread_pool_threads(pool);
+  unsigned char started[threads];
+  memset(started, 0, sizeof started);
+  BackwardRun b = { .weights = { .kernels = k, .pool = pool, .relu_y = relu_y,
+                                 .sum_bias = dbias != NULL, .started = started, .dw = dw,
+                                 .dbias = dbias } };
+  ConvPass weights_pass, input_passes[4];
+  plan_weights(&b.weights, &weights_pass, g, x, dy);
+  b.input = (ConvRun){ .kernels = k, .pool = pool };
+  int input_rows = 0;
+  if (dx) {
+    plan_backward_input(&b.input, input_passes, &b.pack, g, dy, w, dx, accumulate);
+    /* The input gradient copies rows after the partials, which the reduction still reads. */
+    b.input.scratch_offset = b.weights.partial_floats;
+    input_rows = plan_forward_passes(&b.input);
+    b.pack_tasks = pack_task_count(&b.pack);
+  }
+  /* One size for both runs: growing the scratch would drop the partials. */
+  size_t scratch = b.input.scratch_floats > b.weights.scratch_floats ? b.input.scratch_floats
+                                                                       : b.weights.scratch_floats;
+  b.weights.scratch_floats = b.input.scratch_floats = scratch;
+  thread_pool_run(pool, dy->h + b.pack_tasks, backward_run1_task, &b);
+  thread_pool_run(pool, b.weights.reduce_tasks + input_rows, backward_run2_task, &b);
 }
 
 void conv2d_backward_weights(const ConvGeometry *g, const FeatureMap *x, const FeatureMap *dy,
                              float *dw, float *dbias, ThreadPool *pool)
 {
-  const ConvKernels *k = conv_kernels();
-  if (!k || g->kh * g->kw > CONV_MAX_TAPS) {
-    conv2d_backward_weights_ref(g, x, dy, dw, dbias);
-    return;
-  }
-  if (dy->h <= 0 || dy->w <= 0 || g->cout <= 0 || g->cin <= 0)
-    return;
-  ConvPass pass;
-  pass_forward_taps(&pass, g, x, dy->h, dy->w);
-  pass_finish(&pass, g->kw > 1);
-
-  WeightsRun run = { .kernels = k, .pool = pool, .g = g, .pass = &pass, .dy = dy };
-  run.blocks = conv_blocks(g->cout, k);
-  run.pairs = k->weights_row_pairs && g->cout <= 8;
-  run.block_floats = run.pairs ? (size_t)g->kh * ((g->kw * g->cin + 1) / 2) * 16
-                               : (size_t)g->kh * g->kw * g->cin * run.blocks.max_block;
-  run.partial_floats = run.blocks.n_blocks * (run.block_floats + run.blocks.max_block);
-  run.partial_floats = (run.partial_floats + 15) & ~(size_t)15;
-  run.scratch_floats = run.partial_floats + pass_scratch_floats(&pass);
-
-  int threads = thread_pool_threads(pool);
-  for (int t = 0; t < threads; t++)
-    memset(thread_pool_scratch(pool, t, run.scratch_floats), 0,
-           sizeof(float) * run.partial_floats);
-  thread_pool_run(pool, dy->h, weights_row_task, &run);
-  for (int t = 0; t < threads; t++)
-    add_partial(&run, thread_pool_scratch(pool, t, run.scratch_floats), dw, dbias);
+  conv2d_backward(g, x, NULL, NULL, (FeatureMap *)dy, dw, dbias, NULL, 0, pool);
 }

@@ -21,6 +21,7 @@ static const int lane_masks[16] = { -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 
 #define vec_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define vec_add(a, b) _mm256_add_ps(a, b)
 #define vec_relu(a) _mm256_max_ps(a, _mm256_setzero_ps())
+#define vec_relu_grad(d, y) _mm256_and_ps(d, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ))
 #define TILE_NV1 12
 #define TILE_NV2 6
 #define CASES_NV1 CONV_CASES_12
@@ -36,4 +37,5 @@ const ConvKernels conv_kernels_avx2 = {
   .min_block = 8,
   .forward_row = forward_row__avx2,
   .weights_row = weights_row__avx2,
+  .bias_row = bias_row__avx2,
 };

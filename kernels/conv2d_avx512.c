@@ -24,6 +24,7 @@
 #define vec_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define vec_add(a, b) _mm512_add_ps(a, b)
 #define vec_relu(a) _mm512_max_ps(a, _mm512_setzero_ps())
+#define vec_relu_grad(d, y) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), d)
 #define TILE_NV1 24
 #define TILE_NV2 12
 #define CASES_NV1 CONV_CASES_24
@@ -47,6 +48,7 @@
 #undef vec_fma
 #undef vec_add
 #undef vec_relu
+#undef vec_relu_grad
 
 /* ---- 8 lanes (the tile sizes stay) ---- */
 #define CONV_VARIANT ymm
@@ -63,6 +65,7 @@
 #define vec_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define vec_add(a, b) _mm256_add_ps(a, b)
 #define vec_relu(a) _mm256_max_ps(a, _mm256_setzero_ps())
+#define vec_relu_grad(d, y) _mm256_and_ps(d, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ))
 #include "conv2d_tiles.h"
 
 /* ---- forward rows of at most 8 output channels, two input channels per zmm ---- */
@@ -216,6 +219,15 @@ static void forward_row__avx512(const ConvRowJob *job)
     forward_row__zmm(job);
 }
 
+/* Bias sums over a row: zmm unless the channels fit a ymm. */
+static void bias_row__avx512(const ConvBiasJob *job)
+{
+  if (job->channels <= 8)
+    bias_row__ymm(job);
+  else
+    bias_row__zmm(job);
+}
+
 static void weights_row__avx512(const ConvWeightsJob *job)
 {
   if (job->block_width == 8)
@@ -231,4 +243,5 @@ const ConvKernels conv_kernels_avx512 = {
   .forward_row_pairs = forward_row_pairs__avx512,
   .weights_row = weights_row__avx512,
   .weights_row_pairs = weights_row_pairs__avx512,
+  .bias_row = bias_row__avx512,
 };

@@ -14,11 +14,12 @@
 #define CONV_MAX_TAPS 49
 
 /* Forward-style row: out[p][co] = bias[co] + sum over taps, ci of in[tap][p * in_step + ci] *
- * w[tap][ci * block_width + co], then + residual, then ReLU, for p < pixels, co < channels. */
+ * w[tap][ci * w_step + co], then + residual, then ReLU, for p < pixels, co < channels. */
 typedef struct {
   int n_taps;
   const float *in[CONV_MAX_TAPS]; /* per tap: the input of output pixel 0, channel 0 */
-  const float *w[CONV_MAX_TAPS];  /* per tap: packed weights, cin x block_width */
+  const float *w[CONV_MAX_TAPS];  /* per tap: weights, cin rows of block_width, w_step apart */
+  ptrdiff_t w_step;               /* floats from one input channel's weights to the next */
   ptrdiff_t in_step;              /* floats from the input of one output pixel to the next */
   int cin;
   const float *bias; /* block_width floats, zero-padded */
@@ -46,6 +47,18 @@ typedef struct {
   int block_width;
 } ConvWeightsJob;
 
+/* Before a row's weight gradient: dy[p][co] = 0 where y[p][co] is not > 0 (the gradient through
+ * a ReLU whose output was y; skipped when y is NULL), then sums[co] += dy[p][co] (skipped when
+ * sums is NULL), for p < pixels, co < channels. */
+typedef struct {
+  const float *y;
+  ptrdiff_t y_step;
+  float *dy;
+  ptrdiff_t dy_step;
+  int pixels, channels;
+  float *sums;
+} ConvBiasJob;
+
 typedef struct {
   int max_block; /* widest output-channel block, in floats */
   int min_block; /* narrowest */
@@ -58,6 +71,7 @@ typedef struct {
   /* Optional, for blocks of at most 8 output channels: dw in pairs of rows, ceil(rows / 2) x 16
    * floats, lane 2 * co + e holding row 2j + e (odd lanes past the last row: unused). */
   void (*weights_row_pairs)(const ConvWeightsJob *job);
+  void (*bias_row)(const ConvBiasJob *job);
 } ConvKernels;
 
 extern const ConvKernels conv_kernels_avx512;

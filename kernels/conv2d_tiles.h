@@ -7,6 +7,7 @@
  *   vec_load(p)             aligned-or-not full load (packed weights, dw)
  *   vec_loadm(p, m), vec_storem(p, v, m)   masked load (zero elsewhere) / store
  *   vec_zero(), vec_store(p, v), vec_bcast(p), vec_fma(a, b, c) = a * b + c, vec_add(a, b), vec_relu(a)
+ *   vec_relu_grad(d, y)     d where y > 0, else 0 (NaN y gives 0)
  *   TILE_NV1, TILE_NV2      output pixels per tile with 1 and 2 vectors of channels
  *   CASES_NV1, CASES_NV2    CONV_CASES_<TILE> lists of those tile sizes
  *   ROWS_NV1, ROWS_NV2, ROW_CASES_NV1, ROW_CASES_NV2   the same for the weight gradient
@@ -31,7 +32,6 @@
 CONV_INLINE void CONV_FN(forward_tile)(const ConvRowJob *job, int p0, const int T, const int NV,
                                        VEC_MASK tail)
 {
-  const int bw = NV * VEC_LANES;
   const ptrdiff_t step = job->in_step;
   VEC vacc[24][2];
 
@@ -43,7 +43,7 @@ CONV_INLINE void CONV_FN(forward_tile)(const ConvRowJob *job, int p0, const int 
   for (int k = 0; k < job->n_taps; k++) {
     const float *in = job->in[k] + p0 * step;
     const float *w = job->w[k];
-    for (int ci = 0; ci < job->cin; ci++, in++, w += bw) {
+    for (int ci = 0; ci < job->cin; ci++, in++, w += job->w_step) {
       VEC vw0 = vec_load(w);
       VEC vw1 = NV == 2 ? vec_load(w + VEC_LANES) : vw0;
 #pragma GCC unroll 24
@@ -183,6 +183,62 @@ static void CONV_FN(weights_row)(const ConvWeightsJob *job)
 #undef WEIGHTS_NV1
 #undef WEIGHTS_NV2
     k += r;
+  }
+}
+
+/* Channels c0 onwards, NV vectors of them (the last one masked by tail), summed over the pixels
+ * in registers. */
+CONV_INLINE void CONV_FN(bias_chunk)(const ConvBiasJob *job, int c0, const int NV, VEC_MASK tail)
+{
+  const VEC_MASK full = vec_mask(VEC_LANES);
+  VEC vsum[4];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; v++)
+    vsum[v] = vec_zero();
+  for (int p = 0; p < job->pixels; p++) {
+    float *dy = job->dy + p * job->dy_step + c0;
+    const float *y = job->y ? job->y + p * job->y_step + c0 : NULL;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+      VEC_MASK m = v == NV - 1 ? tail : full;
+      VEC vd = vec_loadm(dy + v * VEC_LANES, m);
+      if (y) {
+        vd = vec_relu_grad(vd, vec_loadm(y + v * VEC_LANES, m));
+        vec_storem(dy + v * VEC_LANES, vd, m);
+      }
+      vsum[v] = vec_add(vsum[v], vd);
+    }
+  }
+  if (!job->sums)
+    return;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; v++) {
+    VEC_MASK m = v == NV - 1 ? tail : full;
+    float *sums = job->sums + c0 + v * VEC_LANES;
+    vec_storem(sums, vec_add(vec_loadm(sums, m), vsum[v]), m);
+  }
+}
+
+static void CONV_FN(bias_row)(const ConvBiasJob *job)
+{
+  for (int c0 = 0; c0 < job->channels; c0 += 4 * VEC_LANES) {
+    int left = job->channels - c0;
+    int nv = left >= 4 * VEC_LANES ? 4 : (left + VEC_LANES - 1) / VEC_LANES;
+    VEC_MASK tail = vec_mask(left - (nv - 1) * VEC_LANES < VEC_LANES ? left - (nv - 1) * VEC_LANES
+                                                                      : VEC_LANES);
+    switch (nv) {
+    case 1:
+      CONV_FN(bias_chunk)(job, c0, 1, tail);
+      break;
+    case 2:
+      CONV_FN(bias_chunk)(job, c0, 2, tail);
+      break;
+    case 3:
+      CONV_FN(bias_chunk)(job, c0, 3, tail);
+      break;
+    default:
+      CONV_FN(bias_chunk)(job, c0, 4, tail);
+    }
   }
 }
 

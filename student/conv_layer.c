@@ -48,10 +48,6 @@ void forward_conv_layer(ConvLayer *l, const FeatureMap *x, const FeatureMap *res
 void backward_conv_layer(ConvLayer *l, const FeatureMap *x, const float *params, float *grads,
                          FeatureMap *dx, int accumulate, ThreadPool *pool)
 {
-  if (l->relu)
-    relu_backward(&l->output, &l->delta, pool);
-  conv2d_backward_weights(&l->geom, x, &l->delta, grads + l->weight_offset,
-                          grads + l->bias_offset, pool);
-  if (dx)
-    conv2d_backward_input(&l->geom, &l->delta, params + l->weight_offset, dx, accumulate, pool);
+  conv2d_backward(&l->geom, x, params + l->weight_offset, l->relu ? &l->output : NULL, &l->delta,
+                  grads + l->weight_offset, grads + l->bias_offset, dx, accumulate, pool);
 }

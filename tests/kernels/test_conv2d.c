@@ -2,7 +2,8 @@
  *
  * For every ISA the host has, a sweep over kernel shapes (1x1, 3x3, 1x3, 3x1), strides 1 and 2,
  * odd sizes and channel counts around the vector widths, with residual, ReLU, accumulation,
- * channel slices (ld > c) and thread pools of 1, 2 and 3 threads switched on and off along the way.
+ * channel slices (ld > c) and thread pools of 1, 2 and 3 threads switched on and off along the way;
+ * the fused backward pass (ReLU, weights, bias, input) against the references one after another.
  * Outputs start as NaN (or as random values where the operation accumulates); the reference and
  * the fast path start from identical buffers, so every float outside the written channels must
  * come back bit for bit. Written values are compared with a tolerance relative to the sum of the
@@ -24,8 +25,10 @@ static const KernelShape kernel_shapes[] = {
   { 3, 1, 1, 0 },
 };
 
-/* input sizes, h x w (odd and even: stride 2 leaves a right edge or not) */
-static const int input_sizes[][2] = { { 1, 1 }, { 7, 5 }, { 8, 6 }, { 23, 17 }, { 37, 29 } };
+/* input sizes, h x w (odd and even: stride 2 leaves a right edge or not); rows of 97 and 100
+ * pixels are wide enough to be read in place with copied edges, at strides 1 and 2 */
+static const int input_sizes[][2] = { { 1, 1 }, { 7, 5 }, { 8, 6 }, { 23, 17 }, { 37, 29 },
+                                      { 3, 97 }, { 4, 100 } };
 
 /* (cin, cout): each of 1, 3, 8, 15, 16, 17, 32, 33, 64 appears on both sides. */
 static const int channel_pairs[][2] = {
@@ -129,16 +132,24 @@ static void assert_maps_close(const TestMap *got, const TestMap *want, const Tes
 typedef struct {
   ConvGeometry g;
   int h, w; /* input size */
-  int residual, relu, accumulate, sliced, no_dbias;
+  int residual, relu, accumulate, sliced, no_dbias, no_dx;
   ThreadPool *pool;
 } ConvCase;
+
+/* The output size of the case; returns the number of weights. */
+static size_t case_sizes(const ConvCase *cc, int *oh, int *ow)
+{
+  const ConvGeometry *g = &cc->g;
+  *oh = conv_output_size(cc->h, g->kh, g->stride, g->pad_h);
+  *ow = conv_output_size(cc->w, g->kw, g->stride, g->pad_w);
+  return (size_t)g->kh * g->kw * g->cin * g->cout;
+}
 
 static void check_forward(const ConvCase *cc)
 {
   const ConvGeometry *g = &cc->g;
-  int oh = conv_output_size(cc->h, g->kh, g->stride, g->pad_h);
-  int ow = conv_output_size(cc->w, g->kw, g->stride, g->pad_w);
-  size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout;
+  int oh, ow;
+  size_t nw = case_sizes(cc, &oh, &ow);
   TestMap x = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
   TestMap res = test_map_new(oh, ow, g->cout, cc->sliced);
   TestMap want = test_map_new(oh, ow, g->cout, cc->sliced);
@@ -167,9 +178,8 @@ static void check_forward(const ConvCase *cc)
 static void check_backward_input(const ConvCase *cc)
 {
   const ConvGeometry *g = &cc->g;
-  int oh = conv_output_size(cc->h, g->kh, g->stride, g->pad_h);
-  int ow = conv_output_size(cc->w, g->kw, g->stride, g->pad_w);
-  size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout;
+  int oh, ow;
+  size_t nw = case_sizes(cc, &oh, &ow);
   TestMap dy = test_map_new(oh, ow, g->cout, cc->sliced);
   TestMap want = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
   float *w = g_new(float, nw);
@@ -198,9 +208,8 @@ static void check_backward_input(const ConvCase *cc)
 static void check_backward_weights(const ConvCase *cc)
 {
   const ConvGeometry *g = &cc->g;
-  int oh = conv_output_size(cc->h, g->kh, g->stride, g->pad_h);
-  int ow = conv_output_size(cc->w, g->kw, g->stride, g->pad_w);
-  size_t nw = (size_t)g->kh * g->kw * g->cin * g->cout;
+  int oh, ow;
+  size_t nw = case_sizes(cc, &oh, &ow);
   TestMap x = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
   TestMap dy = test_map_new(oh, ow, g->cout, cc->sliced);
   float *want = g_new(float, nw + g->cout), *got = g_new(float, nw + g->cout);
@@ -222,11 +231,72 @@ static void check_backward_weights(const ConvCase *cc)
   g_free(want), g_free(got), g_free(mag);
 }
 
+/* conv2d_backward against the references one after the other: relu_backward, backward weights,
+ * backward input (when cc->no_dx is 0). The forward output y holds zeros, negatives and NaN. */
+static void check_backward_fused(const ConvCase *cc)
+{
+  const ConvGeometry *g = &cc->g;
+  int oh, ow;
+  size_t nw = case_sizes(cc, &oh, &ow);
+  TestMap x = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
+  TestMap y = test_map_new(oh, ow, g->cout, cc->sliced);
+  TestMap dy_want = test_map_new(oh, ow, g->cout, cc->sliced);
+  TestMap dx_want = test_map_new(cc->h, cc->w, g->cin, cc->sliced);
+  float *w = g_new(float, nw);
+  float *grads_want = g_new(float, nw + g->cout);
+  fill_random(x.buffer, x.floats);
+  fill_random(y.buffer, y.floats);
+  for (size_t i = 0; i < y.floats; i += 7)
+    y.buffer[i] = i % 2 ? 0.0f : NAN;
+  fill_random(dy_want.buffer, dy_want.floats);
+  fill_random(w, nw);
+  fill_random(grads_want, nw + g->cout);
+  if (cc->accumulate)
+    fill_random(dx_want.buffer, dx_want.floats);
+  else
+    fill_nan(dx_want.buffer, dx_want.floats);
+  TestMap dy_got = test_map_copy(&dy_want), dx_got = test_map_copy(&dx_want);
+  float *grads_got = g_memdup2(grads_want, sizeof(float) * (nw + g->cout));
+  float *db_want = cc->no_dbias ? NULL : grads_want + nw;
+  float *db_got = cc->no_dbias ? NULL : grads_got + nw;
+  const FeatureMap *relu_y = cc->relu ? &y.map : NULL;
+
+  /* Magnitudes: the references on absolute values, from the masked gradient. */
+  TestMap dy_masked = test_map_copy(&dy_want);
+  if (relu_y)
+    relu_backward_ref(relu_y, &dy_masked.map);
+  TestMap xa = test_map_abs(&x), dya = test_map_abs(&dy_masked), dxa = test_map_abs(&dx_want);
+  float *wa = abs_copy(w, nw), *grads_mag = abs_copy(grads_want, nw + g->cout);
+  conv2d_backward_weights_ref(g, &xa.map, &dya.map, grads_mag, cc->no_dbias ? NULL : grads_mag + nw);
+  conv2d_backward_input_ref(g, &dya.map, wa, &dxa.map, cc->accumulate);
+
+  if (relu_y)
+    relu_backward_ref(relu_y, &dy_want.map);
+  conv2d_backward_weights_ref(g, &x.map, &dy_want.map, grads_want, db_want);
+  if (!cc->no_dx)
+    conv2d_backward_input_ref(g, &dy_want.map, w, &dx_want.map, cc->accumulate);
+  conv2d_backward(g, &x.map, w, relu_y, &dy_got.map, grads_got, db_got,
+                  cc->no_dx ? NULL : &dx_got.map, cc->accumulate, cc->pool);
+
+  assert_close(dy_got.buffer, dy_want.buffer, NULL, dy_want.floats, "fused backward: dy");
+  assert_close(grads_got, grads_want, grads_mag, nw + g->cout, "fused backward: weights");
+  if (cc->no_dx)
+    assert_close(dx_got.buffer, dx_want.buffer, NULL, dx_want.floats, "fused backward: no dx");
+  else
+    assert_maps_close(&dx_got, &dx_want, &dxa, "fused backward: input");
+
+  test_map_free(&x), test_map_free(&y), test_map_free(&dy_want), test_map_free(&dx_want);
+  test_map_free(&dy_got), test_map_free(&dx_got), test_map_free(&dy_masked);
+  test_map_free(&xa), test_map_free(&dya), test_map_free(&dxa);
+  g_free(w), g_free(wa), g_free(grads_want), g_free(grads_got), g_free(grads_mag);
+}
+
 static void check_case(const ConvCase *cc)
 {
   check_forward(cc);
   check_backward_input(cc);
   check_backward_weights(cc);
+  check_backward_fused(cc);
 }
 
 /* Options switch with the bits of the case number, pools cycle through none, 2 and 3 threads. */
@@ -255,6 +325,7 @@ static void test_sweep(gconstpointer data)
             .accumulate = (n >> 2) & 1,
             .sliced = (n >> 3) & 1,
             .no_dbias = n % 5 == 0,
+            .no_dx = n % 7 == 0,
             .pool = pools[n % 3],
           };
           check_case(&cc);
@@ -277,7 +348,7 @@ static void test_student_layers(gconstpointer data)
   static const struct {
     int kh, kw, stride, pad_h, pad_w, cin, cout, h, w;
   } layers[] = {
-    { 3, 3, 2, 1, 1, 3, 8, 36, 64 },    /* stem.0 */
+    { 3, 3, 2, 1, 1, 3, 8, 36, 130 },   /* stem.0, rows wide enough for in-place reads */
     { 3, 3, 2, 1, 1, 8, 32, 18, 32 },   /* stem.1 */
     { 3, 3, 2, 1, 1, 32, 64, 9, 16 },   /* encoder.0.conv1 */
     { 1, 3, 1, 0, 1, 64, 64, 5, 8 },    /* encoder.0.conv2 */
@@ -287,9 +358,9 @@ static void test_student_layers(gconstpointer data)
     { 3, 3, 1, 1, 1, 192, 64, 5, 8 },   /* decoder.1.conv1 */
     { 1, 1, 1, 0, 0, 192, 64, 5, 8 },   /* decoder.1.shortcut */
     { 3, 3, 1, 1, 1, 128, 32, 9, 16 },  /* decoder.2.conv1 */
-    { 3, 3, 1, 1, 1, 32, 32, 18, 32 },  /* head.0 */
-    { 3, 3, 1, 1, 1, 32, 8, 18, 32 },   /* head.1 */
-    { 1, 1, 1, 0, 0, 8, 2, 18, 32 },    /* classifier */
+    { 3, 3, 1, 1, 1, 32, 32, 18, 65 },  /* head.0 */
+    { 3, 3, 1, 1, 1, 32, 8, 18, 65 },   /* head.1 */
+    { 1, 1, 1, 0, 0, 8, 2, 18, 65 },    /* classifier */
   };
   ThreadPool *pool = thread_pool_new(2);
   for (size_t i = 0; i < G_N_ELEMENTS(layers); i++) {
