@@ -48,6 +48,9 @@ try {
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionProviders: ['cpu'],
+    // The arena keeps every peak of ISNet's 1024x1024 activations: 2.3 GB resident after two
+    // frames against 0.5 GB without it, at no speed difference we could measure on 2 cores.
+    enableCpuMemArena: false,
   });
   parentPort.postMessage({ ready: true });
 } catch (err) {

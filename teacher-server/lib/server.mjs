@@ -200,8 +200,11 @@ export function createTeacherServer(options, modelPromise, log) {
 
   async function infer(req, res) {
     inferRequests++;
-    if (options.downAfter && inferRequests >= options.downAfter)
+    if (options.downAfter && inferRequests >= options.downAfter) {
       res.on('finish', goDown);
+      // A hung request never finishes: it takes the server down when its client gives up.
+      res.on('close', goDown);
+    }
     const delay = options.latencyMs ? new Promise((r) => setTimeout(r, options.latencyMs)) : null;
     const fault = drawFault(req, res);
     if (fault) {

@@ -19,7 +19,7 @@ before(async () => {
 
 after(() => server?.stop());
 
-test('ISNet reproduces the stored label; a request beyond the queue gets 503', async () => {
+test('ISNet reproduces the stored label; a request beyond the queue gets 503', async (t) => {
   const [rgb] = decodeFrames(VIDEO, [FRAME]);
   const [label] = decodeFrames(LABELS, [FRAME], { pixFmt: 'gray' });
   const req = { ...binaryRequest({ rgb, width: WIDTH, height: HEIGHT }), timeoutMs: 120000 };
@@ -36,5 +36,6 @@ test('ISNet reproduces the stored label; a request beyond the queue gets 503', a
   const { header, binary } = parseReply(reply);
   assert.deepEqual(header.outputs[0].shape, [1, HEIGHT, WIDTH]);
   const iou = foregroundIou(new Uint8Array(binary.mask), classMap(label));
+  t.diagnostic(`foreground IoU against the stored label: ${iou.toFixed(4)}`);
   assert.ok(iou >= 0.95, `foreground IoU ${iou} against the stored label`);
 });
