@@ -19,8 +19,8 @@ function bilinearTaps(inSize, outSize) {
   return { lo, hi, frac };
 }
 
-// Resizes an interleaved image (channels per pixel) with bilinear interpolation; `out` may be any
-// typed array, values are stored as computed (a Uint8Array rounds through clamping arrays only).
+// Resizes an interleaved image (channels per pixel) with bilinear interpolation into `out`, a
+// typed array of outWidth * outHeight * channels (a float one keeps the fractions).
 export function resizeBilinear(src, width, height, channels, outWidth, outHeight, out) {
   const xs = bilinearTaps(width, outWidth);
   const ys = bilinearTaps(height, outHeight);
@@ -47,6 +47,12 @@ export function resizeBilinear(src, width, height, channels, outWidth, outHeight
 // Area average of an interleaved image into outWidth x outHeight cells (any aspect: frame
 // matching compares whole frames, whatever the client did to their shape).
 export function thumbnail(src, width, height, channels, outWidth, outHeight) {
+  // Smaller than the thumbnail: cells would be empty, interpolate instead.
+  if (width < outWidth || height < outHeight) {
+    const out = resizeBilinear(src, width, height, channels, outWidth, outHeight,
+      new Float32Array(outWidth * outHeight * channels));
+    return Uint8Array.from(out, Math.round);
+  }
   const sums = new Float64Array(outWidth * outHeight * channels);
   const counts = new Float64Array(outWidth * outHeight);
   const cellX = new Int32Array(width);
