@@ -41,15 +41,22 @@ function decodeFrames(file, filter, pixFmt, frameBytes, onFrame) {
       args.push('-vf', filter);
     args.push('-f', 'rawvideo', '-pix_fmt', pixFmt, '-');
     const child = spawn('ffmpeg', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let pending = Buffer.alloc(0);
+    // Pipe chunks (64 KiB) are joined once a whole frame is there, not on every chunk.
+    let chunks = [];
+    let pendingBytes = 0;
     let count = 0;
     let err = '';
     child.stdout.on('data', (data) => {
-      pending = pending.length ? Buffer.concat([pending, data]) : data;
+      chunks.push(data);
+      pendingBytes += data.length;
+      if (pendingBytes < frameBytes)
+        return;
+      const pending = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, pendingBytes);
       let at = 0;
       for (; at + frameBytes <= pending.length; at += frameBytes)
         onFrame(pending.subarray(at, at + frameBytes), count++);
-      pending = pending.subarray(at);
+      chunks = at < pending.length ? [pending.subarray(at)] : [];
+      pendingBytes = pending.length - at;
     });
     child.stderr.on('data', (d) => { err += d; });
     child.on('error', (e) => reject(new Error(`cannot run ffmpeg (${e.message}): install ffmpeg`)));
