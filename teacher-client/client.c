@@ -108,6 +108,12 @@ static gboolean check_config(const TeacherClientConfig *cfg, GError **error)
   return TRUE;
 }
 
+static gboolean on_drain_limit(gpointer data)
+{
+  *(gboolean *)data = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
 static gpointer client_thread(gpointer data)
 {
   TeacherClient *client = data;
@@ -129,9 +135,14 @@ static gpointer client_thread(gpointer data)
 
   /* Shutdown: every request has ended; let libsoup's cancelled operations return. */
   soup_session_abort(client->session);
-  gint64 give_up = g_get_monotonic_time() + 2 * G_USEC_PER_SEC;
-  while (client->io_pending > 0 && g_get_monotonic_time() < give_up)
-    g_main_context_iteration(client->context, FALSE) || (g_usleep(1000), TRUE);
+  gboolean gave_up = FALSE;
+  GSource *limit = g_timeout_source_new(2000);
+  g_source_set_callback(limit, on_drain_limit, &gave_up, NULL);
+  g_source_attach(limit, client->context);
+  while (client->io_pending > 0 && !gave_up)
+    g_main_context_iteration(client->context, TRUE);
+  g_source_destroy(limit);
+  g_source_unref(limit);
   g_clear_object(&client->session);
   while (g_main_context_iteration(client->context, FALSE))
     ;

@@ -167,7 +167,8 @@ static GBytes *request_bytes(const char *header, gsize *json_length, const uint8
   gsize header_size = strlen(header);
   guint8 *body = g_malloc(header_size + prefix_size + size);
   memcpy(body, header, header_size);
-  memcpy(body + header_size, prefix, prefix_size);
+  if (prefix_size)
+    memcpy(body + header_size, prefix, prefix_size);
   memcpy(body + header_size + prefix_size, data, size);
   *json_length = header_size;
   return g_bytes_new_take(body, header_size + prefix_size + size);

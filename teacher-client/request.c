@@ -200,10 +200,12 @@ static gboolean on_deadline(gpointer data)
                                          req->endpoint->base, client->cfg.timeout_ms);
     endpoint_failed(client, req->endpoint, hang, 0);
   }
-  if (req->last_error)
+  if (req->state == REQUEST_SENDING && req->last_error)
     fail(req, TEACHER_ERROR_TIMEOUT,
-         "no reply from the teacher within %u ms (%u attempts; the last failed: %s)",
+         "no reply from the teacher within %u ms (%u attempts; the one before failed: %s)",
          client->cfg.timeout_ms, req->attempts, req->last_error->message);
+  else if (req->last_error)  /* between attempts: the failure is what the caller needs to know */
+    give_up(req, "dropped at the request's timeout");
   else
     fail(req, TEACHER_ERROR_TIMEOUT, "no reply from the teacher within %u ms (teacher-timeout)",
          client->cfg.timeout_ms);

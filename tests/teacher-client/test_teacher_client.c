@@ -170,7 +170,7 @@ static void test_encodings(void)
       teacher_client_config_init(&cfg);
       cfg.urls = kserve_double_url(server);
       cfg.encoding = jpeg ? TEACHER_ENCODING_JPEG : TEACHER_ENCODING_RAW;
-      cfg.max_side = scaled ? 64 : 0;
+      cfg.max_side = scaled ? 63 : 0;  /* odd sizes: 63x47 */
       TeacherClient *client = client_new_checked(&cfg);
       Outcome *outcome = round_trip(client);
       g_assert_no_error(outcome->error);
@@ -178,8 +178,8 @@ static void test_encodings(void)
       DoubleRecord record;
       kserve_double_record(server, &record);
       g_assert_cmpstr(record.input_datatype, ==, jpeg ? "BYTES" : "UINT8");
-      g_assert_cmpint(record.image_width, ==, scaled ? 64 : FRAME_W);
-      g_assert_cmpint(record.image_height, ==, scaled ? 48 : FRAME_H);
+      g_assert_cmpint(record.image_width, ==, scaled ? 63 : FRAME_W);
+      g_assert_cmpint(record.image_height, ==, scaled ? 47 : FRAME_H);
       g_test_message("%s %dx%d: %" G_GUINT64_FORMAT " bytes sent, %" G_GUINT64_FORMAT
                      " received",
                      jpeg ? "jpeg" : "raw", record.image_width, record.image_height,
@@ -432,6 +432,91 @@ static void test_streams(void)
   collector_clear(&cb);
 }
 
+typedef struct {
+  TeacherStream *stream;
+  guint8 *rgb;
+  guint submitted, delivered, failed;
+  GMutex *lock;
+  GCond *cond;
+} Feeder;
+
+#define FEED_FRAMES 20
+
+static void feed(Feeder *feeder);
+
+/* Runs on the client thread: the budget is back before the callback, so it can submit again. */
+static void on_fed(TeacherResult *result, const GError *error, gpointer data)
+{
+  Feeder *feeder = data;
+  if (error == NULL)
+    bands_check(result->labels, result->width, result->height);
+  g_mutex_lock(feeder->lock);
+  feeder->delivered += error == NULL;
+  feeder->failed += error != NULL;
+  g_cond_broadcast(feeder->cond);
+  if (feeder->submitted < FEED_FRAMES)
+    feed(feeder);
+  g_mutex_unlock(feeder->lock);
+}
+
+/* Submits the next frame; feeder->lock held. */
+static void feed(Feeder *feeder)
+{
+  TeacherFrame f = {.rgb = feeder->rgb, .width = FRAME_W, .height = FRAME_H,
+                    .frame = feeder->submitted, .out_width = OUT_W, .out_height = OUT_H};
+  g_autoptr(GError) error = NULL;
+  g_assert_cmpint(teacher_stream_submit(feeder->stream, &f, on_fed, feeder, &error), ==,
+                  TEACHER_SUBMIT_OK);
+  feeder->submitted++;
+}
+
+/* Four streams, two requests in flight each, each callback submitting the next frame. */
+static void test_streams_feeding_from_callbacks(void)
+{
+  fresh_server();
+  kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_MASK, .datatype = "FP32",
+                                               .channels = 3});
+  TeacherClient *client = client_for(kserve_double_url(server), 10000, NULL);
+  GMutex lock;
+  GCond cond;
+  g_mutex_init(&lock);
+  g_cond_init(&cond);
+  Feeder feeders[4];
+  g_autofree guint8 *rgb = bands_new(FRAME_W, FRAME_H);
+  for (int i = 0; i < 4; i++) {
+    g_autofree char *name = g_strdup_printf("cam%d", i);
+    feeders[i] = (Feeder){.stream = teacher_client_open_stream(client, name, 2), .rgb = rgb,
+                          .lock = &lock, .cond = &cond};
+  }
+  /* Only the first two of each stream come from this thread; the rest from callbacks. */
+  for (int i = 0; i < 4; i++)
+    for (int k = 0; k < 2; k++) {
+      g_mutex_lock(&lock);
+      feed(&feeders[i]);
+      g_mutex_unlock(&lock);
+    }
+  g_mutex_lock(&lock);
+  for (int i = 0; i < 4; i++)
+    while (feeders[i].delivered + feeders[i].failed < FEED_FRAMES)
+      g_cond_wait(&cond, &lock);
+  g_mutex_unlock(&lock);
+  TeacherCounters counters;
+  teacher_client_get_counters(client, &counters);
+  g_assert_cmpuint(counters.queries, ==, 4 * FEED_FRAMES);
+  g_assert_cmpuint(counters.replies, ==, 4 * FEED_FRAMES);
+  for (int i = 0; i < 4; i++) {
+    g_assert_cmpuint(feeders[i].failed, ==, 0);
+    teacher_stream_get_counters(feeders[i].stream, &counters);
+    g_assert_cmpuint(counters.replies, ==, FEED_FRAMES);
+    g_assert_cmpuint(counters.errors[TEACHER_ERROR_BUSY], ==, 0);
+    g_assert_cmpfloat(counters.mean_latency_ms, >, 0.0);
+    teacher_stream_close(feeders[i].stream);
+  }
+  teacher_client_free(client);
+  g_mutex_clear(&lock);
+  g_cond_clear(&cond);
+}
+
 /* A refused first URL, then a not-ready one: the request fails over to the one that works. */
 static void test_failover(void)
 {
@@ -600,7 +685,7 @@ static void test_tls(void)
   teacher_client_free(client);
 
   cfg.ca_file = NULL;
-  cfg.timeout_ms = 1000;
+  cfg.timeout_ms = 3000;
   client = client_new_checked(&cfg);
   outcome = round_trip(client);
   assert_error(outcome, TEACHER_ERROR_CONNECT, "cannot reach the teacher at https://");
@@ -634,6 +719,8 @@ int main(int argc, char **argv)
   g_test_add_func("/teacher-client/hang-timeout-busy", test_hang_timeout_and_busy);
   g_test_add_func("/teacher-client/shutdown-while-hanging", test_shutdown_while_hanging);
   g_test_add_func("/teacher-client/streams", test_streams);
+  g_test_add_func("/teacher-client/streams-feeding-from-callbacks",
+                  test_streams_feeding_from_callbacks);
   g_test_add_func("/teacher-client/failover", test_failover);
   g_test_add_func("/teacher-client/token", test_token);
   g_test_add_func("/teacher-client/config-errors", test_config_errors);

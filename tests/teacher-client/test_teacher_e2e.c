@@ -116,9 +116,10 @@ static void run_against(const char *output)
 {
   g_autofree char *run = g_build_filename(root, "teacher-server", "run", NULL);
   g_autofree char *labels = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
+  g_autofree char *node = g_find_program_in_path("node");
+  g_autofree char *ffmpeg = g_find_program_in_path("ffmpeg");
   if (!g_file_test(run, G_FILE_TEST_IS_EXECUTABLE) || !g_file_test(labels, G_FILE_TEST_EXISTS) ||
-      !g_file_test(VIDEO, G_FILE_TEST_EXISTS) || !g_find_program_in_path("node") ||
-      !g_find_program_in_path("ffmpeg")) {
+      !g_file_test(VIDEO, G_FILE_TEST_EXISTS) || node == NULL || ffmpeg == NULL) {
     g_test_skip("needs teacher-server/run, data/vtest/labels.mkv, " VIDEO
                 " (opencv-doc), node and ffmpeg");
     return;
