@@ -27,9 +27,6 @@ async function loadModel(options) {
     return IsnetModel.load(MODEL_PATH, options.threads);
   }
   const { ReplayModel } = await import('./lib/replay.mjs');
-  for (const file of [options.video, options.labels])
-    if (!fs.existsSync(file))
-      throw new Error(`${file}: no such file`);
   return ReplayModel.load(options.video, options.labels);
 }
 
@@ -44,6 +41,13 @@ function main() {
     log(err.message);
     process.stderr.write(`${USAGE}\n`);
     process.exit(2);
+  }
+  // Checked before listening, so that a typo never shows up as a server that stays unready.
+  for (const file of options.model === 'replay' ? [options.video, options.labels] : []) {
+    if (!fs.existsSync(file)) {
+      log(`${file}: no such file`);
+      process.exit(1);
+    }
   }
   const started = Date.now();
   const modelPromise = loadModel(options);

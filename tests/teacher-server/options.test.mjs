@@ -35,4 +35,5 @@ test('replay with missing files fails at start-up and names the file', () => {
     '--labels', '/nonexistent/labels.mkv'], { encoding: 'utf8', timeout: 120000 });
   assert.equal(result.status, 1);
   assert.match(result.stderr, /\/nonexistent\/labels\.mkv: no such file/);
+  assert.equal(result.stdout, '', 'it never listened');
 });
