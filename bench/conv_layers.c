@@ -6,7 +6,17 @@
  * throughput measured on as many threads (kernels_measure_fma_peak). Lines with layer "all" sum
  * the 640x360 layers of an op.
  *
- *   distill-bench-conv [--threads N] [--layer NAME]     (default: 1 and 2 threads, every layer) */
+ * Then the same passes as OpenBLAS GEMMs (single-threaded OpenBLAS; on 2 threads each thread of
+ * our pool runs its share of the pixels, the weight gradient in per-thread partials summed at the
+ * end), "impl":"openblas" beside "impl":"direct", for the stride-1 layers: a 1x1 convolution is one
+ * GEMM per pass (pixels x cin times cin x cout, and its transposes); a kh x kw one is kh * kw
+ * per-tap GEMMs over the input shifted by the tap (timing only: the wrap of a shifted row into
+ * the next is not masked), the forward and the weight gradient; the input gradient of a larger
+ * kernel would scatter-add between threads and is left out.
+ *
+ *   distill-bench-conv [--threads N] [--layer NAME] [--no-openblas]
+ *                                                       (default: 1 and 2 threads, every layer) */
+#include <cblas.h>
 #include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,27 +157,119 @@ static double time_op(LayerData *d, int op, ThreadPool *pool)
   return times[n / 2];
 }
 
-static void print_line(const char *layer, int op, int threads, double seconds, double flops,
-                       double peak_gflops)
+static void print_line(const char *layer, int op, const char *impl, int threads, double seconds,
+                       double flops, double peak_gflops)
 {
   double gflops = flops / seconds * 1e-9;
-  printf("{\"layer\":\"%s\",\"op\":\"%s\",\"threads\":%d,\"ms\":%.4f,\"gflops\":%.2f,"
-         "\"peak_fraction\":%.3f}\n",
-         layer, op_names[op], threads, seconds * 1e3, gflops, gflops / peak_gflops);
+  printf("{\"layer\":\"%s\",\"op\":\"%s\",\"impl\":\"%s\",\"threads\":%d,\"ms\":%.4f,"
+         "\"gflops\":%.2f,\"peak_fraction\":%.3f}\n",
+         layer, op_names[op], impl, threads, seconds * 1e3, gflops, gflops / peak_gflops);
   fflush(stdout);
+}
+
+/* ---- the same passes as OpenBLAS GEMMs ---- */
+
+typedef struct {
+  LayerData *d;
+  int op;
+  float *x_padded; /* the input with a margin of (pad_h * w + pad_w) pixels on both sides */
+  float *partials; /* per thread: dw (taps x cin x cout) */
+  size_t margin, dw_floats;
+  int threads;
+} GemmRun;
+
+/* Pixels [begin, end) of the output, every tap. */
+static void gemm_task(void *ctx, int index, int thread)
+{
+  GemmRun *run = ctx;
+  const ConvGeometry *g = &run->d->g;
+  int pixels = run->d->y.h * run->d->y.w;
+  int begin = (int)((long long)pixels * index / run->threads);
+  int end = (int)((long long)pixels * (index + 1) / run->threads), m = end - begin;
+  if (m <= 0)
+    return;
+  const float *x = run->x_padded + run->margin * g->cin;
+  float *dy = run->d->dy.data + (size_t)begin * g->cout;
+  if (run->op == OP_BACKWARD_INPUT) {
+    /* 1x1 only: dx = dy * w^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, g->cin, g->cout, 1.0f, dy, g->cout,
+                run->d->w, g->cout, 0.0f, run->d->dx.data + (size_t)begin * g->cin, g->cin);
+    return;
+  }
+  float *dw = run->partials + (size_t)index * run->dw_floats;
+  for (int ky = 0; ky < g->kh; ky++)
+    for (int kx = 0; kx < g->kw; kx++) {
+      int t = ky * g->kw + kx;
+      ptrdiff_t shift = (ptrdiff_t)(ky - g->pad_h) * run->d->x.w + (kx - g->pad_w);
+      const float *a = x + ((ptrdiff_t)begin + shift) * g->cin;
+      const float *w = run->d->w + (size_t)t * g->cin * g->cout;
+      if (run->op == OP_FORWARD)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, g->cout, g->cin, 1.0f, a, g->cin,
+                    w, g->cout, t ? 1.0f : 0.0f, run->d->y.data + (size_t)begin * g->cout,
+                    g->cout);
+      else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->cin, g->cout, m, 1.0f, a, g->cin,
+                    dy, g->cout, 1.0f, dw + (size_t)t * g->cin * g->cout, g->cout);
+    }
+}
+
+static void run_gemm_op(GemmRun *run, ThreadPool *pool)
+{
+  if (run->op == OP_BACKWARD_WEIGHTS)
+    memset(run->partials, 0, sizeof(float) * run->dw_floats * run->threads);
+  thread_pool_run(pool, run->threads, gemm_task, run);
+  if (run->op == OP_BACKWARD_WEIGHTS)
+    for (int t = 0; t < run->threads; t++)
+      for (size_t i = 0; i < run->dw_floats; i++)
+        run->d->dw[i] += run->partials[(size_t)t * run->dw_floats + i];
+}
+
+static double time_gemm_op(LayerData *d, int op, ThreadPool *pool)
+{
+  const ConvGeometry *g = &d->g;
+  GemmRun run = { .d = d, .op = op, .threads = thread_pool_threads(pool) };
+  run.margin = (size_t)g->pad_h * d->x.w + g->pad_w;
+  size_t pixels = (size_t)d->x.h * d->x.w;
+  run.x_padded = g_new0(float, (pixels + 2 * run.margin) * g->cin);
+  memcpy(run.x_padded + run.margin * g->cin, d->x.data, sizeof(float) * pixels * g->cin);
+  run.dw_floats = (size_t)g->kh * g->kw * g->cin * g->cout;
+  run.partials = g_new(float, run.dw_floats * run.threads);
+  double times[51];
+  int n = 0;
+  for (int i = 0; i < 3; i++)
+    run_gemm_op(&run, pool);
+  double start = now_seconds();
+  while (n < 51 && (n < 5 || now_seconds() - start < 0.15)) {
+    double t0 = now_seconds();
+    run_gemm_op(&run, pool);
+    times[n++] = now_seconds() - t0;
+  }
+  g_free(run.x_padded);
+  g_free(run.partials);
+  qsort(times, n, sizeof *times, compare_doubles);
+  return times[n / 2];
+}
+
+/* Stride 1 only (a strided input is no GEMM operand); the input gradient for 1x1 only. */
+static int gemm_applies(const Layer *l, int op)
+{
+  return l->stride == 1 && (op != OP_BACKWARD_INPUT || l->kh * l->kw == 1);
 }
 
 int main(int argc, char **argv)
 {
   int only_threads = 0;
   const char *only_layer = NULL;
+  int openblas = 1;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+    if (!strcmp(argv[i], "--no-openblas"))
+      openblas = 0;
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
       only_threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--layer") && i + 1 < argc)
       only_layer = argv[++i];
     else {
-      fprintf(stderr, "usage: %s [--threads N] [--layer NAME]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--threads N] [--layer NAME] [--no-openblas]\n", argv[0]);
       return 2;
     }
   }
@@ -187,7 +289,9 @@ int main(int argc, char **argv)
       int whole_network = !strchr(l->name, '@');
       for (int op = 0; op < N_OPS; op++) {
         double seconds = time_op(&d, op, pool);
-        print_line(l->name, op, threads, seconds, flops, peak);
+        print_line(l->name, op, "direct", threads, seconds, flops, peak);
+        if (openblas && gemm_applies(l, op))
+          print_line(l->name, op, "openblas", threads, time_gemm_op(&d, op, pool), flops, peak);
         if (whole_network)
           total_seconds[op] += seconds;
       }
@@ -197,7 +301,7 @@ int main(int argc, char **argv)
     }
     if (!only_layer)
       for (int op = 0; op < N_OPS; op++)
-        print_line("all", op, threads, total_seconds[op], total_flops, peak);
+        print_line("all", op, "direct", threads, total_seconds[op], total_flops, peak);
     thread_pool_free(pool);
   }
   return 0;

@@ -1,4 +1,5 @@
 /* isa.c: which instruction set the fast kernels use, decided once per process. */
+#include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@ static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
 
 static void detect(void)
 {
+  /* Kernels split their work over their own pool: OpenBLAS threads would compete with it. */
+  openblas_set_num_threads(1);
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
