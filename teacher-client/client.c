@@ -118,9 +118,10 @@ static gpointer client_thread(gpointer data)
 {
   TeacherClient *client = data;
   g_main_context_push_thread_default(client->context);
+  /* No I/O timeout of libsoup's own: each request has its deadline (request.c). */
   client->session = soup_session_new_with_options("max-conns", 64, "max-conns-per-host", 32,
-                                                  "user-agent", "gst-distill-teacher-client/0.1",
-                                                  NULL);
+                                                  "timeout", 0, "user-agent",
+                                                  "gst-distill-teacher-client/0.1", NULL);
   if (client->tls_database)
     soup_session_set_tls_database(client->session, client->tls_database);
   client->encoder = teacher_encoder_new(client->cfg.encoding, client->cfg.max_side,
@@ -272,6 +273,7 @@ static void cancel_on_client_thread(TeacherClient *client, TeacherStream *stream
 
 static void stream_free(TeacherStream *stream)
 {
+  g_free(stream->spare_frame);
   g_free(stream->name);
   g_free(stream);
 }

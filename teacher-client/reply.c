@@ -206,6 +206,12 @@ gboolean teacher_reply_parse(GBytes *body, const char *inference_header_length, 
   if (!header_length(inference_header_length, body_size, &json_length, error))
     return FALSE;
   g_autoptr(JsonNode) root = parse_json(data, json_length, error);
+  if (root == NULL && inference_header_length == NULL && error && *error) {
+    char *message = g_strconcat((*error)->message, "; without Inference-Header-Content-Length "
+                                "the whole body must be JSON", NULL);
+    g_free((*error)->message);
+    (*error)->message = message;
+  }
   if (root == NULL)
     return FALSE;
   JsonObject *header = json_node_get_object(root);

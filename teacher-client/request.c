@@ -80,7 +80,13 @@ Request *request_new(TeacherStream *stream, const TeacherFrame *frame, TeacherRe
   req->deadline = req->submitted + (gint64)stream->client->cfg.timeout_ms * 1000;
   req->cancellable = g_cancellable_new();
   gsize row = (gsize)frame->width * 3, stride = frame->stride ? (gsize)frame->stride : row;
-  req->rgb = g_malloc(row * frame->height);
+  gsize size = row * frame->height;
+  g_mutex_lock(&stream->client->lock);
+  if (stream->spare_frame && stream->spare_size >= size)
+    req->rgb = g_steal_pointer(&stream->spare_frame);
+  g_mutex_unlock(&stream->client->lock);
+  if (req->rgb == NULL)
+    req->rgb = g_malloc(size);
   for (int y = 0; y < frame->height; y++)
     memcpy(req->rgb + row * y, frame->rgb + stride * y, row);
   return req;
@@ -212,6 +218,21 @@ static gboolean on_deadline(gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+/* Gives the frame copy's buffer to the stream for its next submission. */
+static void recycle_frame(Request *req)
+{
+  TeacherStream *stream = req->stream;
+  gsize size = (gsize)req->width * req->height * 3;
+  g_mutex_lock(&req->client->lock);
+  if (stream->spare_frame == NULL || stream->spare_size < size) {
+    g_free(stream->spare_frame);
+    stream->spare_frame = g_steal_pointer(&req->rgb);
+    stream->spare_size = size;
+  }
+  g_mutex_unlock(&req->client->lock);
+  g_clear_pointer(&req->rgb, g_free);
+}
+
 gboolean request_start(gpointer data)
 {
   Request *req = data;
@@ -220,7 +241,7 @@ gboolean request_start(gpointer data)
     g_autoptr(GError) error = NULL;
     req->body = teacher_encoder_request(client->encoder, req->id, req->rgb, req->width,
                                         req->height, &req->json_length, &error);
-    g_clear_pointer(&req->rgb, g_free);
+    recycle_frame(req);
     if (req->body == NULL) {
       finish(req, NULL, 0, NULL, g_steal_pointer(&error));
     } else {

@@ -43,6 +43,9 @@ struct TeacherStream {
   gboolean closing;
   TeacherCounters counters;
   double latency_sum;
+  uint8_t *spare_frame;    /* a frame copy's buffer, kept for the next submission: a fresh one
+                            * of a megabyte or more costs page faults on the caller's thread */
+  gsize spare_size;
 };
 
 struct TeacherClient {
