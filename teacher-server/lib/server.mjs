@@ -99,6 +99,15 @@ function maskTensor(map, width, height, output) {
   return { datatype: 'UINT8', shape: [1, height, width], data };
 }
 
+// A malformed escape stays as sent: it then names no route or model, which gives a clear 404.
+function decodePathPart(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 function bearerMatches(header, token) {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
   if (!m)
@@ -254,7 +263,7 @@ export function createTeacherServer(options, modelPromise, log) {
   function classify(path) {
     if (path === '/metrics')
       return { route: 'metrics' };
-    const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+    const parts = path.split('/').filter(Boolean).map(decodePathPart);
     if (parts[0] !== 'v2')
       return { route: 'other' };
     if (parts.length === 1)

@@ -146,6 +146,7 @@ test('unknown model, route, version and method', async () => {
   await assertError(await request(server.url, 'GET', '/v2/models/student/ready'), 404, /unknown model/);
   await assertError(await request(server.url, 'GET', '/v2/models/teacher/versions/7'), 404, /no version '7'/);
   await assertError(await request(server.url, 'GET', '/v1/models'), 404, /no route \/v1\/models/);
+  await assertError(await request(server.url, 'GET', '/v2/models/%E0%A4%A/ready'), 404, /unknown model '%E0%A4%A'/);
   await assertError(await request(server.url, 'GET', '/v2/models/teacher/infer'), 405, /use POST/);
 });
 
