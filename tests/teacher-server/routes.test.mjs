@@ -140,6 +140,14 @@ test('bad requests: shape, datatype, sizes, JSON, names', async () => {
     '"shape":[1,1,2,3],"data":[1,2,3]}]}' }), 400, /has 6 elements, data has 3/);
 });
 
+test('a body over the limit is refused before it is read', async () => {
+  // Announced only: the server answers from the Content-Length header.
+  const reply = await infer({ headers: { 'Content-Length': String(65 << 20) }, body: '{}' })
+    .catch((err) => err);
+  assert.equal(reply.status, 413, String(reply));
+  assert.match(json(reply).error, /over the 67108864-byte limit/);
+});
+
 test('unknown model, route, version and method', async () => {
   const req = binaryRequest({ rgb, width: WIDTH, height: HEIGHT });
   await assertError(await infer(req, 'student'), 404, /unknown model 'student'.*'teacher'/);
