@@ -1,7 +1,9 @@
 /* test_teacher_e2e.c: the client against the reference teacher (teacher-server/run --model
  * replay) on real vtest.avi frames: the class maps it returns agree with the stored labels, raw
- * and JPEG, labels and probabilities; reports bytes per query and latency. The first request is
- * sent while the server still loads: the client's readiness probes carry it through. */
+ * and JPEG, labels and probabilities (bytes per query and latency reported); the server's
+ * injected faults end each request once, with the right kind of error; a server that goes down
+ * fails over to the second URL. The first request is sent while the server still loads: the
+ * client's readiness probes carry it through. */
 #include <signal.h>
 #include <string.h>
 
@@ -15,12 +17,16 @@
 
 static char *root;
 
-/* Frame index of file as raw pix_fmt bytes (ffmpeg). */
-static guint8 *decode_frame(const char *file, int index, const char *pix_fmt, gsize size)
+/* Frames first .. first + count - 1 of file as raw pix_fmt bytes, size each (ffmpeg). */
+static guint8 *decode_frames(const char *file, int first, int count, const char *pix_fmt,
+                             gsize size)
 {
-  g_autofree char *select = g_strdup_printf("select=eq(n\\,%d)", index);
+  g_autofree char *select = g_strdup_printf("select=between(n\\,%d\\,%d)", first,
+                                            first + count - 1);
+  g_autofree char *frames = g_strdup_printf("%d", count);
   const char *argv[] = {"ffmpeg", "-v", "error", "-nostdin", "-i", file, "-vf", select,
-                        "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", pix_fmt, "-", NULL};
+                        "-vsync", "passthrough", "-frames:v", frames, "-f", "rawvideo",
+                        "-pix_fmt", pix_fmt, "-", NULL};
   gsize length = 0;
   g_autoptr(GError) error = NULL;
   g_autoptr(GSubprocess) ffmpeg = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE |
@@ -30,9 +36,15 @@ static guint8 *decode_frame(const char *file, int index, const char *pix_fmt, gs
   g_autoptr(GBytes) bytes = NULL;
   g_assert_true(g_subprocess_communicate(ffmpeg, NULL, NULL, &bytes, NULL, &error));
   const guint8 *data = g_bytes_get_data(bytes, &length);
-  if (length != size)
-    g_error("ffmpeg gave %zu bytes for frame %d of %s, expected %zu", length, index, file, size);
-  return g_memdup2(data, size);
+  if (length != size * count)
+    g_error("ffmpeg gave %zu bytes for frames %d+%d of %s, expected %zu", length, first, count,
+            file, size * count);
+  return g_memdup2(data, length);
+}
+
+static guint8 *decode_frame(const char *file, int index, const char *pix_fmt, gsize size)
+{
+  return decode_frames(file, index, 1, pix_fmt, size);
 }
 
 typedef struct {
@@ -40,15 +52,22 @@ typedef struct {
   char *url;
 } Teacher;
 
-/* Starts teacher-server/run with args; NULL url when it did not come up. */
-static gboolean teacher_start(Teacher *teacher, const char *output)
+/* Starts teacher-server/run --model replay with the extra flags; FALSE when it did not come up. */
+static gboolean teacher_start(Teacher *teacher, const char *const *extra)
 {
   g_autofree char *run = g_build_filename(root, "teacher-server", "run", NULL);
   g_autofree char *labels = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
-  const char *argv[] = {run, "--model", "replay", "--video", VIDEO, "--labels", labels, "--port",
-                        "0", "--output", output, NULL};
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  const char *base[] = {run, "--model", "replay", "--video", VIDEO, "--labels", labels, "--port",
+                        "0"};
+  for (guint i = 0; i < G_N_ELEMENTS(base); i++)
+    g_ptr_array_add(argv, (gpointer)base[i]);
+  for (guint i = 0; extra[i]; i++)
+    g_ptr_array_add(argv, (gpointer)extra[i]);
+  g_ptr_array_add(argv, NULL);
   g_autoptr(GError) error = NULL;
-  teacher->process = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+  teacher->process = g_subprocess_newv((const char *const *)argv->pdata,
+                                       G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
   g_assert_no_error(error);
   g_autoptr(GDataInputStream) lines =
       g_data_input_stream_new(g_subprocess_get_stdout_pipe(teacher->process));
@@ -64,6 +83,21 @@ static gboolean teacher_start(Teacher *teacher, const char *output)
   return TRUE;
 }
 
+/* Skips the test (TRUE) when the reference teacher cannot run here. */
+static gboolean skip_without_teacher(void)
+{
+  g_autofree char *run = g_build_filename(root, "teacher-server", "run", NULL);
+  g_autofree char *labels = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
+  g_autofree char *node = g_find_program_in_path("node");
+  g_autofree char *ffmpeg = g_find_program_in_path("ffmpeg");
+  if (g_file_test(run, G_FILE_TEST_IS_EXECUTABLE) && g_file_test(labels, G_FILE_TEST_EXISTS) &&
+      g_file_test(VIDEO, G_FILE_TEST_EXISTS) && node && ffmpeg)
+    return FALSE;
+  g_test_skip("needs teacher-server/run, data/vtest/labels.mkv, " VIDEO
+              " (opencv-doc), node and ffmpeg");
+  return TRUE;
+}
+
 static void teacher_stop(Teacher *teacher)
 {
   g_subprocess_send_signal(teacher->process, SIGTERM);
@@ -72,11 +106,9 @@ static void teacher_stop(Teacher *teacher)
   g_clear_pointer(&teacher->url, g_free);
 }
 
-/* The stored labels of frame index at the class map's size (nearest), as the client maps them. */
-static guint8 *expected_labels(int index)
+/* The class map of a stored label frame (grey) at the class map's size (nearest). */
+static guint8 *labels_of(const guint8 *grey)
 {
-  g_autofree char *path = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
-  g_autofree guint8 *grey = decode_frame(path, index, "gray", VIDEO_W * VIDEO_H);
   guint8 *labels = g_malloc(OUT_W * OUT_H);
   for (int y = 0; y < OUT_H; y++)
     for (int x = 0; x < OUT_W; x++)
@@ -84,6 +116,14 @@ static guint8 *expected_labels(int index)
           grey[(gsize)((2 * y + 1) * VIDEO_H / (2 * OUT_H)) * VIDEO_W +
                (2 * x + 1) * VIDEO_W / (2 * OUT_W)] >= 128;
   return labels;
+}
+
+/* The stored labels of frame index, as the client maps them. */
+static guint8 *expected_labels(int index)
+{
+  g_autofree char *path = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
+  g_autofree guint8 *grey = decode_frame(path, index, "gray", VIDEO_W * VIDEO_H);
+  return labels_of(grey);
 }
 
 /* Agreement of the class map with the stored labels over the pixels not ignored. */
@@ -114,18 +154,10 @@ static void compare(const Outcome *outcome, const guint8 *expected, const char *
 
 static void run_against(const char *output)
 {
-  g_autofree char *run = g_build_filename(root, "teacher-server", "run", NULL);
-  g_autofree char *labels = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
-  g_autofree char *node = g_find_program_in_path("node");
-  g_autofree char *ffmpeg = g_find_program_in_path("ffmpeg");
-  if (!g_file_test(run, G_FILE_TEST_IS_EXECUTABLE) || !g_file_test(labels, G_FILE_TEST_EXISTS) ||
-      !g_file_test(VIDEO, G_FILE_TEST_EXISTS) || node == NULL || ffmpeg == NULL) {
-    g_test_skip("needs teacher-server/run, data/vtest/labels.mkv, " VIDEO
-                " (opencv-doc), node and ffmpeg");
+  if (skip_without_teacher())
     return;
-  }
   Teacher teacher = {0};
-  if (!teacher_start(&teacher, output)) {
+  if (!teacher_start(&teacher, (const char *[]){"--output", output, NULL})) {
     teacher_stop(&teacher);
     g_test_fail_printf("teacher-server/run did not start");
     return;
@@ -186,6 +218,136 @@ static void test_probabilities(void)
   run_against("probabilities");
 }
 
+typedef struct {
+  guint delivered, errors[TEACHER_ERROR_N_KINDS];
+} Tally;
+
+/* Sends count frames from first on, one at a time, checking each class map delivered against
+ * the stored labels; counts the outcomes. */
+static void send_frames(TeacherStream *stream, int first, int count, Tally *tally)
+{
+  g_autofree char *path = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
+  g_autofree guint8 *rgb = decode_frames(VIDEO, first, count, "rgb24", VIDEO_W * VIDEO_H * 3);
+  g_autofree guint8 *grey = decode_frames(path, first, count, "gray", VIDEO_W * VIDEO_H);
+  Collector collector;
+  collector_init(&collector);
+  for (int i = 0; i < count; i++) {
+    TeacherFrame f = {.rgb = rgb + (gsize)i * VIDEO_W * VIDEO_H * 3, .width = VIDEO_W,
+                      .height = VIDEO_H, .frame = first + i, .out_width = OUT_W,
+                      .out_height = OUT_H};
+    g_assert_cmpint(teacher_stream_submit(stream, &f, collector_on_result, &collector, NULL), ==,
+                    TEACHER_SUBMIT_OK);
+    Outcome *outcome = collector_wait(&collector);
+    if (outcome->error) {
+      g_assert_true(outcome->error->domain == TEACHER_ERROR);
+      g_test_message("frame %d: %s", first + i, outcome->error->message);
+      tally->errors[outcome->error->code]++;
+    } else {
+      g_autofree guint8 *expected = labels_of(grey + (gsize)i * VIDEO_W * VIDEO_H);
+      g_autofree char *what = g_strdup_printf("frame %d", first + i);
+      compare(outcome, expected, what);
+      tally->delivered++;
+    }
+    outcome_free(outcome);
+  }
+  collector_clear(&collector);
+}
+
+/* The reference teacher's injected faults (503/500, garbage and cut bodies, hangs): every frame
+ * gets one outcome, failures are of the right kinds, and what is delivered is right. */
+static void test_injected_faults(void)
+{
+  if (skip_without_teacher())
+    return;
+  Teacher teacher = {0};
+  g_assert_true(teacher_start(&teacher, (const char *[]){"--fail-rate", "0.3", "--garbage-rate",
+                                                         "0.2", "--hang-rate", "0.1", "--seed",
+                                                         "7", NULL}));
+  TeacherClientConfig cfg;
+  teacher_client_config_init(&cfg);
+  cfg.urls = teacher.url;
+  cfg.timeout_ms = 15000;  /* the first request waits while the server loads */
+  TeacherClient *client = teacher_client_new(&cfg, NULL);
+  TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
+  Tally tally = {0};
+  send_frames(stream, 100, 1, &tally);  /* the server is up after this one */
+  teacher_stream_close(stream);
+  teacher_client_free(client);
+  cfg.timeout_ms = 2000;
+  client = teacher_client_new(&cfg, NULL);
+  stream = teacher_client_open_stream(client, "vtest", 0);
+  send_frames(stream, 101, 11, &tally);
+  TeacherCounters counters;
+  teacher_client_get_counters(client, &counters);
+  g_test_message("12 frames: %u delivered, %u protocol errors, %u timeouts, %u HTTP errors; %"
+                 G_GUINT64_FORMAT " retries",
+                 tally.delivered, tally.errors[TEACHER_ERROR_PROTOCOL],
+                 tally.errors[TEACHER_ERROR_TIMEOUT], tally.errors[TEACHER_ERROR_HTTP],
+                 counters.retries);
+  g_assert_cmpuint(tally.delivered, >=, 3);
+  g_assert_cmpuint(tally.errors[TEACHER_ERROR_PROTOCOL] + tally.errors[TEACHER_ERROR_TIMEOUT],
+                   >=, 1);
+  g_assert_cmpuint(tally.errors[TEACHER_ERROR_CONNECT], ==, 0);
+  g_assert_cmpuint(counters.retries, >=, 1);
+  g_assert_cmpuint(counters.queries, ==, 11);
+  g_assert_cmpuint(counters.replies + counters.errors[TEACHER_ERROR_PROTOCOL] +
+                       counters.errors[TEACHER_ERROR_TIMEOUT] + counters.errors[TEACHER_ERROR_HTTP],
+                   ==, 11);
+  teacher_stream_close(stream);
+  teacher_client_free(client);
+  teacher_stop(&teacher);
+}
+
+/* One frame through a client of its own on url: the server has loaded when this returns. */
+static void warm_up(const char *url, int frame)
+{
+  TeacherClientConfig cfg;
+  teacher_client_config_init(&cfg);
+  cfg.urls = url;
+  cfg.timeout_ms = 30000;
+  TeacherClient *client = teacher_client_new(&cfg, NULL);
+  TeacherStream *stream = teacher_client_open_stream(client, "warm-up", 0);
+  Tally tally = {0};
+  send_frames(stream, frame, 1, &tally);
+  g_assert_cmpuint(tally.delivered, ==, 1);
+  teacher_stream_close(stream);
+  teacher_client_free(client);
+}
+
+/* A teacher that goes down after its third request (--down-after 3): the requests that follow
+ * fail over to the second URL. */
+static void test_failover(void)
+{
+  if (skip_without_teacher())
+    return;
+  Teacher first = {0}, second = {0};
+  g_assert_true(teacher_start(&first, (const char *[]){"--down-after", "3", NULL}));
+  g_assert_true(teacher_start(&second, (const char *[]){NULL}));
+  warm_up(first.url, 199);
+  warm_up(second.url, 199);
+  g_autofree char *urls = g_strdup_printf("%s,%s", first.url, second.url);
+  TeacherClientConfig cfg;
+  teacher_client_config_init(&cfg);
+  cfg.urls = urls;
+  TeacherClient *client = teacher_client_new(&cfg, NULL);
+  TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
+  Tally tally = {0};
+  send_frames(stream, 200, 5, &tally);
+  g_assert_cmpuint(tally.delivered, ==, 5);
+  TeacherCounters counters;
+  teacher_client_get_counters(client, &counters);
+  g_test_message("5 frames over 2 URLs, the first down after its 3rd request: %" G_GUINT64_FORMAT
+                 " probes, %" G_GUINT64_FORMAT " retries",
+                 counters.health_probes, counters.retries);
+  g_assert_cmpuint(counters.health_probes, ==, 2);  /* each URL probed before its first use */
+  g_assert_cmpuint(counters.retries, >=, 1);        /* the attempt that found the first down */
+  g_assert_cmpuint(counters.errors[TEACHER_ERROR_CONNECT], ==, 0);
+  teacher_stream_close(stream);
+  teacher_client_free(client);
+  teacher_stop(&first);
+  teacher_stop(&second);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -195,6 +357,8 @@ int main(int argc, char **argv)
   root = g_strdup(source ? source : ".");
   g_test_add_func("/teacher-client/e2e/replay-labels", test_labels);
   g_test_add_func("/teacher-client/e2e/replay-probabilities", test_probabilities);
+  g_test_add_func("/teacher-client/e2e/injected-faults", test_injected_faults);
+  g_test_add_func("/teacher-client/e2e/failover", test_failover);
   int status = g_test_run();
   g_free(root);
   return status;
