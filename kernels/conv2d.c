@@ -248,7 +248,7 @@ typedef enum {
 /* Wide rows copy only their edges: copying the whole row once per tap row costs a few percent of
  * a layer; an edge range of EDGE_PIXELS keeps the kernel's tiles wide enough to be efficient. */
 #define EDGE_PIXELS 8
-#define EDGE_MIN_PIXELS 48
+#define EDGE_MIN_PIXELS 24
 
 typedef struct {
   const FeatureMap *in;
