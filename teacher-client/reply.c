@@ -196,6 +196,84 @@ static gboolean append_json_data(JsonNode *node, TeacherDatatype datatype, GByte
   return TRUE;
 }
 
+/* The output named "mask" and where its binary data starts (binary tensors follow the JSON
+ * header in the order of their outputs); *binary_size -1 when its data is JSON. */
+static JsonObject *find_mask_output(JsonArray *outputs, gsize body_size, gsize *offset,
+                                    gint64 *binary_size, GError **error)
+{
+  g_autoptr(GString) names = g_string_new(NULL);
+  for (guint i = 0; i < json_array_get_length(outputs); i++) {
+    JsonNode *node = json_array_get_element(outputs, i);
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+      protocol_error(error, "output %u is not an object", i);
+      return NULL;
+    }
+    JsonObject *output = json_node_get_object(node);
+    const char *name = member_string(output, "name");
+    JsonNode *params = json_object_get_member(output, "parameters");
+    gint64 size = member_count(params && JSON_NODE_HOLDS_OBJECT(params)
+                                   ? json_node_get_object(params) : NULL,
+                               "binary_data_size");
+    if (size == -2) {
+      protocol_error(error, "output %u has an invalid binary_data_size", i);
+      return NULL;
+    }
+    if (g_strcmp0(name, "mask") == 0) {
+      if (size < 0 && json_object_get_member(output, "data") == NULL) {
+        protocol_error(error, "output mask has neither binary_data_size nor data");
+        return NULL;
+      }
+      *binary_size = size;
+      return output;
+    }
+    g_string_append_printf(names, "%s'%.40s'", names->len ? ", " : "", name ? name : "?");
+    if (size > 0 && (guint64)size > body_size - *offset) {
+      protocol_error(error, "truncated body: output %u's binary data runs past its end", i);
+      return NULL;
+    }
+    *offset += size > 0 ? (gsize)size : 0;
+  }
+  protocol_error(error, "no output named \"mask\" (outputs: %s)",
+                 names->len ? names->str : "none");
+  return NULL;
+}
+
+/* The mask's elements, from the body (binary) or from its JSON data. */
+static gboolean mask_data(GBytes *body, JsonObject *output, gsize offset, gint64 binary_size,
+                          gsize max_elements, TeacherMask *mask, GError **error)
+{
+  gsize elements = (gsize)MAX(mask->channels, 1) * (gsize)mask->height * (gsize)mask->width;
+  gsize bytes = elements * (gsize)element_size(mask->datatype);
+  gsize body_size = g_bytes_get_size(body);
+  if (elements > max_elements)
+    return protocol_error(error,
+                          "mask of %" G_GSIZE_FORMAT " elements exceeds the limit of %" G_GSIZE_FORMAT,
+                          elements, max_elements);
+  if (binary_size >= 0) {
+    if ((gsize)binary_size != bytes)
+      return protocol_error(error,
+                            "mask binary_data_size %" G_GINT64_FORMAT " does not match its shape "
+                            "(%" G_GSIZE_FORMAT " bytes)",
+                            binary_size, bytes);
+    if (bytes > body_size - offset)
+      return protocol_error(error,
+                            "truncated body: %" G_GSIZE_FORMAT " bytes of mask data, %" G_GSIZE_FORMAT
+                            " announced",
+                            body_size - offset, bytes);
+    mask->data = g_bytes_new_from_bytes(body, offset, bytes);
+    return TRUE;
+  }
+  g_autoptr(GByteArray) values = g_byte_array_sized_new((guint)MIN(bytes, G_MAXUINT));
+  if (!append_json_data(json_object_get_member(output, "data"), mask->datatype, values, bytes,
+                        error))
+    return FALSE;
+  if (values->len != bytes)
+    return protocol_error(error, "mask data holds %u elements, its shape %" G_GSIZE_FORMAT,
+                          values->len / element_size(mask->datatype), elements);
+  mask->data = g_byte_array_free_to_bytes(g_steal_pointer(&values));
+  return TRUE;
+}
+
 gboolean teacher_reply_parse(GBytes *body, const char *inference_header_length, const char *id,
                              gsize max_elements, TeacherMask *mask, GError **error)
 {
@@ -221,78 +299,16 @@ gboolean teacher_reply_parse(GBytes *body, const char *inference_header_length, 
   const char *reply_id = member_string(header, "id");
   if (id != NULL && reply_id != NULL && strcmp(id, reply_id) != 0)
     return protocol_error(error, "reply id '%.60s' does not match request id '%s'", reply_id, id);
-
-  JsonNode *outputs_node = json_object_get_member(header, "outputs");
-  if (outputs_node == NULL || !JSON_NODE_HOLDS_ARRAY(outputs_node))
+  JsonNode *outputs = json_object_get_member(header, "outputs");
+  if (outputs == NULL || !JSON_NODE_HOLDS_ARRAY(outputs))
     return protocol_error(error, "no \"outputs\" array in the JSON header");
-  JsonArray *outputs = json_node_get_array(outputs_node);
-  /* Binary tensors follow the header in the order of their outputs. */
-  gsize binary_offset = json_length, binary_size = 0;
-  gboolean binary = FALSE;
-  JsonObject *output = NULL;
-  g_autoptr(GString) names = g_string_new(NULL);
-  for (guint i = 0; i < json_array_get_length(outputs) && output == NULL; i++) {
-    JsonNode *node = json_array_get_element(outputs, i);
-    if (!JSON_NODE_HOLDS_OBJECT(node))
-      return protocol_error(error, "output %u is not an object", i);
-    JsonObject *candidate = json_node_get_object(node);
-    const char *name = member_string(candidate, "name");
-    JsonNode *params = json_object_get_member(candidate, "parameters");
-    gint64 size = member_count(params && JSON_NODE_HOLDS_OBJECT(params)
-                                   ? json_node_get_object(params) : NULL,
-                               "binary_data_size");
-    if (size == -2)
-      return protocol_error(error, "output %u has an invalid binary_data_size", i);
-    if (name != NULL && strcmp(name, "mask") == 0) {
-      output = candidate;
-      binary = size >= 0;
-      binary_size = binary ? (gsize)size : 0;
-      if (!binary && json_object_get_member(candidate, "data") == NULL)
-        return protocol_error(error, "output mask has neither binary_data_size nor data");
-    } else {
-      g_string_append_printf(names, "%s'%.40s'", names->len ? ", " : "", name ? name : "?");
-      if (size > 0 && (guint64)size > body_size - binary_offset)
-        return protocol_error(error, "truncated body: output %u's binary data runs past its end",
-                              i);
-      binary_offset += size > 0 ? (gsize)size : 0;
-    }
-  }
-  if (output == NULL)
-    return protocol_error(error, "no output named \"mask\" (outputs: %s)",
-                          names->len ? names->str : "none");
-  if (!check_mask_header(output, mask, error))
-    return FALSE;
 
-  gsize elements = (gsize)MAX(mask->channels, 1) * (gsize)mask->height * (gsize)mask->width;
-  gsize bytes = elements * (gsize)element_size(mask->datatype);
-  if (elements > max_elements)
-    return protocol_error(error,
-                          "mask of %" G_GSIZE_FORMAT " elements exceeds the limit of %" G_GSIZE_FORMAT,
-                          elements, max_elements);
-  if (binary) {
-    if (binary_size != bytes)
-      return protocol_error(error,
-                            "mask binary_data_size %" G_GSIZE_FORMAT " does not match its shape "
-                            "(%" G_GSIZE_FORMAT " bytes)",
-                            binary_size, bytes);
-    if (bytes > body_size - binary_offset)
-      return protocol_error(error,
-                            "truncated body: %" G_GSIZE_FORMAT " bytes of mask data, %" G_GSIZE_FORMAT
-                            " announced",
-                            body_size - binary_offset, bytes);
-    mask->data = g_bytes_new_from_bytes(body, binary_offset, bytes);
-    return TRUE;
-  }
-  g_autoptr(GByteArray) values = g_byte_array_sized_new((guint)bytes);
-  if (!append_json_data(json_object_get_member(output, "data"), mask->datatype, values, bytes,
-                        error))
-    return FALSE;
-  if (values->len != bytes)
-    return protocol_error(error,
-                          "mask data holds %u elements, its shape %" G_GSIZE_FORMAT,
-                          values->len / element_size(mask->datatype), elements);
-  mask->data = g_byte_array_free_to_bytes(g_steal_pointer(&values));
-  return TRUE;
+  gsize offset = json_length;
+  gint64 binary_size = -1;
+  JsonObject *output = find_mask_output(json_node_get_array(outputs), body_size, &offset,
+                                        &binary_size, error);
+  return output && check_mask_header(output, mask, error) &&
+         mask_data(body, output, offset, binary_size, max_elements, mask, error);
 }
 
 void teacher_mask_clear(TeacherMask *mask)
