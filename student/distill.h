@@ -81,16 +81,17 @@ typedef struct {
    * teacher error, so a lost callback cannot leak a slot; 0 = never. */
   guint teacher_timeout_ms;     /* 10000 */
 
-  /* Beyond the paper, each off at 0 (measured in student/README.md): */
-  /* Query the teacher early (but not within min_stride frames of the last query) when the mean
-   * absolute difference of a 16x12 thumbnail of the input from that of the last teacher frame
-   * exceeds this (input units: the frame is RGB/255 - 0.5). */
-  double scene_change_threshold;
+  /* Beyond the paper (measured in student/README.md; 0, 0 and 1 turn them off): */
+  /* Query the teacher early (but not within min_stride frames of the last query) when the frame
+   * departs from the last teacher frame by more than this: the median, over the cells of a 16x12
+   * thumbnail (block means), of the absolute difference averaged over R, G, B, in input units
+   * (RGB/255 - 0.5; 0.03 is about 8 grey levels). */
+  double scene_change_threshold; /* 0.03 */
   /* Keep this many recent teacher frames and add the gradient of one of them (in turn) to each
-   * update, against forgetting. */
-  guint replay_frames;
+   * update, against forgetting. Doubles the cost of an update. */
+  guint replay_frames;          /* 4 */
   /* Loss weight of pixels of classes other than 0 (background weighs 1); 1 = plain loss. */
-  double foreground_weight;
+  double foreground_weight;     /* 1: weights above 1 did not help on the synthetic scene */
 
   DistillRoundFunc round_started, round_finished;  /* NULL = none */
   gpointer round_user_data;

@@ -18,8 +18,8 @@ void distill_config_default(DistillConfig *cfg, int width, int height)
     .train_nice = 19,
     .max_pending = 2,
     .teacher_timeout_ms = 10000,
-    .scene_change_threshold = 0.0,
-    .replay_frames = 0,
+    .scene_change_threshold = 0.03,
+    .replay_frames = 4,
     .foreground_weight = 1.0,
   };
   optimizer_config_default(&cfg->optimizer, OPTIMIZER_ADAM);
