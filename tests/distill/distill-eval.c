@@ -19,9 +19,9 @@
 #include "scene_stream.h"
 
 static int frames = 480, score_from = -1, seed = 1, min_stride = 8, max_stride = 64,
-           max_updates = 8, replay = 0, train_threads = 0, train_nice = 19, threads = 0, fps = 30,
+           max_updates = 8, replay = -1, train_threads = 0, train_nice = 19, threads = 0, fps = 30,
            teacher_delay_ms = 200, cut = 0, student_seed = 5;
-static double threshold = 0.8, lr = 0, fg_weight = 1.0, scene_change = 0.0, pan = 0.0;
+static double threshold = 0.8, lr = 0, fg_weight = -1, scene_change = -1, pan = 0.0;
 static char *optimizer = NULL, *absent = NULL, *scene_size = NULL, *input_size = NULL;
 static gboolean async_mode = FALSE, no_train = FALSE;
 
@@ -38,9 +38,9 @@ static GOptionEntry entries[] = {
   { "max-updates", 0, 0, G_OPTION_ARG_INT, &max_updates, "(8)", "N" },
   { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "learning rate (engine default)", "X" },
   { "optimizer", 0, 0, G_OPTION_ARG_STRING, &optimizer, "sgd or adam (engine default)", "O" },
-  { "scene-change", 0, 0, G_OPTION_ARG_DOUBLE, &scene_change, "trigger threshold (0 = off)", "T" },
-  { "replay", 0, 0, G_OPTION_ARG_INT, &replay, "replayed teacher frames (0 = off)", "K" },
-  { "fg-weight", 0, 0, G_OPTION_ARG_DOUBLE, &fg_weight, "foreground pixel weight (1)", "W" },
+  { "scene-change", 0, 0, G_OPTION_ARG_DOUBLE, &scene_change, "trigger threshold (0 = off; engine default)", "T" },
+  { "replay", 0, 0, G_OPTION_ARG_INT, &replay, "replayed teacher frames (0 = off; engine default)", "K" },
+  { "fg-weight", 0, 0, G_OPTION_ARG_DOUBLE, &fg_weight, "foreground pixel weight (1 = off; engine default)", "W" },
   { "cut", 0, 0, G_OPTION_ARG_INT, &cut, "scene cut at this frame (0 = none)", "F" },
   { "absent", 0, 0, G_OPTION_ARG_STRING, &absent, "class 2 off screen on [A, B)", "A:B" },
   { "pan", 0, 0, G_OPTION_ARG_DOUBLE, &pan, "background pan, widths per 100 frames", "X" },
@@ -215,9 +215,12 @@ int main(int argc, char **argv)
   if (lr)
     cfg.optimizer.learning_rate = (float)lr;
   cfg.train = !no_train;
-  cfg.scene_change_threshold = scene_change;
-  cfg.replay_frames = (guint)replay;
-  cfg.foreground_weight = fg_weight;
+  if (scene_change >= 0)
+    cfg.scene_change_threshold = scene_change;
+  if (replay >= 0)
+    cfg.replay_frames = (guint)replay;
+  if (fg_weight >= 0)
+    cfg.foreground_weight = fg_weight;
   cfg.threads = threads;
   cfg.train_threads = train_threads;
   cfg.train_nice = train_nice;
