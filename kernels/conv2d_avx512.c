@@ -74,31 +74,71 @@
  * broadcast of channels (2j, 2j + 1) against weights packed the same way keeps all 16 lanes busy.
  * The epilogue adds the lane pairs. An odd last channel is broadcast alone (its odd-lane weights
  * are zero), so nothing past the pixel's channels is read. */
+#define PAIR_BCAST(p) _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_load_sd((const double *)(p))))
+
+/* One tap: a broadcast per pixel and FMA. */
+CONV_INLINE void pairs_tap(const ConvRowJob *job, int k, int p0, const int T, __m512 *vacc)
+{
+  const ptrdiff_t step = job->in_step;
+  const float *in = job->in[k] + p0 * step;
+  const float *w = job->w[k];
+  for (int j = 0; j < job->cin / 2; j++, in += 2, w += 16) {
+    __m512 vw = _mm512_loadu_ps(w);
+#pragma GCC unroll 24
+    for (int t = 0; t < T; t++)
+      vacc[t] = _mm512_fmadd_ps(PAIR_BCAST(in + t * step), vw, vacc[t]);
+  }
+  if (job->cin & 1) {
+    __m512 vw = _mm512_loadu_ps(w);
+#pragma GCC unroll 24
+    for (int t = 0; t < T; t++)
+      vacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(in[t * step]), vw, vacc[t]);
+  }
+}
+
+/* Three taps reading one input row at successive pixels (kx = 0, 1, 2 of a stride-1 kernel row):
+ * input pixel q feeds output pixels q, q - 1 and q - 2, so each broadcast serves three FMAs and
+ * the loads no longer bound the FMA rate. */
+CONV_INLINE void pairs_tap_row3(const ConvRowJob *job, int k, int p0, const int T, __m512 *vacc)
+{
+  const ptrdiff_t step = job->in_step;
+  const float *in = job->in[k] + p0 * step;
+  const float *w0 = job->w[k], *w1 = job->w[k + 1], *w2 = job->w[k + 2];
+  const int pairs = job->cin / 2;
+  for (int j = 0; j <= pairs; j++, in += 2, w0 += 16, w1 += 16, w2 += 16) {
+    if (j == pairs && !(job->cin & 1))
+      break;
+    __m512 vw0 = _mm512_loadu_ps(w0), vw1 = _mm512_loadu_ps(w1), vw2 = _mm512_loadu_ps(w2);
+    const int single = j == pairs;
+#pragma GCC unroll 26
+    for (int q = 0; q < T + 2; q++) {
+      __m512 vi = single ? _mm512_set1_ps(in[q * step]) : PAIR_BCAST(in + q * step);
+      if (q < T)
+        vacc[q] = _mm512_fmadd_ps(vi, vw0, vacc[q]);
+      if (q >= 1 && q - 1 < T)
+        vacc[q - 1] = _mm512_fmadd_ps(vi, vw1, vacc[q - 1]);
+      if (q >= 2)
+        vacc[q - 2] = _mm512_fmadd_ps(vi, vw2, vacc[q - 2]);
+    }
+  }
+}
+
 CONV_INLINE void forward_pairs_tile(const ConvRowJob *job, int p0, const int T)
 {
   const ptrdiff_t step = job->in_step;
-  const int pairs = job->cin / 2;
   __m512 vacc[24];
 
 #pragma GCC unroll 24
   for (int t = 0; t < T; t++)
     vacc[t] = _mm512_setzero_ps();
-  for (int k = 0; k < job->n_taps; k++) {
-    const float *in = job->in[k] + p0 * step;
-    const float *w = job->w[k];
-    for (int j = 0; j < pairs; j++, in += 2, w += 16) {
-      __m512 vw = _mm512_loadu_ps(w);
-#pragma GCC unroll 24
-      for (int t = 0; t < T; t++) {
-        __m512 vi = _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_load_sd((const double *)(in + t * step))));
-        vacc[t] = _mm512_fmadd_ps(vi, vw, vacc[t]);
-      }
-    }
-    if (job->cin & 1) {
-      __m512 vw = _mm512_loadu_ps(w);
-#pragma GCC unroll 24
-      for (int t = 0; t < T; t++)
-        vacc[t] = _mm512_fmadd_ps(_mm512_set1_ps(in[t * step]), vw, vacc[t]);
+  for (int k = 0; k < job->n_taps;) {
+    if (k + 2 < job->n_taps && job->in[k + 1] == job->in[k] + step &&
+        job->in[k + 2] == job->in[k + 1] + step) {
+      pairs_tap_row3(job, k, p0, T, vacc);
+      k += 3;
+    } else {
+      pairs_tap(job, k, p0, T, vacc);
+      k++;
     }
   }
 
