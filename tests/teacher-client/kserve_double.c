@@ -438,8 +438,11 @@ void kserve_double_record_clear(DoubleRecord *record)
 
 void kserve_double_wait_infers(KserveDouble *server, guint n)
 {
+  gint64 end = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
   g_mutex_lock(&server->lock);
   while (server->record.infer_requests < n)
-    g_cond_wait(&server->cond, &server->lock);
+    if (!g_cond_wait_until(&server->cond, &server->lock, end))
+      g_error("the test server got %u infer requests in 60 s, expected %u",
+              server->record.infer_requests, n);
   g_mutex_unlock(&server->lock);
 }

@@ -55,5 +55,5 @@ void kserve_double_set(KserveDouble *server, const DoubleBehaviour *behaviour);
 /* A copy of what was received; kserve_double_record_clear() it. */
 void kserve_double_record(KserveDouble *server, DoubleRecord *record);
 void kserve_double_record_clear(DoubleRecord *record);
-/* Waits until the server has received n infer requests. */
+/* Waits until the server has received n infer requests (fails the test after 60 s). */
 void kserve_double_wait_infers(KserveDouble *server, guint n);

@@ -342,7 +342,7 @@ static void test_hang_timeout_and_busy(void)
 {
   fresh_server();
   kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_HANG});
-  TeacherClient *client = client_for(kserve_double_url(server), 1500, NULL);
+  TeacherClient *client = client_for(kserve_double_url(server), 3000, NULL);
   TeacherStream *stream = teacher_client_open_stream(client, "cam0", 0);
   Collector collector;
   collector_init(&collector);
@@ -359,7 +359,7 @@ static void test_hang_timeout_and_busy(void)
   g_assert_cmpuint(teacher_stream_inflight(stream), ==, 1);
 
   Outcome *outcome = collector_wait(&collector);
-  assert_error(outcome, TEACHER_ERROR_TIMEOUT, "within 1500 ms");
+  assert_error(outcome, TEACHER_ERROR_TIMEOUT, "within 3000 ms");
   g_assert_cmpuint(teacher_stream_inflight(stream), ==, 0);
   TeacherCounters counters;
   teacher_stream_get_counters(stream, &counters);
@@ -550,7 +550,7 @@ static void test_failover(void)
   teacher_client_free(client);
   kserve_double_free(not_ready);
 
-  client = client_for(refused, 1000, NULL);
+  client = client_for(refused, 3000, NULL);
   outcome = round_trip(client);
   assert_error(outcome, TEACHER_ERROR_CONNECT, "cannot reach the teacher at http://127.0.0.1");
   outcome_free(outcome);
