@@ -607,7 +607,8 @@ typedef struct {
   const FeatureMap *dy;
   int sum_bias;
   ConvBlocks blocks;
-  int pairs;             /* ConvKernels.weights_row_pairs, on one block: kh x ceil(kw * cin / 2) x 16 */
+  int narrow;            /* ConvKernels.weights_row_narrow, one block: kh x 8 x narrow_ld, co-major */
+  int narrow_ld;         /* kw * cin rounded up to 16 */
   size_t block_floats;   /* per block of a partial: taps x cin x width */
   size_t partial_floats; /* the blocks, then cout sums of dy; rounded up to a cache line */
   size_t scratch_floats; /* partial, then the copied rows */
@@ -640,9 +641,10 @@ static void weights_range(const WeightsRun *run, int r, const PassRows *pr, int 
       job.block_width = block_width(&run->blocks, b);
       job.channels = block_channels(&run->blocks, b);
       job.dy = dy + b * run->blocks.max_block;
-      if (run->pairs) {
-        job.dw = partial + (size_t)ky * ((job.rows + 1) / 2) * 16;
-        run->kernels->weights_row_pairs(&job);
+      if (run->narrow) {
+        job.block_width = run->narrow_ld;
+        job.dw = partial + (size_t)ky * 8 * run->narrow_ld;
+        run->kernels->weights_row_narrow(&job);
       } else {
         job.dw = partial + b * run->block_floats + (size_t)ky * job.rows * job.block_width;
         run->kernels->weights_row(&job);
@@ -687,12 +689,12 @@ static void add_partial_rows(const WeightsRun *run, const float *partial, float 
                              int k1)
 {
   const ConvGeometry *g = run->g;
-  if (run->pairs) {
-    int kernel_row = g->kw * g->cin, pairs = (kernel_row + 1) / 2;
+  if (run->narrow) {
+    int kernel_row = g->kw * g->cin;
     for (int k = k0; k < k1; k++) {
-      const float *src = partial + ((size_t)(k / kernel_row) * pairs + k % kernel_row / 2) * 16;
+      const float *src = partial + (size_t)(k / kernel_row) * 8 * run->narrow_ld + k % kernel_row;
       for (int co = 0; co < g->cout; co++)
-        dw[(size_t)k * g->cout + co] += src[2 * co + k % kernel_row % 2];
+        dw[(size_t)k * g->cout + co] += src[(size_t)co * run->narrow_ld];
     }
     return;
   }
@@ -739,9 +741,10 @@ static void plan_weights(WeightsRun *run, ConvPass *pass, const ConvGeometry *g,
   run->pass = pass;
   run->dy = dy;
   run->blocks = conv_blocks(g->cout, run->kernels);
-  run->pairs = run->kernels->weights_row_pairs && g->cout <= 8;
-  run->block_floats = run->pairs ? (size_t)g->kh * ((g->kw * g->cin + 1) / 2) * 16
-                                 : (size_t)g->kh * g->kw * g->cin * run->blocks.max_block;
+  run->narrow = run->kernels->weights_row_narrow && g->cout <= 8;
+  run->narrow_ld = (g->kw * g->cin + 15) & ~15;
+  run->block_floats = run->narrow ? (size_t)g->kh * 8 * run->narrow_ld
+                                  : (size_t)g->kh * g->kw * g->cin * run->blocks.max_block;
   run->partial_floats = run->blocks.n_blocks * (run->block_floats + run->blocks.max_block);
   run->partial_floats = (run->partial_floats + 15) & ~(size_t)15;
   run->scratch_floats = run->partial_floats + pass_scratch_floats(pass);

@@ -3,7 +3,8 @@
  * Blocks of 32 and 16 output channels use zmm registers: 12 pixels x 2 vectors or 24 x 1, i.e.
  * 24 accumulators of the 32 registers. Forward rows with 8 or fewer output channels (stem.0,
  * head.1, the classifier; the backward input of stem.0) fill a zmm with pairs of input channels
- * instead (forward_row_pairs, weights_row_pairs): a half-empty vector would waste half of the
+ * instead (forward_row_pairs), and their weight gradients run along the inputs
+ * (weights_row_narrow): a half-empty vector would waste half of the
  * FMA rate on cores with full-width 512-bit units (Zen 5). */
 #include <immintrin.h>
 
@@ -176,78 +177,60 @@ static void forward_row_pairs__avx512(const ConvRowJob *job)
 
 /* ---- weight-gradient rows of at most 8 output channels ---- */
 
-/* Lane 2 * co + e of accumulator j holds dw[2j + e][co]: dy of a pixel, each channel duplicated
- * into a lane pair, against a 64-bit broadcast of inputs (2j, 2j + 1). With ODD, one more row
- * after the R pairs gets its input broadcast alone (its odd lanes are never read). Few
- * accumulators get a second set for odd pixels, to hide the FMA latency. */
-CONV_INLINE void weights_pairs_tile(const ConvWeightsJob *job, int j0, const int R, const int ODD)
+/* Vectors run along the inputs k instead of the output channels: accumulator (v, co) holds
+ * dw[k0 + 16 v .. + 15][co], transposed (dw is co-major, ld_dw floats per channel). Per pixel, V
+ * input loads and one broadcast of dy per channel feed 8 V FMAs. Channels past job->channels
+ * multiply zeros. */
+CONV_INLINE void weights_narrow_tile(const ConvWeightsJob *job, int k0, const int V, __mmask16 tail)
 {
-  const int n = R + ODD, split = n <= 6;
-  const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-  const __mmask8 m = (__mmask8)((1u << job->channels) - 1);
-  const ptrdiff_t step = job->in_step;
-  const float *in = job->in + 2 * j0, *dy = job->dy;
-  float *dw = job->dw + j0 * 16;
-  __m512 vacc[25], vodd[25];
+  const ptrdiff_t step = job->in_step, ld_dw = job->block_width;
+  const float *in = job->in + k0, *dy = job->dy;
+  float *dw = job->dw + k0;
+  __m512 vacc[3][8];
 
-#pragma GCC unroll 25
-  for (int r = 0; r < n; r++) {
-    vacc[r] = _mm512_loadu_ps(dw + r * 16);
-    vodd[r] = _mm512_setzero_ps();
-  }
-#define DY_PAIRS(p) _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(m, p)))
-#define X_PAIR(p, r)                                                                              \
-  (ODD && (r) == R ? _mm512_set1_ps((p)[2 * (r)])                                                 \
-                   : _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_load_sd((const double *)((p) + 2 * (r))))))
-  int p = 0;
-  if (split)
-    for (; p + 1 < job->pixels; p += 2, in += 2 * step, dy += 2 * job->dy_step) {
-      __m512 vd = DY_PAIRS(dy), ve = DY_PAIRS(dy + job->dy_step);
-#pragma GCC unroll 6
-      for (int r = 0; r < n; r++) {
-        vacc[r] = _mm512_fmadd_ps(X_PAIR(in, r), vd, vacc[r]);
-        vodd[r] = _mm512_fmadd_ps(X_PAIR(in + step, r), ve, vodd[r]);
-      }
+#pragma GCC unroll 8
+  for (int co = 0; co < 8; co++)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++)
+      vacc[v][co] = _mm512_loadu_ps(dw + co * ld_dw + v * 16);
+  for (int p = 0; p < job->pixels; p++, in += step, dy += job->dy_step) {
+    __m512 vx[3];
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++)
+      vx[v] = _mm512_maskz_loadu_ps(v == V - 1 ? tail : (__mmask16)0xFFFF, in + v * 16);
+#pragma GCC unroll 8
+    for (int co = 0; co < 8; co++) {
+      __m512 vd = co < job->channels ? _mm512_set1_ps(dy[co]) : _mm512_setzero_ps();
+#pragma GCC unroll 3
+      for (int v = 0; v < V; v++)
+        vacc[v][co] = _mm512_fmadd_ps(vx[v], vd, vacc[v][co]);
     }
-  for (; p < job->pixels; p++, in += step, dy += job->dy_step) {
-    __m512 vd = DY_PAIRS(dy);
-#pragma GCC unroll 24
-    for (int r = 0; r < n; r++)
-      vacc[r] = _mm512_fmadd_ps(X_PAIR(in, r), vd, vacc[r]);
   }
-#undef DY_PAIRS
-#undef X_PAIR
-
-#pragma GCC unroll 24
-  for (int r = 0; r < n; r++)
-    _mm512_storeu_ps(dw + r * 16, split ? _mm512_add_ps(vacc[r], vodd[r]) : vacc[r]);
+#pragma GCC unroll 8
+  for (int co = 0; co < 8; co++)
+#pragma GCC unroll 3
+    for (int v = 0; v < V; v++)
+      _mm512_storeu_ps(dw + co * ld_dw + v * 16, vacc[v][co]);
 }
 
-/* dw: ceil(rows / 2) x 16 floats, the pair layout above. */
-static void weights_row_pairs__avx512(const ConvWeightsJob *job)
+/* dw: 8 x block_width floats (block_width >= rows rounded up to 16), dw[co][k]. */
+static void weights_row_narrow__avx512(const ConvWeightsJob *job)
 {
-  const int units = (job->rows + 1) / 2; /* pairs, and a last single row when rows is odd */
-  const int n_tiles = (units + 23) / 24;
-  int j = 0;
+  const int vectors = (job->rows + 15) / 16;
+  const int n_tiles = (vectors + 2) / 3;
+  const int last = job->rows - (vectors - 1) * 16;
+  int v = 0;
   for (int i = 0; i < n_tiles; i++) {
     int left = n_tiles - i;
-    int r = (units - j + left - 1) / left;
-    int odd = i == n_tiles - 1 && (job->rows & 1);
-#define WEIGHTS_PAIRS(R)                                                                          \
-  case R:                                                                                         \
-    weights_pairs_tile(job, j, R, 0);                                                             \
-    break;
-#define WEIGHTS_PAIRS_ODD(R)                                                                      \
-  case R + 1:                                                                                     \
-    weights_pairs_tile(job, j, R, 1);                                                             \
-    break;
-    if (odd)
-      switch (r) { WEIGHTS_PAIRS_ODD(0) CONV_CASES_24(WEIGHTS_PAIRS_ODD) }
+    int nv = (vectors - v + left - 1) / left;
+    __mmask16 tail = v + nv == vectors ? (__mmask16)((1u << last) - 1) : (__mmask16)0xFFFF;
+    if (nv == 3)
+      weights_narrow_tile(job, v * 16, 3, tail);
+    else if (nv == 2)
+      weights_narrow_tile(job, v * 16, 2, tail);
     else
-      switch (r) { CONV_CASES_24(WEIGHTS_PAIRS) }
-#undef WEIGHTS_PAIRS
-#undef WEIGHTS_PAIRS_ODD
-    j += r;
+      weights_narrow_tile(job, v * 16, 1, tail);
+    v += nv;
   }
 }
 
@@ -282,6 +265,6 @@ const ConvKernels conv_kernels_avx512 = {
   .forward_row = forward_row__avx512,
   .forward_row_pairs = forward_row_pairs__avx512,
   .weights_row = weights_row__avx512,
-  .weights_row_pairs = weights_row_pairs__avx512,
+  .weights_row_narrow = weights_row_narrow__avx512,
   .bias_row = bias_row__avx512,
 };

@@ -68,9 +68,9 @@ typedef struct {
    * input channel 2j + e (zero where there is none); bias 8 floats. */
   void (*forward_row_pairs)(const ConvRowJob *job);
   void (*weights_row)(const ConvWeightsJob *job);
-  /* Optional, for blocks of at most 8 output channels: dw in pairs of rows, ceil(rows / 2) x 16
-   * floats, lane 2 * co + e holding row 2j + e (odd lanes past the last row: unused). */
-  void (*weights_row_pairs)(const ConvWeightsJob *job);
+  /* Optional, for at most 8 output channels (one block): dw transposed, dw[co * block_width + k]
+   * for co < 8 (block_width: rows rounded up to 16; channels past job->channels get zeros). */
+  void (*weights_row_narrow)(const ConvWeightsJob *job);
   void (*bias_row)(const ConvBiasJob *job);
 } ConvKernels;
 
