@@ -62,6 +62,10 @@ static gboolean header_length(const char *value, gsize body_size, gsize *length,
 
 static JsonNode *parse_json(const char *data, gsize length, GError **error)
 {
+  if (length == 0 || data == NULL) {
+    protocol_error(error, "empty body where a JSON header was expected");
+    return NULL;
+  }
   g_autoptr(JsonParser) parser = json_parser_new_immutable();
   g_autoptr(GError) json_error = NULL;
   if (length > G_MAXSSIZE ||

@@ -149,6 +149,7 @@ static void test_malformed(void)
 {
   const guint8 four[4] = {0};
   expect_error("{\"outputs\":[", four, 0, "malformed JSON");
+  expect_error("", NULL, 0, "empty body");
   expect_error("[1,2]", NULL, 0, "not an object");
   expect_error("{\"error\":\"model not found\"}", NULL, 0, "model not found");
   expect_error("{\"id\":\"cam:2\",\"outputs\":[]}", NULL, 0, "does not match request id");
@@ -215,6 +216,63 @@ static void test_error_message(void)
   g_assert_null(teacher_error_reply_message(html));
 }
 
+/* Valid replies with random bytes changed, cut or inserted: each parse either succeeds with a
+ * mask that converts, or fails with a protocol error that says something. */
+static void test_mutations(void)
+{
+  static const char *const seeds[] = {
+      "{\"id\":\"cam:1\",\"outputs\":[{\"name\":\"mask\",\"datatype\":\"UINT8\","
+      "\"shape\":[1,2,3],\"parameters\":{\"binary_data_size\":6}}]}",
+      "{\"outputs\":[{\"name\":\"mask\",\"datatype\":\"FP32\",\"shape\":[1,2,1,2],"
+      "\"data\":[0.1,0.9,0.9,0.1]}]}",
+      "{\"outputs\":[{\"name\":\"x\",\"parameters\":{\"binary_data_size\":2}},{\"name\":"
+      "\"mask\",\"datatype\":\"INT64\",\"shape\":[1,1,2],\"parameters\":"
+      "{\"binary_data_size\":16}}]}",
+  };
+  GRand *rng = g_rand_new_with_seed(17);
+  guint parsed = 0, refused = 0;
+  for (int n = 0; n < 30000; n++) {
+    const char *seed = seeds[n % G_N_ELEMENTS(seeds)];
+    g_autoptr(GByteArray) body = g_byte_array_new();
+    g_byte_array_append(body, (const guint8 *)seed, (guint)strlen(seed));
+    for (int i = 0; i < 24; i++) {
+      guint8 byte = (guint8)g_rand_int(rng);
+      g_byte_array_append(body, &byte, 1);
+    }
+    int edits = g_rand_int_range(rng, 1, 4);
+    for (int e = 0; e < edits && body->len > 1; e++) {
+      guint at = (guint)g_rand_int_range(rng, 0, (gint32)body->len);
+      switch (g_rand_int_range(rng, 0, 3)) {
+      case 0: body->data[at] = (guint8)g_rand_int(rng); break;
+      case 1: g_byte_array_set_size(body, at); break;
+      default: g_byte_array_remove_index(body, at); break;
+      }
+    }
+    char length[32];
+    g_snprintf(length, sizeof length, "%zu", strlen(seed) + g_rand_int_range(rng, -2, 3));
+    g_autoptr(GBytes) bytes = g_bytes_new(body->data, body->len);
+    TeacherMask mask;
+    g_autoptr(GError) error = NULL;
+    if (teacher_reply_parse(bytes, g_rand_boolean(rng) ? length : NULL, "cam:1", 1 << 16, &mask,
+                            &error)) {
+      guint8 out[5 * 3];
+      if (teacher_mask_to_labels(&mask, 0.6, 5, 3, out, &error) < 0)
+        g_assert_error(error, TEACHER_ERROR, TEACHER_ERROR_PROTOCOL);
+      teacher_mask_clear(&mask);
+      parsed++;
+    } else {
+      g_assert_error(error, TEACHER_ERROR, TEACHER_ERROR_PROTOCOL);
+      g_assert_cmpuint(strlen(error->message), >, strlen("teacher reply: "));
+      g_assert_null(mask.data);
+      refused++;
+    }
+  }
+  g_rand_free(rng);
+  g_test_message("%u parsed, %u refused", parsed, refused);
+  g_assert_cmpuint(parsed, >, 0);
+  g_assert_cmpuint(refused, >, 0);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -225,5 +283,6 @@ int main(int argc, char **argv)
   g_test_add_func("/teacher-client/reply/bad-values", test_bad_values);
   g_test_add_func("/teacher-client/reply/malformed", test_malformed);
   g_test_add_func("/teacher-client/reply/error-message", test_error_message);
+  g_test_add_func("/teacher-client/reply/mutations", test_mutations);
   return g_test_run();
 }
