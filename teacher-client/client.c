@@ -55,6 +55,10 @@ static gboolean parse_endpoints(TeacherClient *client, const char *urls, GError 
     ep->infer_uri = g_strdup_printf("%s/v2/models/%s/infer", ep->base, model);
     ep->ready_uri = g_strdup_printf("%s/v2/health/ready", ep->base);
     g_queue_init(&ep->probe_waiters);
+    g_autoptr(SoupMessage) check = soup_message_new("POST", ep->infer_uri);
+    if (check == NULL || g_uri_get_fragment(uri) != NULL)
+      return invalid(error, "teacher URL '%.200s' does not make a valid infer URL (%.200s)", url,
+                     ep->infer_uri);
   }
   if (client->n_endpoints == 0)
     return invalid(error, "no teacher URL given (teacher-url: one or more comma-separated "

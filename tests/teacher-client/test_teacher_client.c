@@ -602,6 +602,7 @@ static void test_config_errors(void)
       {"ftp://127.0.0.1", NULL, NULL, "not an http:// or https://"},
       {"127.0.0.1:8000", NULL, NULL, "not an http:// or https://"},
       {"http://user:pw@127.0.0.1", NULL, NULL, "credentials"},
+      {"http://127.0.0.1:8000/#frag", NULL, NULL, "valid infer URL"},
       {"http://127.0.0.1", "/nonexistent/token", NULL, "token file"},
       {"https://127.0.0.1", NULL, "/nonexistent/ca.pem", "CA file"},
   };
