@@ -211,6 +211,76 @@ static void test_engine_tickets(void)
   student_free(s);
 }
 
+/* Labels equal to the engine's own prediction for input: its mIoU is 1. */
+static void own_labels(DistillEngine *e, const FeatureMap *input, uint8_t *labels)
+{
+  Student *copy = distill_engine_snapshot(e);
+  argmax_channels(student_forward(copy, input, NULL), labels, NULL);
+  student_free(copy);
+}
+
+static void fill(FeatureMap *m, int x_end, int y_end, float value)
+{
+  for (int y = 0; y < y_end; y++)
+    for (int x = 0; x < x_end; x++)
+      for (int c = 0; c < 3; c++)
+        feature_map_at(m, y, x)[c] = value + 0.01f * (float)((x * 7 + y * 3 + c) % 5);
+}
+
+/* The scene-change trigger: a frame that departs from the last teacher frame over most of the
+ * picture goes to the teacher before the stride is over (not within min_stride frames of the
+ * last query); one changed in a corner does not. */
+static void test_scene_change_trigger(void)
+{
+  StudentConfig scfg;
+  student_config_default(&scfg, 2);
+  Student *s = student_new(&scfg, 3);
+  DistillConfig cfg;
+  distill_config_default(&cfg, 64, 48);
+  cfg.sync = TRUE;
+  cfg.train = FALSE;
+  cfg.min_stride = 2;
+  cfg.scene_change_threshold = 0.03;
+  cfg.threads = 1;
+  DistillEngine *e = distill_engine_new(s, &cfg, NULL);
+  int lh, lw;
+  distill_engine_label_size(e, &lh, &lw);
+  float a[64 * 48 * 3], corner[64 * 48 * 3], b[64 * 48 * 3];
+  FeatureMap fa = feature_map(a, 48, 64, 3), fc = feature_map(corner, 48, 64, 3);
+  FeatureMap fb = feature_map(b, 48, 64, 3);
+  fill(&fa, 64, 48, -0.1f);
+  fill(&fc, 64, 48, -0.1f);
+  fill(&fc, 30, 22, 0.3f); /* about a fifth of the picture */
+  fill(&fb, 64, 48, 0.2f);
+  uint8_t labels[24 * 32], classes[24 * 32];
+  own_labels(e, &fa, labels);
+
+  /* Frames 0 and 4 go to the teacher at mIoU 1: the stride grows 2 -> 4 -> 8. */
+  const guint64 expected_tickets[6] = { 1, 0, 0, 0, 5, 0 };
+  for (int f = 0; f < 6; f++) {
+    guint64 t = distill_engine_wants_teacher(e, &fa);
+    g_assert_cmpuint(t, ==, expected_tickets[f]);
+    if (t)
+      g_assert_true(distill_engine_teacher_result(e, t, labels, lh, lw, NULL));
+    distill_engine_process(e, &fa, classes);
+  }
+  DistillStats st;
+  distill_engine_get_stats(e, &st);
+  g_assert_cmpuint(st.stride, ==, 8);
+  /* Frame 6: a changed corner, no query. Frame 7: another picture, a query, 5 frames early. */
+  g_assert_cmpuint(distill_engine_wants_teacher(e, &fc), ==, 0);
+  distill_engine_process(e, &fc, classes);
+  guint64 t = distill_engine_wants_teacher(e, &fb);
+  g_assert_cmpuint(t, ==, 8);
+  distill_engine_teacher_failed(e, t);
+  distill_engine_process(e, &fb, classes);
+  /* Frame 8: the same new picture again, within min_stride of the last query: no query. */
+  g_assert_cmpuint(distill_engine_wants_teacher(e, &fb), ==, 0);
+  distill_engine_process(e, &fb, classes);
+  distill_engine_free(e);
+  student_free(s);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -220,5 +290,6 @@ int main(int argc, char **argv)
   g_test_add_func("/distill/engine/config-errors", test_config_errors);
   g_test_add_func("/distill/input/from-rgb", test_input_from_rgb);
   g_test_add_func("/distill/engine/tickets", test_engine_tickets);
+  g_test_add_func("/distill/engine/scene-change-trigger", test_scene_change_trigger);
   return g_test_run();
 }
