@@ -109,20 +109,37 @@ static void test_input_from_rgb(void)
   g_assert_cmpfloat_with_epsilon(small[3], 150.0f / 255 - 0.5f, 1e-6);
 }
 
-/* The engine in sync mode with training off: strides, tickets, failures and slots. */
-static void test_engine_tickets(void)
+/* Labels equal to the engine's own prediction for input: its mIoU is 1. */
+static void own_labels(DistillEngine *e, const FeatureMap *input, uint8_t *labels)
+{
+  Student *copy = distill_engine_snapshot(e);
+  argmax_channels(student_forward(copy, input, NULL), labels, NULL);
+  student_free(copy);
+}
+
+/* A 2-class engine in sync mode, training off, strides from 2 to max_stride, on one thread. */
+static DistillEngine *new_measuring_engine(int w, int h, guint max_stride, double scene_change,
+                                           Student **student)
 {
   StudentConfig scfg;
   student_config_default(&scfg, 2);
-  Student *s = student_new(&scfg, 1);
+  *student = student_new(&scfg, 1);
   DistillConfig cfg;
-  distill_config_default(&cfg, 32, 16);
+  distill_config_default(&cfg, w, h);
   cfg.sync = TRUE;
   cfg.train = FALSE;
   cfg.min_stride = 2;
-  cfg.max_stride = 8;
+  cfg.max_stride = max_stride;
+  cfg.scene_change_threshold = scene_change;
   cfg.threads = 1;
-  DistillEngine *e = distill_engine_new(s, &cfg, NULL);
+  return distill_engine_new(*student, &cfg, NULL);
+}
+
+/* The engine's bookkeeping: strides, tickets, failures and slots. */
+static void test_engine_tickets(void)
+{
+  Student *s;
+  DistillEngine *e = new_measuring_engine(32, 16, 8, 0.0, &s);
   int lh, lw;
   distill_engine_label_size(e, &lh, &lw);
   g_assert_cmpint(lh, ==, 8);
@@ -137,10 +154,7 @@ static void test_engine_tickets(void)
   g_assert_cmpuint(t0, !=, 0);
   g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
   /* Labels equal to the student's own prediction: mIoU 1, the stride doubles (2 -> 4). */
-  Student *copy = distill_engine_snapshot(e);
-  const FeatureMap *logits = student_forward(copy, &input, NULL);
-  argmax_channels(logits, labels, NULL);
-  student_free(copy);
+  own_labels(e, &input, labels);
   g_assert_false(distill_engine_teacher_result(e, t0, labels, lh + 1, lw, &error));
   g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_LABELS);
   g_clear_error(&error);
@@ -211,14 +225,6 @@ static void test_engine_tickets(void)
   student_free(s);
 }
 
-/* Labels equal to the engine's own prediction for input: its mIoU is 1. */
-static void own_labels(DistillEngine *e, const FeatureMap *input, uint8_t *labels)
-{
-  Student *copy = distill_engine_snapshot(e);
-  argmax_channels(student_forward(copy, input, NULL), labels, NULL);
-  student_free(copy);
-}
-
 static void fill(FeatureMap *m, int x_end, int y_end, float value)
 {
   for (int y = 0; y < y_end; y++)
@@ -232,17 +238,8 @@ static void fill(FeatureMap *m, int x_end, int y_end, float value)
  * last query); one changed in a corner does not. */
 static void test_scene_change_trigger(void)
 {
-  StudentConfig scfg;
-  student_config_default(&scfg, 2);
-  Student *s = student_new(&scfg, 3);
-  DistillConfig cfg;
-  distill_config_default(&cfg, 64, 48);
-  cfg.sync = TRUE;
-  cfg.train = FALSE;
-  cfg.min_stride = 2;
-  cfg.scene_change_threshold = 0.03;
-  cfg.threads = 1;
-  DistillEngine *e = distill_engine_new(s, &cfg, NULL);
+  Student *s;
+  DistillEngine *e = new_measuring_engine(64, 48, 64, 0.03, &s);
   int lh, lw;
   distill_engine_label_size(e, &lh, &lw);
   float a[64 * 48 * 3], corner[64 * 48 * 3], b[64 * 48 * 3];
