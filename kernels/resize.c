@@ -97,9 +97,8 @@ static void resize_forward_band(void *arg, int band, int row_begin, int row_end,
                           feature_map_at(y, oy, 0), (size_t)y->w * c);
       continue;
     }
-    for (int ox = 0; ox < y->w; ox++)
-      job->k->lerp(blended + (size_t)column.i0[ox] * c, blended + (size_t)column.i1[ox] * c,
-                   column.frac[ox], feature_map_at(y, oy, ox), (size_t)c);
+    job->k->lerp_pixels(blended, c, column.i0, column.i1, column.frac, feature_map_at(y, oy, 0),
+                        y->ld, y->w);
   }
 }
 
@@ -177,12 +176,8 @@ static void resize_backward_band(void *arg, int band, int row_begin, int row_end
         memset(feature_map_at(dx, iy, ix), 0, sizeof(float) * c);
     if (!sum_dy_rows(job, iy, summed))
       continue;
-    for (int ox = 0; ox < dy->w; ox++) {
-      const float *g = summed + (size_t)ox * c;
-      float fx = column.frac[ox];
-      job->k->axpy(1.0f - fx, g, feature_map_at(dx, iy, column.i0[ox]), (size_t)c);
-      job->k->axpy(fx, g, feature_map_at(dx, iy, column.i1[ox]), (size_t)c);
-    }
+    job->k->lerp_pixels_backward(summed, c, column.i0, column.i1, column.frac,
+                                 feature_map_at(dx, iy, 0), dx->ld, dy->w);
   }
 }
 

@@ -23,6 +23,14 @@ typedef struct {
    * with few channels, vectorised over pixels and channels at once. */
   void (*lerp_gather)(const float *row, const int32_t *i0, const int32_t *i1, const float *t,
                       float *out, size_t n);
+  /* The horizontal pass of a resize over one row of n output pixels of c channels:
+   * out[ox * ld + ch] = a + (b - a) * t[ox] with a = row[i0[ox] * c + ch], b = row[i1[ox] * c + ch]. */
+  void (*lerp_pixels)(const float *row, int c, const int32_t *i0, const int32_t *i1,
+                      const float *t, float *out, ptrdiff_t ld, int n);
+  /* Its gradient: dx[i0[ox] * ld + ch] += (1 - t[ox]) * g[ox * c + ch], and dx[i1[ox] * ld + ch]
+   * += t[ox] * g[ox * c + ch], pixel after pixel. */
+  void (*lerp_pixels_backward)(const float *g, int c, const int32_t *i0, const int32_t *i1,
+                               const float *t, float *dx, ptrdiff_t ld, int n);
   /* Softmax cross-entropy of `pixels` pixels (logits z, c channels, ld floats apart): returns
    * sum(weight * loss) over the pixels that count and, when dz is not NULL, writes
    * weight * scale * (softmax - onehot) there (0 at pixels that do not count). weights NULL =

@@ -66,6 +66,25 @@ static void lerp__avx2(const float *a, const float *b, float t, float *out, size
   }
 }
 
+/* One call per row: the per-pixel spans inline. */
+static void lerp_pixels__avx2(const float *row, int c, const int32_t *i0, const int32_t *i1,
+                               const float *t, float *out, ptrdiff_t ld, int n)
+{
+  for (int ox = 0; ox < n; ox++)
+    lerp__avx2(row + (size_t)i0[ox] * c, row + (size_t)i1[ox] * c, t[ox], out + ox * ld,
+                (size_t)c);
+}
+
+static void lerp_pixels_backward__avx2(const float *g, int c, const int32_t *i0,
+                                        const int32_t *i1, const float *t, float *dx,
+                                        ptrdiff_t ld, int n)
+{
+  for (int ox = 0; ox < n; ox++, g += c) {
+    axpy__avx2(1.0f - t[ox], g, dx + i0[ox] * ld, (size_t)c);
+    axpy__avx2(t[ox], g, dx + i1[ox] * ld, (size_t)c);
+  }
+}
+
 static void lerp_gather__avx2(const float *row, const int32_t *i0, const int32_t *i1,
                               const float *t, float *out, size_t n)
 {
@@ -278,6 +297,8 @@ const SimdKernels simd_kernels_avx2 = {
   .axpy = axpy__avx2,
   .lerp = lerp__avx2,
   .lerp_gather = lerp_gather__avx2,
+  .lerp_pixels = lerp_pixels__avx2,
+  .lerp_pixels_backward = lerp_pixels_backward__avx2,
   .softmax_xent_row = softmax_xent_row__avx2,
   .argmax_row = argmax_row__avx2,
 };

@@ -51,6 +51,25 @@ static void lerp__avx512(const float *a, const float *b, float t, float *out, si
   }
 }
 
+/* One call per row: the per-pixel spans inline. */
+static void lerp_pixels__avx512(const float *row, int c, const int32_t *i0, const int32_t *i1,
+                               const float *t, float *out, ptrdiff_t ld, int n)
+{
+  for (int ox = 0; ox < n; ox++)
+    lerp__avx512(row + (size_t)i0[ox] * c, row + (size_t)i1[ox] * c, t[ox], out + ox * ld,
+                (size_t)c);
+}
+
+static void lerp_pixels_backward__avx512(const float *g, int c, const int32_t *i0,
+                                        const int32_t *i1, const float *t, float *dx,
+                                        ptrdiff_t ld, int n)
+{
+  for (int ox = 0; ox < n; ox++, g += c) {
+    axpy__avx512(1.0f - t[ox], g, dx + i0[ox] * ld, (size_t)c);
+    axpy__avx512(t[ox], g, dx + i1[ox] * ld, (size_t)c);
+  }
+}
+
 static void lerp_gather__avx512(const float *row, const int32_t *i0, const int32_t *i1,
                                 const float *t, float *out, size_t n)
 {
@@ -247,6 +266,8 @@ const SimdKernels simd_kernels_avx512 = {
   .axpy = axpy__avx512,
   .lerp = lerp__avx512,
   .lerp_gather = lerp_gather__avx512,
+  .lerp_pixels = lerp_pixels__avx512,
+  .lerp_pixels_backward = lerp_pixels_backward__avx512,
   .softmax_xent_row = softmax_xent_row__avx512,
   .argmax_row = argmax_row__avx512,
 };
