@@ -136,7 +136,9 @@ typedef enum {
  * DISTILL_ERROR_CONFIG on a bad configuration, saying which field and why. */
 DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *cfg,
                                   GError **error);
-/* Stops the trainer (an ongoing round ends first); outstanding tickets become invalid. */
+/* Stops the trainer (an ongoing round ends first); outstanding tickets become invalid. No
+ * distill_engine_teacher_result or _teacher_failed may run during or after it: stop (cancel) the
+ * teacher requests first. */
 void distill_engine_free(DistillEngine *engine);
 const DistillConfig *distill_engine_get_config(const DistillEngine *engine);
 /* Logits size (= size of the class maps and of the teacher labels): half the input, rounded up. */
@@ -171,6 +173,7 @@ typedef struct {
   double last_miou;          /* student vs teacher at the start of the last round; -1 = none */
   double train_ms;           /* mean duration of a training round */
   double student_ms;         /* mean duration of distill_engine_process's inference */
+  /* (means since the engine was made) */
 } DistillStats;
 
 /* Any thread. */

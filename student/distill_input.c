@@ -1,7 +1,6 @@
 /* distill_input.c: packed 8-bit frames to the student's input, and the thumbnail the
  * scene-change trigger compares. */
 #include <math.h>
-#include <stdlib.h>
 
 #include "distill_private.h"
 
@@ -84,10 +83,33 @@ void distill_thumbnail(const FeatureMap *input, float *thumb)
   }
 }
 
-static int compare_float(const void *a, const void *b)
+/* The k-th smallest of v[0..n) (v is reordered): Hoare's selection, in place, so that no sort
+ * buffer is allocated per frame. */
+static float select_kth(float *v, int n, int k)
 {
-  float x = *(const float *)a, y = *(const float *)b;
-  return (x > y) - (x < y);
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    float pivot = v[(lo + hi) / 2];
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] < pivot)
+        i++;
+      while (v[j] > pivot)
+        j--;
+      if (i <= j) {
+        float t = v[i];
+        v[i++] = v[j];
+        v[j--] = t;
+      }
+    }
+    if (k <= j)
+      hi = j;
+    else if (k >= i)
+      lo = i;
+    else
+      break;
+  }
+  return v[k];
 }
 
 double distill_thumbnail_distance(const float *a, const float *b)
@@ -100,6 +122,5 @@ double distill_thumbnail_distance(const float *a, const float *b)
   for (int i = 0; i < CELLS; i++)
     cell[i] = (fabsf(a[3 * i] - b[3 * i]) + fabsf(a[3 * i + 1] - b[3 * i + 1]) +
                fabsf(a[3 * i + 2] - b[3 * i + 2])) / 3.0f;
-  qsort(cell, CELLS, sizeof *cell, compare_float);
-  return cell[CELLS / 2];
+  return select_kth(cell, CELLS, CELLS / 2);
 }
