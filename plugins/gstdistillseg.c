@@ -423,7 +423,11 @@ static void after_frame(GstDistillSeg *self)
 static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *outbuf)
 {
   frame_to_input(self, frame);
-  guint64 ticket = self->stream ? distill_engine_wants_teacher(self->engine, &self->input) : 0;
+  /* While the teacher has all it may take, the frame due for it waits: the policy asks again at
+   * the next frame. */
+  guint64 ticket = self->stream && teacher_stream_inflight(self->stream) < self->teacher_inflight
+                       ? distill_engine_wants_teacher(self->engine, &self->input)
+                       : 0;
   if (ticket)
     query_teacher(self, frame, ticket);
   distill_engine_process(self->engine, &self->input, self->classes);

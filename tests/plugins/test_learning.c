@@ -1,0 +1,354 @@
+/* test_learning.c: distillseg learns a synthetic scene from a teacher that knows the true labels,
+ * served over HTTP on loopback by the reference teacher server (teacher-server/run --model
+ * replay, which finds each frame by its content in a video of the scene and answers with its
+ * stored labels).
+ *
+ * - sync=true (the paper's protocol): from random weights, the student's mIoU against the truth
+ *   over the last quarter of the stream is >= 0.8 with a teacher fraction <= 1/8;
+ * - sync=false, with a teacher that answers after 1.5 s: the stream never waits for it (the
+ *   longest gap between output buffers stays far below the teacher's latency) and the student
+ *   still trains. */
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+#include <signal.h>
+#include <sys/prctl.h>
+
+#include "distill.h"
+#include "synthetic_scene.h"
+
+enum { WIDTH = 320, HEIGHT = 192, FRAMES = 480, SCORED_FROM = 360 };
+
+typedef struct {
+  gchar *dir;
+  SyntheticScene *scene;
+  GSubprocess *server;
+  gchar *url;
+} Fixture;
+
+/* Writes the scene's frames (ffv1, lossless) and their labels (0 / 255, as teacher labels are
+ * stored) as videos with ffmpeg. */
+static void write_scene_videos(Fixture *fx, const gchar *video, const gchar *labels)
+{
+  gchar *raw_rgb = g_build_filename(fx->dir, "scene.rgb", NULL);
+  gchar *raw_labels = g_build_filename(fx->dir, "labels.gray", NULL);
+  FILE *frgb = fopen(raw_rgb, "wb"), *flab = fopen(raw_labels, "wb");
+  guint8 *rgb = g_malloc(WIDTH * HEIGHT * 3), *lab = g_malloc(WIDTH * HEIGHT);
+
+  g_assert_nonnull(frgb);
+  g_assert_nonnull(flab);
+  for (guint64 f = 0; f < FRAMES; f++) {
+    synthetic_scene_render(fx->scene, f, rgb);
+    synthetic_scene_labels(fx->scene, f, WIDTH, HEIGHT, lab);
+    for (int i = 0; i < WIDTH * HEIGHT; i++)
+      lab[i] = lab[i] ? 255 : 0;
+    g_assert_cmpuint(fwrite(rgb, 1, WIDTH * HEIGHT * 3, frgb), ==, WIDTH * HEIGHT * 3);
+    g_assert_cmpuint(fwrite(lab, 1, WIDTH * HEIGHT, flab), ==, WIDTH * HEIGHT);
+  }
+  fclose(frgb);
+  fclose(flab);
+
+  gchar *size = g_strdup_printf("%dx%d", WIDTH, HEIGHT);
+  const struct { const gchar *in, *pix, *out; } jobs[] = {
+      {raw_rgb, "rgb24", video}, {raw_labels, "gray", labels}};
+  for (guint j = 0; j < G_N_ELEMENTS(jobs); j++) {
+    GError *err = NULL;
+    gint status = 0;
+    const gchar *argv[] = {"ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt",
+                           jobs[j].pix, "-s", size, "-r", "10", "-i", jobs[j].in, "-c:v", "ffv1",
+                           jobs[j].out, NULL};
+    g_assert_true(g_spawn_sync(NULL, (gchar **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL,
+                               NULL, &status, &err));
+    g_assert_no_error(err);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+  }
+  g_free(size);
+  g_unlink(raw_rgb);
+  g_unlink(raw_labels);
+  g_free(raw_rgb);
+  g_free(raw_labels);
+  g_free(rgb);
+  g_free(lab);
+}
+
+/* Polls GET /v2/health/ready (the replay model decodes its videos first). */
+static void wait_until_ready(const gchar *url)
+{
+  GUri *uri = g_uri_parse(url, G_URI_FLAGS_NONE, NULL);
+  GSocketClient *client = g_socket_client_new();
+
+  for (int attempt = 0; attempt < 600; attempt++) {
+    GSocketConnection *conn = g_socket_client_connect_to_host(
+        client, g_uri_get_host(uri), (guint16)g_uri_get_port(uri), NULL, NULL);
+    if (conn) {
+      const char request[] = "GET /v2/health/ready HTTP/1.0\r\n\r\n";
+      char reply[16] = {0};
+      gsize got = 0;
+      g_output_stream_write_all(g_io_stream_get_output_stream(G_IO_STREAM(conn)), request,
+                                sizeof request - 1, NULL, NULL, NULL);
+      g_input_stream_read_all(g_io_stream_get_input_stream(G_IO_STREAM(conn)), reply,
+                              sizeof reply - 1, &got, NULL, NULL);
+      g_object_unref(conn);
+      if (strstr(reply, " 200"))
+        break;
+    }
+    g_usleep(100 * 1000);
+  }
+  g_object_unref(client);
+  g_uri_unref(uri);
+}
+
+/* The server ends with the test, even when a failed assertion aborts it. */
+static void die_with_parent(gpointer data)
+{
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+}
+
+/* Starts the replay teacher on a free port and waits until its model is ready; fx->url is its
+ * base URL. */
+static void start_teacher(Fixture *fx, const gchar *latency_ms)
+{
+  gchar *video = g_build_filename(fx->dir, "scene.mkv", NULL);
+  gchar *labels = g_build_filename(fx->dir, "labels.mkv", NULL);
+  gchar *run = g_build_filename(g_getenv("DISTILL_SOURCE_ROOT"), "teacher-server", "run", NULL);
+  GError *err = NULL;
+
+  if (!g_file_test(video, G_FILE_TEST_EXISTS))
+    write_scene_videos(fx, video, labels);
+  GSubprocessLauncher *launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
+  g_subprocess_launcher_set_child_setup(launcher, die_with_parent, NULL, NULL);
+  fx->server = g_subprocess_launcher_spawn(launcher, &err, run, "--model", "replay", "--video",
+                                           video, "--labels", labels, "--port", "0",
+                                           "--latency-ms", latency_ms, NULL);
+  g_assert_no_error(err);
+  g_object_unref(launcher);
+  GDataInputStream *out = g_data_input_stream_new(g_subprocess_get_stdout_pipe(fx->server));
+  gchar *line;
+  while ((line = g_data_input_stream_read_line(out, NULL, NULL, &err))) {
+    const gchar *at = strstr(line, "listening on ");
+    if (at) {
+      gchar *end = strstr(at, "/v2");
+      fx->url = g_strndup(at + strlen("listening on "), end - at - strlen("listening on "));
+    }
+    g_free(line);
+    if (fx->url)
+      break;
+  }
+  g_assert_no_error(err);
+  g_assert_nonnull(fx->url);
+  g_object_unref(out);
+  wait_until_ready(fx->url);
+  g_free(video);
+  g_free(labels);
+  g_free(run);
+}
+
+static void fixture_setup(Fixture *fx, gconstpointer data)
+{
+  SyntheticSceneConfig cfg;
+
+  fx->dir = g_dir_make_tmp("distill-learning-XXXXXX", NULL);
+  synthetic_scene_config_default(&cfg, WIDTH, HEIGHT, 11);
+  cfg.num_classes = 2; /* the replay teacher stores foreground / background */
+  fx->scene = synthetic_scene_new(&cfg);
+}
+
+static void fixture_teardown(Fixture *fx, gconstpointer data)
+{
+  if (fx->server) {
+    g_subprocess_send_signal(fx->server, SIGTERM);
+    g_subprocess_wait(fx->server, NULL, NULL);
+    g_object_unref(fx->server);
+  }
+  synthetic_scene_free(fx->scene);
+  const gchar *name;
+  GDir *dir = g_dir_open(fx->dir, 0, NULL);
+  while ((name = g_dir_read_name(dir))) {
+    gchar *path = g_build_filename(fx->dir, name, NULL);
+    g_unlink(path);
+    g_free(path);
+  }
+  g_dir_close(dir);
+  g_rmdir(fx->dir);
+  g_free(fx->dir);
+  g_free(fx->url);
+}
+
+/* appsrc (the scene, RGB) ! distillseg <properties> output=mask ! appsink */
+static GstElement *make_pipeline(const gchar *properties)
+{
+  GError *err = NULL;
+  gchar *launch = g_strdup_printf(
+      "appsrc name=src format=time caps=video/x-raw,format=RGB,width=%d,height=%d,"
+      "framerate=10/1 ! distillseg name=seg output=mask stats-interval=0 %s ! "
+      "appsink name=sink sync=false", WIDTH, HEIGHT, properties);
+  GstElement *pipeline = gst_parse_launch(launch, &err);
+  g_assert_no_error(err);
+  g_free(launch);
+  return pipeline;
+}
+
+static void push_frame(GstElement *src, const SyntheticScene *scene, guint64 f)
+{
+  GstBuffer *buf = gst_buffer_new_allocate(NULL, WIDTH * HEIGHT * 3, NULL);
+  GstMapInfo map;
+
+  gst_buffer_map(buf, &map, GST_MAP_WRITE);
+  synthetic_scene_render(scene, f, map.data);
+  gst_buffer_unmap(buf, &map);
+  GST_BUFFER_PTS(buf) = f * GST_SECOND / 10;
+  GST_BUFFER_DURATION(buf) = GST_SECOND / 10;
+  g_assert_cmpint(gst_app_src_push_buffer(GST_APP_SRC(src), buf), ==, GST_FLOW_OK);
+}
+
+/* mIoU of a GRAY8 mask sample against the frame's truth. */
+static double sample_miou(GstSample *sample, const SyntheticScene *scene, guint64 f)
+{
+  GstVideoInfo info;
+  GstVideoFrame frame;
+  guint8 pred[WIDTH * HEIGHT], truth[WIDTH * HEIGHT];
+
+  g_assert_true(gst_video_info_from_caps(&info, gst_sample_get_caps(sample)));
+  g_assert_true(gst_video_frame_map(&frame, &info, gst_sample_get_buffer(sample), GST_MAP_READ));
+  for (int y = 0; y < HEIGHT; y++)
+    memcpy(pred + y * WIDTH,
+           (guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&frame, 0) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0),
+           WIDTH);
+  gst_video_frame_unmap(&frame);
+  synthetic_scene_labels(scene, f, WIDTH, HEIGHT, truth);
+  return distill_miou(pred, truth, WIDTH * HEIGHT, 2);
+}
+
+static void get_stats(GstElement *pipeline, guint64 *frames, guint64 *queries, guint64 *updates)
+{
+  GstElement *seg = gst_bin_get_by_name(GST_BIN(pipeline), "seg");
+  /* stats-interval=0 posts nothing on its own; one message on demand. */
+  g_object_set(seg, "stats-interval", 1, NULL);
+  GstBus *bus = gst_element_get_bus(pipeline);
+  GstAppSrc *src = GST_APP_SRC(gst_bin_get_by_name(GST_BIN(pipeline), "src"));
+  gst_app_src_end_of_stream(src);
+  GstMessage *msg;
+  gboolean found = FALSE;
+  while ((msg = gst_bus_timed_pop(bus, 30 * GST_SECOND))) {
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ELEMENT && gst_message_has_name(msg, "distill-stats")) {
+      const GstStructure *s = gst_message_get_structure(msg);
+      gst_structure_get_uint64(s, "frames", frames);
+      gst_structure_get_uint64(s, "teacher-queries", queries);
+      gst_structure_get_uint64(s, "updates", updates);
+      found = TRUE;
+    }
+    gboolean end = GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS ||
+                   GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR;
+    gst_message_unref(msg);
+    if (end)
+      break;
+  }
+  g_assert_true(found);
+  gst_object_unref(src);
+  gst_object_unref(bus);
+  gst_object_unref(seg);
+}
+
+static void test_sync_learns(Fixture *fx, gconstpointer data)
+{
+  start_teacher(fx, "0");
+  gchar *props = g_strdup_printf("sync=true teacher-url=%s num-classes=2", fx->url);
+  GstElement *pipeline = make_pipeline(props);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  double miou_sum = 0, first_miou = -1;
+
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  for (guint64 f = 0; f < FRAMES; f++) {
+    push_frame(src, fx->scene, f);
+    GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 60 * GST_SECOND);
+    g_assert_nonnull(sample);
+    double miou = sample_miou(sample, fx->scene, f);
+    if (f == 0)
+      first_miou = miou;
+    if (f >= SCORED_FROM)
+      miou_sum += miou;
+    gst_sample_unref(sample);
+  }
+  guint64 frames = 0, queries = 0, updates = 0;
+  get_stats(pipeline, &frames, &queries, &updates);
+  double miou = miou_sum / (FRAMES - SCORED_FROM);
+  double fraction = (double)queries / (double)frames;
+  g_test_message("sync: first-frame mIoU %.3f; mIoU vs truth over frames %d..%d: %.3f; teacher "
+                 "fraction %.4f (%" G_GUINT64_FORMAT " / %" G_GUINT64_FORMAT "); %"
+                 G_GUINT64_FORMAT " updates", first_miou, SCORED_FROM, FRAMES - 1, miou,
+                 fraction, queries, frames, updates);
+  g_assert_cmpuint(frames, ==, FRAMES);
+  g_assert_cmpfloat(miou, >=, 0.8);
+  g_assert_cmpfloat(fraction, <=, 1.0 / 8);
+  g_assert_cmpuint(updates, >, 0);
+
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(src);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+  g_free(props);
+}
+
+/* Frames are pushed at 30 fps while the teacher takes 1.5 s per answer. */
+static void test_async_never_stalls(Fixture *fx, gconstpointer data)
+{
+  const guint frames_pushed = 150;
+  start_teacher(fx, "1500");
+  gchar *props = g_strdup_printf("sync=false teacher-url=%s num-classes=2 min-stride=4", fx->url);
+  GstElement *pipeline = make_pipeline(props);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  gint64 last = 0, longest_gap = 0;
+  guint64 longest_at = 0;
+
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  for (guint64 f = 0; f < frames_pushed; f++) {
+    gint64 start = g_get_monotonic_time();
+    push_frame(src, fx->scene, f);
+    GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 60 * GST_SECOND);
+    g_assert_nonnull(sample);
+    gst_sample_unref(sample);
+    gint64 now = g_get_monotonic_time();
+    if (last && now - last > longest_gap) {
+      longest_gap = now - last;
+      longest_at = f;
+    }
+    last = now;
+    gint64 pause = 33333 - (now - start);
+    if (pause > 0)
+      g_usleep(pause);
+  }
+  guint64 frames = 0, queries = 0, updates = 0;
+  get_stats(pipeline, &frames, &queries, &updates);
+  g_test_message("async, teacher latency 1500 ms: longest gap between output buffers %.1f ms "
+                 "(before frame %" G_GUINT64_FORMAT ") over %u frames at 30 fps; %"
+                 G_GUINT64_FORMAT " teacher queries, %" G_GUINT64_FORMAT " updates",
+                 longest_gap / 1000.0, longest_at, frames_pushed, queries,
+                 updates);
+  g_assert_cmpuint(frames, ==, frames_pushed);
+  /* Waiting for the teacher even once would leave a gap of about 1.5 s. */
+  g_assert_cmpint(longest_gap, <, 750 * 1000);
+  g_assert_cmpuint(queries, >=, 2);
+  g_assert_cmpuint(updates, >, 0);
+
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(src);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+  g_free(props);
+}
+
+int main(int argc, char **argv)
+{
+  gst_init(&argc, &argv);
+  g_test_init(&argc, &argv, NULL);
+  g_test_add("/plugins/learning/sync", Fixture, NULL, fixture_setup, test_sync_learns,
+             fixture_teardown);
+  g_test_add("/plugins/learning/async-slow-teacher", Fixture, NULL, fixture_setup,
+             test_async_never_stalls, fixture_teardown);
+  return g_test_run();
+}
