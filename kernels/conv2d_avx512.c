@@ -179,9 +179,9 @@ static void forward_row_pairs__avx512(const ConvRowJob *job)
 
 /* Vectors run along the inputs k instead of the output channels: accumulator (v, co) holds
  * dw[k0 + 16 v .. + 15][co], transposed (dw is co-major, ld_dw floats per channel). Per pixel, V
- * input loads and one broadcast of dy per channel feed 8 V FMAs. Channels past job->channels
- * multiply zeros. */
-CONV_INLINE void weights_narrow_tile(const ConvWeightsJob *job, int k0, const int V, __mmask16 tail)
+ * input loads and one broadcast of dy per channel feed C V FMAs (C = the channels). */
+CONV_INLINE void weights_narrow_tile(const ConvWeightsJob *job, int k0, const int V, const int C,
+                                     __mmask16 tail)
 {
   const ptrdiff_t step = job->in_step, ld_dw = job->block_width;
   const float *in = job->in + k0, *dy = job->dy;
@@ -189,7 +189,7 @@ CONV_INLINE void weights_narrow_tile(const ConvWeightsJob *job, int k0, const in
   __m512 vacc[3][8];
 
 #pragma GCC unroll 8
-  for (int co = 0; co < 8; co++)
+  for (int co = 0; co < C; co++)
 #pragma GCC unroll 3
     for (int v = 0; v < V; v++)
       vacc[v][co] = _mm512_loadu_ps(dw + co * ld_dw + v * 16);
@@ -199,21 +199,23 @@ CONV_INLINE void weights_narrow_tile(const ConvWeightsJob *job, int k0, const in
     for (int v = 0; v < V; v++)
       vx[v] = _mm512_maskz_loadu_ps(v == V - 1 ? tail : (__mmask16)0xFFFF, in + v * 16);
 #pragma GCC unroll 8
-    for (int co = 0; co < 8; co++) {
-      __m512 vd = co < job->channels ? _mm512_set1_ps(dy[co]) : _mm512_setzero_ps();
+    for (int co = 0; co < C; co++) {
+      __m512 vd = _mm512_set1_ps(dy[co]);
 #pragma GCC unroll 3
       for (int v = 0; v < V; v++)
         vacc[v][co] = _mm512_fmadd_ps(vx[v], vd, vacc[v][co]);
     }
   }
 #pragma GCC unroll 8
-  for (int co = 0; co < 8; co++)
+  for (int co = 0; co < C; co++)
 #pragma GCC unroll 3
     for (int v = 0; v < V; v++)
       _mm512_storeu_ps(dw + co * ld_dw + v * 16, vacc[v][co]);
 }
 
-/* dw: 8 x block_width floats (block_width >= rows rounded up to 16), dw[co][k]. */
+#define NARROW_CASES(F) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8)
+
+/* dw: channels x block_width floats (block_width >= rows rounded up to 16), dw[co][k]. */
 static void weights_row_narrow__avx512(const ConvWeightsJob *job)
 {
   const int vectors = (job->rows + 15) / 16;
@@ -224,12 +226,17 @@ static void weights_row_narrow__avx512(const ConvWeightsJob *job)
     int left = n_tiles - i;
     int nv = (vectors - v + left - 1) / left;
     __mmask16 tail = v + nv == vectors ? (__mmask16)((1u << last) - 1) : (__mmask16)0xFFFF;
-    if (nv == 3)
-      weights_narrow_tile(job, v * 16, 3, tail);
-    else if (nv == 2)
-      weights_narrow_tile(job, v * 16, 2, tail);
-    else
-      weights_narrow_tile(job, v * 16, 1, tail);
+#define NARROW_TILE(C)                                                                            \
+  case C:                                                                                         \
+    if (nv == 3)                                                                                  \
+      weights_narrow_tile(job, v * 16, 3, C, tail);                                               \
+    else if (nv == 2)                                                                             \
+      weights_narrow_tile(job, v * 16, 2, C, tail);                                               \
+    else                                                                                          \
+      weights_narrow_tile(job, v * 16, 1, C, tail);                                               \
+    break;
+    switch (job->channels) { NARROW_CASES(NARROW_TILE) }
+#undef NARROW_TILE
     v += nv;
   }
 }

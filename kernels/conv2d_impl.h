@@ -69,7 +69,7 @@ typedef struct {
   void (*forward_row_pairs)(const ConvRowJob *job);
   void (*weights_row)(const ConvWeightsJob *job);
   /* Optional, for at most 8 output channels (one block): dw transposed, dw[co * block_width + k]
-   * for co < 8 (block_width: rows rounded up to 16; channels past job->channels get zeros). */
+   * for co < channels (block_width: rows rounded up to 16). */
   void (*weights_row_narrow)(const ConvWeightsJob *job);
   void (*bias_row)(const ConvBiasJob *job);
 } ConvKernels;
