@@ -1,22 +1,32 @@
 /* conv2d.c: public convolution entry points, forward and backward, over the ISA's row kernels.
  *
- * All three passes are one row loop (a "pass") split over the thread pool, one output row per
- * task:
+ * Every pass is one row loop split over the thread pool, one output row per task:
  * - forward: output (r, j) reads input (r * stride + ky - pad_h, j * stride + kx - pad_w);
  * - backward input: dx is cut into stride x stride phases (pixels (i * s + a, j * s + b)); each
  *   phase is a stride-1 convolution of dy with the taps that reach it, the weights transposed
  *   (in <-> out), written to every s-th pixel. Stride 1 is the single phase (a, b) = (0, 0);
  * - backward weights: the forward pass's geometry; each row adds x (taps x cin) times dy (cout)
- *   into a per-thread partial, summed into dw at the end.
- * Rows reaching past the left or right edge are copied, zero-padded, into per-thread scratch, so
- * the kernels never test bounds; rows above or below the input drop their taps.
+ *   into a per-thread partial, summed into dw by parallel reduction tasks.
+ * Input rows are read in place. Only the pixels whose taps reach past the left or right edge
+ * (the first and last EDGE_PIXELS of a wide row, or all of a narrow one) read zero-padded copies
+ * in per-thread scratch, so the kernels never test bounds; rows above or below the input drop
+ * their taps. The forward pass reads the caller's HWIO weights as they are when every output-
+ * channel block is full; other passes pack them, in parallel.
  *
- * Measured with distill-bench-conv on one core of the 2-core EPYC (family 1Ah, Zen 5: two 512-bit
- * FMA pipes, about 210 GFLOP/s per core when uncontended), AVX-512, 640x360 layers: head.0
- * forward 5.2 ms (204 GFLOP/s), backward input 5.2 ms, backward weights 5.7 ms; every
- * convolution of the student: forward 14.6 ms (183 GFLOP/s), backward input 14.5 ms, backward
- * weights 15.0 ms. At about 90% of a core's FMA rate on the dense layers, the direct kernels
- * leave little to per-tap OpenBLAS GEMMs, which are not used. */
+ * conv2d_backward is the training path: pool run 1 takes each dy row back through the ReLU and
+ * into the bias sums (bias_row) just before its weight-gradient row reads it, beside the tasks
+ * that pack the transposed weights; run 2 reduces the weight-gradient partials beside the
+ * input-gradient rows. Two pool runs per layer, no separate ReLU or packing pass.
+ *
+ * Measured with distill-bench-conv (best of 3 runs, AVX-512, 640x360 layers) on the 2-core EPYC
+ * (Zen 5) while it was shared, at about half its uncontended rate (110-120 GFLOP/s per core on
+ * the dense layers instead of about 210): every convolution of the student on one thread,
+ * forward 26.4 ms (101 GFLOP/s), backward input 31.8 ms, backward weights 31.4 ms; head.0 forward
+ * 10.3 ms (103 GFLOP/s). OpenBLAS 0.3.21 sgemm (single-threaded, per-tap GEMMs over shifted
+ * inputs; 1x1 layers one GEMM) on the stride-1 layers, one thread: 1.05-1.45x the direct time on
+ * every layer of 32 to 192 channels (head.0 forward 12.5 ms, weight gradient 30.4 ms against
+ * 14.6), 2.6-4x on head.1 (8 output channels), and only the 8-to-2 classifier's weight gradient
+ * faster (0.06 ms against 0.11 ms, 0.03 ms of a train step). So no GEMM path is used. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
