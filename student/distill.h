@@ -24,9 +24,9 @@
  * waiting: the stream never waits for the teacher or for training.
  *
  * Synchronous mode (sync = TRUE, the paper's protocol, for evaluation; bit-identical runs with
- * threads = 1): the caller
- * delivers the result (or the failure) of a teacher frame before calling distill_engine_process
- * for it, which then trains on it inline, on the caller's thread, before producing its output.
+ * threads = 1): the caller delivers the result (or the failure) of a teacher frame before calling
+ * distill_engine_process for it, which then trains on it inline, on the caller's thread, before
+ * producing its output.
  *
  * Steady-state frames allocate nothing: every buffer is planned for the input size given at
  * creation. Another input size needs another engine (distill_engine_snapshot keeps the weights).
