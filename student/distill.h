@@ -69,11 +69,12 @@ typedef struct {
 
   /* Compute threads of inference (0 = one per online core). The trainer has its own pool of
    * train_threads (0 = 1 on up to 2 cores, half the cores otherwise) running at nice value
-   * train_nice (0..19; 19 = yield to everything else), so that on a small box training takes
-   * the cores inference leaves idle. In sync mode training uses the inference pool. */
+   * train_nice (0..19), so that on a small box training mostly takes the cores inference leaves
+   * idle (at nice 10 it gets about a tenth of a contended core: it slows inference little and
+   * is not starved; student/README.md). In sync mode training uses the inference pool. */
   int threads;
   int train_threads;
-  int train_nice;               /* 19 */
+  int train_nice;               /* 10 */
 
   /* Frames sent to the teacher and not yet trained on, at most (the element: teacher-inflight
    * + 1). A frame due for the teacher while all are in use waits for the next frame. */

@@ -15,7 +15,7 @@ void distill_config_default(DistillConfig *cfg, int width, int height)
     .sync = FALSE,
     .threads = 0,
     .train_threads = 0,
-    .train_nice = 19,
+    .train_nice = 10,
     .max_pending = 2,
     .teacher_timeout_ms = 10000,
     .scene_change_threshold = 0.03,
