@@ -19,7 +19,7 @@
 #include "scene_stream.h"
 
 static int frames = 480, score_from = -1, seed = 1, min_stride = 8, max_stride = 64,
-           max_updates = 8, replay = -1, train_threads = 0, train_nice = 19, threads = 0, fps = 30,
+           max_updates = 8, replay = -1, train_threads = 0, train_nice = -1, threads = 0, fps = 30,
            teacher_delay_ms = 200, cut = 0, student_seed = 5;
 static double threshold = 0.8, lr = 0, fg_weight = -1, scene_change = -1, pan = 0.0;
 static char *optimizer = NULL, *absent = NULL, *scene_size = NULL, *input_size = NULL;
@@ -50,7 +50,7 @@ static GOptionEntry entries[] = {
   { "teacher-delay-ms", 0, 0, G_OPTION_ARG_INT, &teacher_delay_ms, "async: (200)", "MS" },
   { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "inference threads (0 = cores)", "N" },
   { "train-threads", 0, 0, G_OPTION_ARG_INT, &train_threads, "(0 = engine default)", "N" },
-  { "train-nice", 0, 0, G_OPTION_ARG_INT, &train_nice, "(19)", "N" },
+  { "train-nice", 0, 0, G_OPTION_ARG_INT, &train_nice, "(engine default)", "N" },
   { NULL },
 };
 
@@ -223,7 +223,8 @@ int main(int argc, char **argv)
     cfg.foreground_weight = fg_weight;
   cfg.threads = threads;
   cfg.train_threads = train_threads;
-  cfg.train_nice = train_nice;
+  if (train_nice >= 0)
+    cfg.train_nice = train_nice;
   AsyncRun run = { 0 };
   if (async_mode) {
     cfg.round_started = on_round_started;
