@@ -1,0 +1,197 @@
+/* options.c: distill-rtsp's command line, inputs and authentication file. */
+#include <string.h>
+#include <glib/gstdio.h>
+#include <sys/stat.h>
+
+#include "distill-rtsp.h"
+
+#define DISTILL_RTSP_ERROR (g_quark_from_static_string("distill-rtsp"))
+
+gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **error)
+{
+  o->port = 8554;
+  o->metrics_port = 9090;
+  o->stats_interval_ms = 1000;
+  GOptionEntry entries[] = {
+      {"input", 'i', 0, G_OPTION_ARG_STRING_ARRAY, &o->inputs,
+       "A camera: a file, rtsp://, http(s):// or file:// URI, or a V4L2 device (/dev/video0); "
+       "NAME= names its stream (default cam0, cam1, … in order). Repeat for more cameras",
+       "[NAME=]URI"},
+      {"teacher", 't', 0, G_OPTION_ARG_STRING, &o->teacher,
+       "Base URL of the KServe v2 teacher; several, comma-separated, for fail-over", "URL[,URL…]"},
+      {"model", 'm', 0, G_OPTION_ARG_STRING, &o->model, "Teacher model name (teacher)", "NAME"},
+      {"teacher-token-file", 0, 0, G_OPTION_ARG_FILENAME, &o->token_file,
+       "File holding the teacher's bearer token", "F"},
+      {"teacher-ca-file", 0, 0, G_OPTION_ARG_FILENAME, &o->ca_file,
+       "CA bundle for an https:// teacher", "F"},
+      {"bind", 'b', 0, G_OPTION_ARG_STRING, &o->bind,
+       "Address of the RTSP server and of /metrics (127.0.0.1; 0.0.0.0 = every interface)",
+       "ADDR"},
+      {"port", 'p', 0, G_OPTION_ARG_INT, &o->port, "RTSP port (8554; 0 = a free one)", "PORT"},
+      {"auth-file", 0, 0, G_OPTION_ARG_FILENAME, &o->auth_file,
+       "File of user:password lines; viewers must log in with one (RTSP basic authentication)",
+       "F"},
+      {"checkpoint-dir", 'c', 0, G_OPTION_ARG_FILENAME, &o->checkpoint_dir,
+       "Each camera's student is loaded from and saved to DIR/NAME.safetensors", "DIR"},
+      {"metrics-port", 0, 0, G_OPTION_ARG_INT, &o->metrics_port,
+       "Port of the Prometheus /metrics page (9090; 0 = a free one; -1 = none)", "PORT"},
+      {"csv", 0, 0, G_OPTION_ARG_FILENAME, &o->csv,
+       "Append every camera's statistics to this CSV file (pipelines/plot-stats charts it)",
+       "FILE"},
+      {"stats-interval", 0, 0, G_OPTION_ARG_INT, &o->stats_interval_ms,
+       "Milliseconds between statistics (progress line, CSV rows) (1000)", "MS"},
+      {"element-option", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &o->element_options,
+       "Set a property of every distillseg element (e.g. max-stride=128); repeatable",
+       "PROP=VALUE"},
+      {NULL}};
+  g_autoptr(GOptionContext) context = g_option_context_new("");
+
+  g_option_context_set_summary(
+      context, "Serves one annotated H.264 stream per camera at rtsp://HOST:PORT/NAME, the "
+               "student of each kept specialised by online distillation from a teacher.");
+  g_option_context_set_description(
+      context, "Example:\n  distill-rtsp --input entrance=rtsp://10.0.0.7/stream1 "
+               "--teacher http://gpu-box:8000 --checkpoint-dir /var/lib/distill\n");
+  g_option_context_add_main_entries(context, entries, NULL);
+  g_option_context_add_group(context, gst_init_get_option_group());
+  if (!g_option_context_parse(context, argc, argv, error))
+    return FALSE;
+  if (*argc > 1) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                "unexpected argument '%s': give cameras with --input", (*argv)[1]);
+    return FALSE;
+  }
+  if (!o->inputs || !o->inputs[0]) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                "no camera: give at least one --input (a file, an rtsp:// URI, /dev/video0, …)");
+    return FALSE;
+  }
+  if (o->port < 0 || o->port > 65535 || o->metrics_port < -1 || o->metrics_port > 65535) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                "--port must be 0..65535 and --metrics-port -1..65535");
+    return FALSE;
+  }
+  if (o->stats_interval_ms < 100) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0, "--stats-interval must be at least 100 ms");
+    return FALSE;
+  }
+  if (!o->bind)
+    o->bind = g_strdup("127.0.0.1");
+  return TRUE;
+}
+
+/* A name is what may stand in the URL's path: letters, digits, '-', '_', '.'. */
+static gboolean valid_name(const char *s, gsize n)
+{
+  if (n == 0)
+    return FALSE;
+  for (gsize i = 0; i < n; i++)
+    if (!g_ascii_isalnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
+      return FALSE;
+  return TRUE;
+}
+
+void rtsp_input_split(const char *spec, guint n, gchar **name, gchar **input)
+{
+  const char *eq = strchr(spec, '=');
+
+  /* "http://host/?a=b" has '=' after characters a name cannot hold: it is all input. */
+  if (eq && valid_name(spec, eq - spec)) {
+    *name = g_strndup(spec, eq - spec);
+    *input = g_strdup(eq + 1);
+  } else {
+    *name = g_strdup_printf("cam%u", n);
+    *input = g_strdup(spec);
+  }
+}
+
+/* Quotes a value for a gst-launch description. */
+static gchar *launch_quote(const char *s)
+{
+  GString *q = g_string_new("\"");
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      g_string_append_c(q, '\\');
+    g_string_append_c(q, *s);
+  }
+  g_string_append_c(q, '"');
+  return g_string_free(q, FALSE);
+}
+
+gchar *rtsp_source_description(const char *input, GError **error)
+{
+  g_autofree gchar *quoted = NULL;
+
+  if (g_str_has_prefix(input, "v4l2://"))
+    input += strlen("v4l2://");
+  if (g_str_has_prefix(input, "/dev/")) {
+    quoted = launch_quote(input);
+    /* decodebin takes the MJPEG many USB cameras deliver, and raw formats as they are. */
+    return g_strdup_printf("v4l2src device=%s ! decodebin", quoted);
+  }
+  if (gst_uri_is_valid(input)) {
+    g_autofree gchar *protocol = gst_uri_get_protocol(input);
+    if (!gst_uri_protocol_is_supported(GST_URI_SRC, protocol)) {
+      g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                  "no GStreamer source reads %s:// URIs (input '%s'); install the plugin that "
+                  "does (rtsp: gstreamer1.0-plugins-good, http: gstreamer1.0-plugins-good)",
+                  protocol, input);
+      return NULL;
+    }
+    quoted = launch_quote(input);
+    return g_strdup_printf("uridecodebin name=decode uri=%s", quoted);
+  }
+  if (!g_file_test(input, G_FILE_TEST_IS_REGULAR)) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                "input '%s' is neither a file, nor a URI (rtsp://, http://, file://), nor a "
+                "V4L2 device (/dev/videoN)",
+                input);
+    return NULL;
+  }
+  g_autofree gchar *uri = gst_filename_to_uri(input, error);
+  if (!uri)
+    return NULL;
+  quoted = launch_quote(uri);
+  return g_strdup_printf("uridecodebin name=decode uri=%s", quoted);
+}
+
+GstRTSPAuth *rtsp_auth_from_file(const char *path, GError **error)
+{
+  g_autofree gchar *text = NULL;
+  GStatBuf st;
+
+  if (!g_file_get_contents(path, &text, NULL, error))
+    return NULL;
+  if (g_stat(path, &st) == 0 && (st.st_mode & 0004))
+    g_printerr("distill-rtsp: warning: %s is readable by everyone; chmod 600 it\n", path);
+
+  GstRTSPAuth *auth = gst_rtsp_auth_new();
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  guint users = 0;
+  for (guint i = 0; lines[i]; i++) {
+    g_strchomp(lines[i]);  /* also a trailing '\r' */
+    if (lines[i][0] == '\0' || lines[i][0] == '#')
+      continue;
+    char *colon = strchr(lines[i], ':');
+    if (!colon || colon == lines[i] || colon[1] == '\0') {
+      g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                  "%s line %u: expected user:password (a non-empty user and password)", path,
+                  i + 1);
+      g_object_unref(auth);
+      return NULL;
+    }
+    *colon = '\0';
+    g_autofree gchar *basic = gst_rtsp_auth_make_basic(lines[i], colon + 1);
+    GstRTSPToken *token = gst_rtsp_token_new(GST_RTSP_TOKEN_MEDIA_FACTORY_ROLE, G_TYPE_STRING,
+                                             "viewer", NULL);
+    gst_rtsp_auth_add_basic(auth, basic, token);
+    gst_rtsp_token_unref(token);
+    users++;
+  }
+  if (users == 0) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0, "%s holds no user:password line", path);
+    g_object_unref(auth);
+    return NULL;
+  }
+  return auth;
+}
