@@ -113,8 +113,9 @@ static float *pack_buffer(size_t floats)
 /* Weights as the row kernels read them: per output-channel block (block_step apart), taps x n_in
  * rows of the block's width, zero-padded; then the bias, max_block floats per block. With pairs
  * (one block of at most 8 channels, ConvKernels.forward_row_pairs): taps x ceil(n_in / 2) x 16,
- * input channels 2j and 2j + 1 interleaved. Direct: the caller's HWIO weights as they are, rows
- * cout apart, when every block is full (a forward pass needs no copy then). */
+ * input channels 2j and 2j + 1 interleaved. Direct: the caller's HWIO weights and bias as they
+ * are, rows cout apart, when every block is full (a forward pass with a bias needs no copy then;
+ * the transposed backward-input pass has none). */
 typedef struct {
   const float *data;
   const float *bias;
@@ -166,7 +167,8 @@ static void pack_task(void *ctx, int index, int thread)
   int channels = block_channels(job->blocks, b), first = b * job->blocks->max_block;
   int width = block_width(job->blocks, b), n_in = job->packed.n_in;
   const float *src = job->w + (size_t)t * g->cin * g->cout;
-  float *dst = job->data + b * job->packed.block_step + t * packed_tap_floats(&job->packed, job->blocks, b);
+  float *dst = job->data + b * job->packed.block_step +
+               t * packed_tap_floats(&job->packed, job->blocks, b);
   if (job->packed.pairs) {
     pack_pairs_tap(job, src + (job->transpose ? (size_t)first * g->cout : (size_t)first), dst,
                    channels);
@@ -192,8 +194,6 @@ static void pack_task(void *ctx, int index, int thread)
   }
 }
 
-static const float no_bias[64];
-
 /* Plans the packing of the weights of a pass (nothing to do when direct) into the calling thread's
  * pack buffer; pack_task_count tasks of pack_task then fill it. */
 static PackJob plan_pack(const ConvGeometry *g, const float *w, const float *bias, int transpose,
@@ -204,10 +204,11 @@ static PackJob plan_pack(const ConvGeometry *g, const float *w, const float *bia
   PackedWeights *p = &job.packed;
   *p = (PackedWeights){ .n_in = transpose ? g->cout : g->cin, .cout = g->cout, .pairs = pairs };
   int last = blocks->n_blocks - 1;
-  if (!pairs && !transpose && block_channels(blocks, last) == block_width(blocks, last)) {
+  int full = block_channels(blocks, last) == block_width(blocks, last);
+  if (!pairs && !transpose && bias && full) {
     p->direct = 1;
     p->data = w;
-    p->bias = bias ? bias : no_bias;
+    p->bias = bias;
     p->block_step = blocks->max_block;
     return job;
   }
@@ -487,7 +488,8 @@ static void forward_row_task(void *ctx, int index, int thread)
   const ConvRun *run = ctx;
   int r;
   const ConvPass *ps = run_row(run, index, &r);
-  float *scratch = thread_pool_scratch(run->pool, thread, run->scratch_floats) + run->scratch_offset;
+  float *scratch =
+    thread_pool_scratch(run->pool, thread, run->scratch_floats) + run->scratch_offset;
   PixelRange ranges[3];
   int n = pass_ranges(ps, ranges);
   for (int i = 0; i < n; i++) {
@@ -617,7 +619,7 @@ typedef struct {
   const FeatureMap *dy;
   int sum_bias;
   ConvBlocks blocks;
-  int narrow;            /* ConvKernels.weights_row_narrow, one block: kh x 8 x narrow_ld, co-major */
+  int narrow;            /* ConvKernels.weights_row_narrow: kh x 8 x narrow_ld, co-major */
   int narrow_ld;         /* kw * cin rounded up to 16 */
   size_t block_floats;   /* per block of a partial: taps x cin x width */
   size_t partial_floats; /* the blocks, then cout sums of dy; rounded up to a cache line */

@@ -25,7 +25,8 @@
 #define vec_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define vec_add(a, b) _mm512_add_ps(a, b)
 #define vec_relu(a) _mm512_max_ps(a, _mm512_setzero_ps())
-#define vec_relu_grad(d, y) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), d)
+#define vec_relu_grad(d, y)                                                                       \
+  _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), d)
 #define TILE_NV1 24
 #define TILE_NV2 12
 #define CASES_NV1 CONV_CASES_24
@@ -151,7 +152,8 @@ CONV_INLINE void forward_pairs_tile(const ConvRowJob *job, int p0, const int T)
     __m512 sum = _mm512_add_ps(vacc[t], _mm512_permute_ps(vacc[t], 0xB1));
     __m256 va = _mm256_add_ps(_mm512_castps512_ps256(_mm512_permutexvar_ps(even, sum)), vbias);
     if (job->residual)
-      va = _mm256_add_ps(va, _mm256_maskz_loadu_ps(m, job->residual + (p0 + t) * job->residual_step));
+      va = _mm256_add_ps(
+        va, _mm256_maskz_loadu_ps(m, job->residual + (p0 + t) * job->residual_step));
     if (job->relu)
       va = _mm256_max_ps(va, _mm256_setzero_ps());
     _mm256_mask_storeu_ps(job->out + (p0 + t) * job->out_step, m, va);

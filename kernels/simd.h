@@ -24,7 +24,7 @@ typedef struct {
   void (*lerp_gather)(const float *row, const int32_t *i0, const int32_t *i1, const float *t,
                       float *out, size_t n);
   /* The horizontal pass of a resize over one row of n output pixels of c channels:
-   * out[ox * ld + ch] = a + (b - a) * t[ox] with a = row[i0[ox] * c + ch], b = row[i1[ox] * c + ch]. */
+   * out[ox * ld + ch] = a + (b - a) * t[ox], a = row[i0[ox] * c + ch], b = row[i1[ox] * c + ch]. */
   void (*lerp_pixels)(const float *row, int c, const int32_t *i0, const int32_t *i1,
                       const float *t, float *out, ptrdiff_t ld, int n);
   /* Its gradient: dx[i0[ox] * ld + ch] += (1 - t[ox]) * g[ox * c + ch], and dx[i1[ox] * ld + ch]

@@ -132,7 +132,8 @@ static void assert_maps_close(const TestMap *got, const TestMap *want, const Tes
 typedef struct {
   ConvGeometry g;
   int h, w; /* input size */
-  int residual, relu, accumulate, sliced, no_dbias, no_dx;
+  int residual, relu, accumulate, sliced, no_dx;
+  int no_dbias; /* no bias gradient, and no bias in the forward pass */
   ThreadPool *pool;
 } ConvCase;
 
@@ -161,12 +162,13 @@ static void check_forward(const ConvCase *cc)
   fill_nan(want.buffer, want.floats);
   TestMap got = test_map_copy(&want);
   const FeatureMap *residual = cc->residual ? &res.map : NULL;
+  const float *b = cc->no_dbias ? NULL : bias; /* no bias either */
 
-  conv2d_forward_ref(g, &x.map, w, bias, residual, cc->relu, &want.map);
-  conv2d_forward(g, &x.map, w, bias, residual, cc->relu, &got.map, cc->pool);
+  conv2d_forward_ref(g, &x.map, w, b, residual, cc->relu, &want.map);
+  conv2d_forward(g, &x.map, w, b, residual, cc->relu, &got.map, cc->pool);
 
   TestMap xa = test_map_abs(&x), ra = test_map_abs(&res), mag = test_map_copy(&got);
-  float *wa = abs_copy(w, nw), *ba = abs_copy(bias, g->cout);
+  float *wa = abs_copy(w, nw), *ba = abs_copy(b, g->cout);
   conv2d_forward_ref(g, &xa.map, wa, ba, cc->residual ? &ra.map : NULL, 0, &mag.map);
   assert_maps_close(&got, &want, &mag, "forward");
 
@@ -267,7 +269,8 @@ static void check_backward_fused(const ConvCase *cc)
     relu_backward_ref(relu_y, &dy_masked.map);
   TestMap xa = test_map_abs(&x), dya = test_map_abs(&dy_masked), dxa = test_map_abs(&dx_want);
   float *wa = abs_copy(w, nw), *grads_mag = abs_copy(grads_want, nw + g->cout);
-  conv2d_backward_weights_ref(g, &xa.map, &dya.map, grads_mag, cc->no_dbias ? NULL : grads_mag + nw);
+  conv2d_backward_weights_ref(g, &xa.map, &dya.map, grads_mag,
+                              cc->no_dbias ? NULL : grads_mag + nw);
   conv2d_backward_input_ref(g, &dya.map, wa, &dxa.map, cc->accumulate);
 
   if (relu_y)
