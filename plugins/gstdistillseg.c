@@ -450,14 +450,25 @@ static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *
   after_frame(self);
 }
 
+/* The student's classes at the frame's own resolution, from its logits. */
+static void frame_classes(GstDistillSeg *self, GstVideoFrame *frame)
+{
+  render_classes_from_logits(distill_engine_logits(self->engine), GST_VIDEO_FRAME_WIDTH(frame),
+                             GST_VIDEO_FRAME_HEIGHT(frame), self->upsample_scratch,
+                             self->frame_classes);
+}
+
 static GstFlowReturn gst_distill_seg_transform_frame_ip(GstVideoFilter *filter,
                                                         GstVideoFrame *frame)
 {
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
 
   segment_frame(self, frame, frame->buffer);
-  if (self->output == GST_DISTILL_OUTPUT_OVERLAY)
-    render_overlay(frame, self->classes, self->label_w, self->label_h);
+  if (self->output == GST_DISTILL_OUTPUT_OVERLAY) {
+    frame_classes(self, frame);
+    render_overlay(frame, self->frame_classes, GST_VIDEO_FRAME_WIDTH(frame),
+                   GST_VIDEO_FRAME_HEIGHT(frame));
+  }
   return GST_FLOW_OK;
 }
 
@@ -467,7 +478,8 @@ static GstFlowReturn gst_distill_seg_transform_frame(GstVideoFilter *filter, Gst
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
 
   segment_frame(self, in, out->buffer);
-  render_mask(out, self->classes, self->label_w, self->label_h);
+  frame_classes(self, out);
+  render_mask(out, self->frame_classes, GST_VIDEO_FRAME_WIDTH(out), GST_VIDEO_FRAME_HEIGHT(out));
   return GST_FLOW_OK;
 }
 
@@ -549,6 +561,8 @@ static void free_frame_buffers(GstDistillSeg *self)
   g_clear_pointer(&self->rgb_full, g_free);
   g_clear_pointer(&self->input_data, g_free);
   g_clear_pointer(&self->classes, g_free);
+  g_clear_pointer(&self->frame_classes, g_free);
+  g_clear_pointer(&self->upsample_scratch, g_free);
   if (self->mask_pool) {
     gst_buffer_pool_set_active(self->mask_pool, FALSE);
     gst_clear_object(&self->mask_pool);
@@ -618,6 +632,8 @@ static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps
   self->input_data = g_new(float, (size_t)self->input_w * self->input_h * 3);
   self->input = feature_map(self->input_data, self->input_h, self->input_w, 3);
   self->classes = g_malloc0((size_t)self->label_w * self->label_h);
+  self->frame_classes = g_malloc((size_t)fw * fh);
+  self->upsample_scratch = g_new(float, (size_t)self->label_w * self->label_h);
 
   self->packed_rgb = GST_VIDEO_FORMAT_INFO_IS_RGB(finfo);
   if (self->packed_rgb) {

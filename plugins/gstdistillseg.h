@@ -57,7 +57,9 @@ struct _GstDistillSeg {
   int input_w, input_h, label_w, label_h;
   FeatureMap input;
   float *input_data;
-  uint8_t *classes;
+  uint8_t *classes;                 /* at logits size */
+  uint8_t *frame_classes;           /* at frame size, for overlay and mask output */
+  float *upsample_scratch;
   GstVideoConverter *to_rgb_small;  /* YUV input: to RGB at inference size */
   guint8 *rgb_small;
   GstVideoConverter *to_rgb_full;   /* teacher frames not already packed RGB */

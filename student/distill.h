@@ -164,6 +164,10 @@ void distill_engine_teacher_failed(DistillEngine *engine, guint64 ticket);
  * teacher labels were delivered (a ticket of this frame still outstanding counts as failed). */
 void distill_engine_process(DistillEngine *engine, const FeatureMap *input, uint8_t *classes);
 
+/* Streaming thread: the logits of the last distill_engine_process (logits size, one channel per
+ * class), valid until the next call, e.g. for a class map at a higher resolution. */
+const FeatureMap *distill_engine_logits(DistillEngine *engine);
+
 typedef struct {
   guint64 frames;            /* processed */
   guint64 teacher_queries;   /* tickets given */

@@ -36,6 +36,7 @@ struct DistillEngine {
   /* Streaming thread. */
   Student *student;
   ThreadPool *pool;
+  const FeatureMap *logits;  /* of the last frame processed */
   guint64 frame;          /* index of the current frame = frames processed so far */
   guint64 decided_frame;  /* frame + 1 once wants_teacher ran for it */
   gboolean queried;       /* a teacher query was made: last_query_frame is valid */
@@ -430,14 +431,19 @@ void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *
     train_inline(e);
   pick_up_weights(e);
   gint64 start = g_get_monotonic_time();
-  const FeatureMap *logits = student_forward(e->student, input, e->pool);
-  argmax_channels(logits, classes, e->pool);
+  e->logits = student_forward(e->student, input, e->pool);
+  argmax_channels(e->logits, classes, e->pool);
   double ms = (double)(g_get_monotonic_time() - start) / 1000.0;
   g_mutex_lock(&e->lock);
   e->stats.frames++;
   e->student_ms_total += ms;
   g_mutex_unlock(&e->lock);
   e->frame++;
+}
+
+const FeatureMap *distill_engine_logits(DistillEngine *e)
+{
+  return e->logits;
 }
 
 /* ---- statistics and checkpoints ---------------------------------------------------------- */

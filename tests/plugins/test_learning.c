@@ -5,7 +5,7 @@
  *
  * - sync=true (the paper's protocol): from random weights, the student's mIoU against the truth
  *   over the last quarter of the stream is >= 0.8 with a teacher fraction <= 1/8;
- * - sync=false, with a teacher that answers after 1.5 s: the stream never waits for it (the
+ * - sync=false, with a teacher that answers after 3 s: the stream never waits for it (the
  *   longest gap between output buffers stays far below the teacher's latency) and the student
  *   still trains. */
 #include <gio/gio.h>
@@ -293,11 +293,11 @@ static void test_sync_learns(Fixture *fx, gconstpointer data)
   g_free(props);
 }
 
-/* Frames are pushed at 30 fps while the teacher takes 1.5 s per answer. */
+/* Frames are pushed at 30 fps while the teacher takes 3 s per answer. */
 static void test_async_never_stalls(Fixture *fx, gconstpointer data)
 {
-  const guint frames_pushed = 150;
-  start_teacher(fx, "1500");
+  const guint frames_pushed = 240;
+  start_teacher(fx, "3000");
   gchar *props = g_strdup_printf("sync=false teacher-url=%s num-classes=2 min-stride=4", fx->url);
   GstElement *pipeline = make_pipeline(props);
   GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
@@ -324,14 +324,15 @@ static void test_async_never_stalls(Fixture *fx, gconstpointer data)
   }
   guint64 frames = 0, queries = 0, updates = 0;
   get_stats(pipeline, &frames, &queries, &updates);
-  g_test_message("async, teacher latency 1500 ms: longest gap between output buffers %.1f ms "
+  g_test_message("async, teacher latency 3000 ms: longest gap between output buffers %.1f ms "
                  "(before frame %" G_GUINT64_FORMAT ") over %u frames at 30 fps; %"
                  G_GUINT64_FORMAT " teacher queries, %" G_GUINT64_FORMAT " updates",
                  longest_gap / 1000.0, longest_at, frames_pushed, queries,
                  updates);
   g_assert_cmpuint(frames, ==, frames_pushed);
-  /* Waiting for the teacher even once would leave a gap of about 1.5 s. */
-  g_assert_cmpint(longest_gap, <, 750 * 1000);
+  /* Waiting for the teacher even once would leave a gap of about 3 s; a busy machine can delay
+   * a frame by a fraction of that, not by all of it. */
+  g_assert_cmpint(longest_gap, <, 1500 * 1000);
   g_assert_cmpuint(queries, >=, 2);
   g_assert_cmpuint(updates, >, 0);
 
