@@ -29,6 +29,7 @@
 #include "gstdistillseg.h"
 #include "gstdistillsegmeta.h"
 #include "render.h"
+#include "teachergroup.h"
 
 GST_DEBUG_CATEGORY_STATIC(gst_distill_seg_debug);
 #define GST_CAT_DEFAULT gst_distill_seg_debug
@@ -314,8 +315,8 @@ static void on_teacher_result(TeacherResult *result, const GError *error, gpoint
   g_free(query);
 }
 
-/* Sends the frame to the teacher; in sync mode, waits for the answer (the client gives up after
- * teacher-timeout, so this wait is bounded). */
+/* Sends the frame to the teacher (through the arbiter of the elements sharing it); in sync mode,
+ * waits for the answer (the client gives up after teacher-timeout, so this wait is bounded). */
 static void query_teacher(GstDistillSeg *self, GstVideoFrame *frame, guint64 ticket)
 {
   g_autoptr(GError) error = NULL;
@@ -339,8 +340,7 @@ static void query_teacher(GstDistillSeg *self, GstVideoFrame *frame, guint64 tic
   TeacherQuery *query = g_new(TeacherQuery, 1);
   query->self = self;
   query->ticket = ticket;
-  if (teacher_stream_submit(self->stream, &tf, on_teacher_result, query, &error) !=
-      TEACHER_SUBMIT_OK) {
+  if (!teacher_member_request(self->teacher, &tf, on_teacher_result, query, &error)) {
     GST_DEBUG_OBJECT(self, "teacher query not sent: %s", error ? error->message : "busy");
     distill_engine_teacher_failed(self->engine, ticket);
     g_free(query);
@@ -425,9 +425,14 @@ static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *
   frame_to_input(self, frame);
   /* While the teacher has all it may take, the frame due for it waits: the policy asks again at
    * the next frame. */
-  guint64 ticket = self->stream && teacher_stream_inflight(self->stream) < self->teacher_inflight
-                       ? distill_engine_wants_teacher(self->engine, &self->input)
-                       : 0;
+  guint64 ticket = 0;
+  if (self->teacher) {
+    DistillStats stats;
+    distill_engine_get_stats(self->engine, &stats);
+    teacher_member_set_need(self->teacher, stats.last_miou);
+    if (teacher_member_outstanding(self->teacher) < self->teacher_inflight)
+      ticket = distill_engine_wants_teacher(self->engine, &self->input);
+  }
   if (ticket)
     query_teacher(self, frame, ticket);
   distill_engine_process(self->engine, &self->input, self->classes);
@@ -650,7 +655,7 @@ static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps
                           NULL));
     self->rgb_small = g_malloc((size_t)self->input_w * self->input_h * 3);
   }
-  if (self->client && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
+  if (self->teacher && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
     GstVideoInfo full;
     rgb_info_like(in_info, fw, fh, &full);
     self->to_rgb_full = gst_video_converter_new(in_info, &full, NULL);
@@ -709,16 +714,16 @@ static gboolean open_teacher(GstDistillSeg *self)
   cfg.max_side = self->teacher_max_side;
   cfg.inflight = self->teacher_inflight;
   cfg.confidence = self->teacher_confidence;
-  self->client = teacher_client_new(&cfg, &error);
-  if (!self->client) {
+  /* Elements with the same teacher settings share one client (teachergroup.h). */
+  self->teacher = teacher_group_join(&cfg, GST_OBJECT_NAME(self), &error);
+  if (!self->teacher) {
     GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Cannot set up the teacher client: %s",
                       error->message),
                       ("Check teacher-url (http:// or https:// base URLs, comma-separated), "
                        "teacher-token-file and teacher-ca-file."));
     return FALSE;
   }
-  self->stream = teacher_client_open_stream(self->client, GST_OBJECT_NAME(self),
-                                            self->teacher_inflight);
+  self->stream = teacher_member_stream(self->teacher);
   return TRUE;
 }
 
@@ -766,8 +771,8 @@ static gboolean gst_distill_seg_stop(GstBaseTransform *trans)
   gchar *path;
 
   /* Closing the stream runs the callbacks of the queries still out, which use the engine. */
-  g_clear_pointer(&self->stream, teacher_stream_close);
-  g_clear_pointer(&self->client, teacher_client_free);
+  self->stream = NULL;
+  g_clear_pointer(&self->teacher, teacher_group_leave);
   join_saver(self);
   GST_OBJECT_LOCK(self);
   path = g_strdup(self->checkpoint_out);

@@ -7,6 +7,7 @@
 
 #include "distill.h"
 #include "teacher_client.h"
+#include "teachergroup.h"
 
 G_BEGIN_DECLS
 
@@ -45,8 +46,8 @@ struct _GstDistillSeg {
 
   /* Between start and stop. */
   Student *initial;           /* the weights the stream starts from (checkpoint or shipped) */
-  TeacherClient *client;      /* NULL: inference only */
-  TeacherStream *stream;
+  TeacherMember *teacher;     /* NULL: inference only */
+  TeacherStream *stream;      /* the member's, for its counters */
   GMutex teacher_lock;        /* sync mode: waiting for the teacher's answer */
   GCond teacher_cond;
   guint64 teacher_answered;   /* ticket of the last answer (sync mode) */
