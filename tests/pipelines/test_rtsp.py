@@ -145,17 +145,26 @@ def main():
     ok(re.search(r"door +\d+\.\d fps +stride +\d+ +teacher +\d+\.\d% +mIoU", progress),
        "the progress line reports fps, stride, teacher fraction and mIoU")
 
-    # A restart starts from the saved student.
+    # A restart starts from the saved student; a second camera (unnamed: cam1) shares the
+    # process, its compute threads and the teacher client.
     rtsp = Process([os.path.join(BUILD, "pipelines", "distill-rtsp"), "--input",
-                    f"door={camera_url}", "--port", "0", "--metrics-port", "-1",
-                    "--checkpoint-dir", checkpoints, "-o", "inference-width=320",
-                    "-o", "inference-height=240"], r"door at (rtsp://\S+)")
-    frames, _ = ffmpeg_frames(rtsp.match.group(1), 10)
-    ok(frames >= 10, "a restart with the checkpoint directory serves the stream again")
+                    f"door={camera_url}", "--input", camera_url, "--teacher", teacher_url,
+                    "--port", "0", "--metrics-port", "0", "--checkpoint-dir", checkpoints,
+                    "-o", "inference-width=320", "-o", "inference-height=240"],
+                   r"metrics at (http://\S+)")
+    metrics = rtsp.match.group(1)
+    streams = [rtsp.read_until(r"(door|cam1) at (rtsp://\S+)") for _ in range(2)]
+    streams = {m.group(1): m.group(2) for m in streams if m}
+    for name in ("door", "cam1"):
+        frames, _ = ffmpeg_frames(streams.get(name, ""), 10)
+        ok(frames >= 10, f"two cameras in one process: {name} is served ({frames} frames)")
+    queries = wait_metric(metrics, "distill_teacher_queries_total", "cam1", lambda v: v >= 1, 30)
+    ok(queries and queries >= 1, "the second camera queries the shared teacher")
     before = os.path.getmtime(saved)
     rtsp.signal(signal.SIGTERM)
-    ok(rtsp.wait(20) == 0 and os.path.getmtime(saved) >= before,
-       "SIGTERM stops it cleanly too, saving the student again")
+    ok(rtsp.wait(20) == 0 and os.path.getmtime(saved) >= before
+       and os.path.exists(os.path.join(checkpoints, "cam1.safetensors")),
+       "SIGTERM stops it cleanly too, saving each camera's student")
 
     with open(csv) as f:
         rows = f.read().splitlines()

@@ -1,0 +1,183 @@
+/* The shared teacher and its arbiter (plugins/teachergroup.h) against the replay teacher over
+ * HTTP on loopback, answering 300 ms late so that queries queue: the teacher's capacity is shared
+ * by the members of a group, granted to the least accurate camera first, and members with other
+ * settings have a client of their own. */
+#include <gio/gio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <signal.h>
+
+#include "teachergroup.h"
+
+#define VTEST "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+static GSubprocess *server;
+static gchar *url;
+static guint8 frame_pixels[64 * 48 * 3];
+
+static void die_with_parent(gpointer data)
+{
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+}
+
+static void start_teacher(void)
+{
+  g_autofree gchar *run = g_build_filename(g_getenv("DISTILL_SOURCE_ROOT"), "teacher-server",
+                                           "run", NULL);
+  g_autofree gchar *labels = g_build_filename(g_getenv("DISTILL_SOURCE_ROOT"), "data", "vtest",
+                                              "labels.mkv", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSubprocessLauncher) launcher =
+      g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
+
+  g_subprocess_launcher_set_child_setup(launcher, die_with_parent, NULL, NULL);
+  server = g_subprocess_launcher_spawn(launcher, &error, run, "--model", "replay", "--video",
+                                       VTEST, "--labels", labels, "--port", "0", "--latency-ms",
+                                       "300", NULL);
+  g_assert_no_error(error);
+  g_autoptr(GDataInputStream) out =
+      g_data_input_stream_new(g_subprocess_get_stdout_pipe(server));
+  gchar *line;
+  while (!url && (line = g_data_input_stream_read_line(out, NULL, NULL, &error))) {
+    const gchar *at = strstr(line, "listening on ");
+    if (at)
+      url = g_strndup(at + strlen("listening on "), strstr(at, "/v2") - at - strlen("listening on "));
+    g_free(line);
+  }
+  g_assert_nonnull(url);
+}
+
+static void config(TeacherClientConfig *cfg, guint timeout_ms)
+{
+  teacher_client_config_init(cfg);
+  cfg->urls = url;
+  cfg->timeout_ms = timeout_ms;  /* the replay teacher takes ~2 s to load: health is probed */
+  cfg->inflight = 1;
+}
+
+typedef struct {
+  GAsyncQueue *answers;  /* the names of answered queries, in order */
+  const char *name;
+} Query;
+
+static void on_answer(TeacherResult *result, const GError *error, gpointer data)
+{
+  Query *q = data;
+
+  g_async_queue_push(q->answers, g_strdup_printf("%s%s", q->name,
+                                                 result ? "" : g_error_matches(
+                                                     error, G_IO_ERROR, G_IO_ERROR_CANCELLED)
+                                                                   ? " cancelled"
+                                                                   : " failed"));
+}
+
+static TeacherMember *join(const TeacherClientConfig *cfg, const char *name)
+{
+  g_autoptr(GError) error = NULL;
+  TeacherMember *member = teacher_group_join(cfg, name, &error);
+
+  g_assert_no_error(error);
+  return member;
+}
+
+static void request(TeacherMember *member, Query *q)
+{
+  g_autoptr(GError) error = NULL;
+  TeacherFrame frame = {.rgb = frame_pixels, .width = 64, .height = 48, .out_width = 32,
+                        .out_height = 24};
+
+  g_assert_true(teacher_member_request(member, &frame, on_answer, q, &error));
+  g_assert_no_error(error);
+}
+
+static void expect_answer(GAsyncQueue *answers, const char *name)
+{
+  g_autofree gchar *got = g_async_queue_timeout_pop(answers, 30 * G_USEC_PER_SEC);
+  g_assert_cmpstr(got, ==, name);
+}
+
+/* Capacity 1: A's first query goes out; then A, B and C queue. C has no accuracy yet, B is the
+ * less accurate of the others: C, B, A. */
+static void test_least_accurate_first(void)
+{
+  g_autoptr(GAsyncQueue) answers = g_async_queue_new_full(g_free);
+  TeacherClientConfig cfg;
+
+  config(&cfg, 20000);
+  TeacherMember *a = join(&cfg, "a");
+  TeacherMember *b = join(&cfg, "b");
+  TeacherMember *c = join(&cfg, "c");
+  teacher_member_set_need(a, 0.9);
+  teacher_member_set_need(b, 0.2);
+  Query a1 = {answers, "a1"}, a2 = {answers, "a2"}, b1 = {answers, "b1"}, c1 = {answers, "c1"};
+  request(a, &a1);
+  request(a, &a2);
+  request(b, &b1);
+  request(c, &c1);
+  g_assert_cmpuint(teacher_member_outstanding(a), ==, 2);
+  expect_answer(answers, "a1");
+  expect_answer(answers, "c1");
+  expect_answer(answers, "b1");
+  expect_answer(answers, "a2");
+  g_assert_cmpuint(teacher_member_outstanding(a), ==, 0);
+  teacher_group_leave(a);
+  teacher_group_leave(b);
+  teacher_group_leave(c);
+}
+
+/* Another timeout is another group, with a client and capacity of its own: its query does not
+ * wait behind the first group's. */
+static void test_other_settings_other_client(void)
+{
+  g_autoptr(GAsyncQueue) answers = g_async_queue_new_full(g_free);
+  TeacherClientConfig cfg, other;
+
+  config(&cfg, 20000);
+  config(&other, 19000);
+  TeacherMember *a = join(&cfg, "a");
+  TeacherMember *b = join(&cfg, "b");
+  TeacherMember *d = join(&other, "d");
+  Query a1 = {answers, "a1"}, b1 = {answers, "b1"}, d1 = {answers, "d1"};
+  request(a, &a1);
+  request(b, &b1);
+  g_usleep(50000);
+  request(d, &d1);
+  expect_answer(answers, "a1");
+  expect_answer(answers, "d1");
+  expect_answer(answers, "b1");
+  teacher_group_leave(a);
+  teacher_group_leave(b);
+  teacher_group_leave(d);
+}
+
+/* A member that leaves gets its waiting queries back as cancelled, at once. */
+static void test_leave_cancels(void)
+{
+  g_autoptr(GAsyncQueue) answers = g_async_queue_new_full(g_free);
+  TeacherClientConfig cfg;
+
+  config(&cfg, 20000);
+  TeacherMember *a = join(&cfg, "a");
+  TeacherMember *b = join(&cfg, "b");
+  Query a1 = {answers, "a1"}, b1 = {answers, "b1"};
+  request(a, &a1);
+  request(b, &b1);
+  teacher_group_leave(b);
+  expect_answer(answers, "b1 cancelled");
+  expect_answer(answers, "a1");
+  teacher_group_leave(a);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  memset(frame_pixels, 128, sizeof frame_pixels);
+  start_teacher();
+  g_test_add_func("/teachergroup/least-accurate-first", test_least_accurate_first);
+  g_test_add_func("/teachergroup/other-settings-other-client", test_other_settings_other_client);
+  g_test_add_func("/teachergroup/leave-cancels", test_leave_cancels);
+  int status = g_test_run();
+  g_subprocess_send_signal(server, SIGTERM);
+  g_subprocess_wait(server, NULL, NULL);
+  return status;
+}
