@@ -109,7 +109,8 @@ static const Metric metrics[] = {
 static double metric_value(guint m, Camera *cam)
 {
   CameraStats *st = &cam->stats;
-  double values[] = {st->frames,          st->fps,        st->stride,
+  double fps = camera_up(cam) ? st->fps : 0.0;  /* the last figure is stale while it is down */
+  double values[] = {st->frames,          fps,            st->stride,
                      st->last_miou,       st->teacher_queries, st->teacher_errors,
                      st->updates,         st->student_ms, st->train_ms,
                      st->teacher_latency_ms, camera_up(cam), cam->reconnects};
