@@ -12,6 +12,7 @@ struct KserveDouble {
   GMainLoop *loop;
   SoupServer *server;
   char *url;
+  guint port;
   char *cert_file, *key_file;
   GMutex lock;
   GCond cond;
@@ -235,6 +236,22 @@ static void reply_mask(SoupServerMessage *msg, const DoubleBehaviour *b, const I
                                    (const char *)data->data, data->len);
 }
 
+static gboolean on_delay_done(gpointer data)
+{
+  soup_server_message_unpause(data);
+  return G_SOURCE_REMOVE;
+}
+
+/* Holds the reply already set on msg back for latency_ms: a slow teacher. */
+static void delay_reply(KserveDouble *server, SoupServerMessage *msg, guint latency_ms)
+{
+  soup_server_message_pause(msg);
+  GSource *source = g_timeout_source_new(latency_ms);
+  g_source_set_callback(source, on_delay_done, g_object_ref(msg), g_object_unref);
+  g_source_attach(source, server->context);
+  g_source_unref(source);
+}
+
 static void on_infer(KserveDouble *server, SoupServerMessage *msg, const DoubleBehaviour *b)
 {
   if (b->mode == DOUBLE_HANG) {
@@ -276,6 +293,8 @@ static void on_infer(KserveDouble *server, SoupServerMessage *msg, const DoubleB
   g_mutex_unlock(&server->lock);
   reply_mask(msg, b, &image, id);
   g_free(image.rgb);
+  if (b->latency_ms && b->mode != DOUBLE_TRUNCATED)
+    delay_reply(server, msg, b->latency_ms);
 }
 
 static void record_request(KserveDouble *server, SoupServerMessage *msg, gboolean infer)
@@ -342,10 +361,11 @@ static gpointer server_thread(gpointer data)
   }
   soup_server_add_handler(server->server, NULL, on_request, server, NULL);
   g_autoptr(GError) error = NULL;
-  g_assert_true(soup_server_listen_local(server->server, 0, options, &error));
+  g_assert_true(soup_server_listen_local(server->server, server->port, options, &error));
   GSList *uris = soup_server_get_uris(server->server);
   GUri *uri = uris->data;
-  server->url = g_strdup_printf("%s://127.0.0.1:%d", g_uri_get_scheme(uri), g_uri_get_port(uri));
+  server->port = (guint)g_uri_get_port(uri);
+  server->url = g_strdup_printf("%s://127.0.0.1:%u", g_uri_get_scheme(uri), server->port);
   g_slist_free_full(uris, (GDestroyNotify)g_uri_unref);
   g_mutex_lock(&server->lock);
   server->started = TRUE;
@@ -362,7 +382,13 @@ static gpointer server_thread(gpointer data)
 
 KserveDouble *kserve_double_new(const char *cert_file, const char *key_file)
 {
+  return kserve_double_new_on_port(cert_file, key_file, 0);
+}
+
+KserveDouble *kserve_double_new_on_port(const char *cert_file, const char *key_file, guint port)
+{
   KserveDouble *server = g_new0(KserveDouble, 1);
+  server->port = port;
   g_mutex_init(&server->lock);
   g_cond_init(&server->cond);
   server->cert_file = g_strdup(cert_file);
@@ -404,6 +430,11 @@ void kserve_double_free(KserveDouble *server)
 const char *kserve_double_url(KserveDouble *server)
 {
   return server->url;
+}
+
+guint kserve_double_port(KserveDouble *server)
+{
+  return server->port;
 }
 
 void kserve_double_set(KserveDouble *server, const DoubleBehaviour *behaviour)

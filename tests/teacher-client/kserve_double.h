@@ -32,6 +32,7 @@ typedef struct {
   guint fail_count;
   gboolean not_ready;      /* /v2/health/ready answers 503 */
   const char *token;       /* required as "Authorization: Bearer <token>" (401 otherwise) */
+  guint latency_ms;        /* DOUBLE_MASK, DOUBLE_CHUNKED: the reply is sent this much later */
 } DoubleBehaviour;
 
 typedef struct {
@@ -48,6 +49,9 @@ typedef struct KserveDouble KserveDouble;
 
 /* Listens on a free loopback port (https with cert_file/key_file when given). */
 KserveDouble *kserve_double_new(const char *cert_file, const char *key_file);
+/* Listens on that loopback port: a server that comes back where an earlier one was. */
+KserveDouble *kserve_double_new_on_port(const char *cert_file, const char *key_file, guint port);
+guint kserve_double_port(KserveDouble *server);
 void kserve_double_free(KserveDouble *server);
 /* "http://127.0.0.1:PORT" (or https); owned by the server. */
 const char *kserve_double_url(KserveDouble *server);

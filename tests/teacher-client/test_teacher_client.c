@@ -1,8 +1,9 @@
 /* test_teacher_client.c: the teacher client over real HTTP on loopback against the KServe v2 test
  * double (kserve_double.h): every mask form, encodings, faults (garbage, truncated, oversized,
  * wrong shapes and datatypes, error statuses), retries with Retry-After, timeouts of a hanging
- * server, fail-over, bearer tokens, TLS with a CA made by openssl, in-flight budgets, a caller
- * that never waits, and shutdown while the server hangs. */
+ * server, a slow one, recovery after each fault, a server down then up again on its port,
+ * fail-over, bearer tokens, TLS with a CA made by openssl, in-flight budgets, a caller that never
+ * waits, and shutdown while the server hangs. */
 #include <glib/gstdio.h>
 #include <string.h>
 
@@ -249,7 +250,8 @@ static void test_wrong_shapes_and_datatypes(void)
 
 static KserveDouble *fresh_server(void)
 {
-  kserve_double_free(server);
+  if (server)
+    kserve_double_free(server);
   server = kserve_double_new(NULL, NULL);
   return server;
 }
@@ -557,6 +559,131 @@ static void test_failover(void)
   teacher_client_free(client);
 }
 
+/* A slow teacher, still within the timeout: the reply is awaited, not retried. */
+static void test_slow(void)
+{
+  fresh_server();
+  kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_MASK, .latency_ms = 1500});
+  TeacherClient *client = client_for(kserve_double_url(server), 5000, NULL);
+  Outcome *outcome = round_trip(client);
+  g_assert_no_error(outcome->error);
+  bands_check(outcome->labels, OUT_W, OUT_H);
+  g_assert_cmpfloat(outcome->latency_ms, >=, 1500.0);
+  TeacherCounters counters;
+  teacher_client_get_counters(client, &counters);
+  g_assert_cmpuint(counters.retries, ==, 0);
+  DoubleRecord record;
+  kserve_double_record(server, &record);
+  g_assert_cmpuint(record.infer_requests, ==, 1);
+  kserve_double_record_clear(&record);
+  outcome_free(outcome);
+  teacher_client_free(client);
+}
+
+/* Expects a delivered class map from client. */
+static void assert_delivers(TeacherClient *client)
+{
+  Outcome *outcome = round_trip(client);
+  g_assert_no_error(outcome->error);
+  bands_check(outcome->labels, OUT_W, OUT_H);
+  outcome_free(outcome);
+}
+
+/* One client through every fault a server can show: each is reported with its kind, and the
+ * next request after the server is sound again is answered. */
+static void test_recovery(void)
+{
+  static const struct {
+    DoubleBehaviour fault;
+    int code;
+    const char *fragment;
+  } faults[] = {
+      {{.mode = DOUBLE_GARBAGE}, TEACHER_ERROR_PROTOCOL, "malformed JSON"},
+      {{.mode = DOUBLE_TRUNCATED}, TEACHER_ERROR_PROTOCOL, "truncated"},
+      {{.mode = DOUBLE_MASK, .mask_width = 512, .mask_height = 512}, TEACHER_ERROR_PROTOCOL,
+       "limit of 65536 bytes"},
+      {{.mode = DOUBLE_MASK, .shape = "[1,10,10]"}, TEACHER_ERROR_PROTOCOL, "does not match"},
+      {{.mode = DOUBLE_STATUS, .status = 503, .retry_after = "1", .fail_count = 100},
+       TEACHER_ERROR_HTTP, "503"},
+      {{.mode = DOUBLE_STATUS, .status = 500, .fail_count = 100}, TEACHER_ERROR_HTTP,
+       "gave up after 5 attempts"},
+      {{.mode = DOUBLE_HANG}, TEACHER_ERROR_TIMEOUT, "within 2000 ms"},
+      {{.mode = DOUBLE_MASK, .token = "another-token"}, TEACHER_ERROR_HTTP, "401"},
+  };
+  fresh_server();
+  kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_MASK});
+  TeacherClientConfig cfg;
+  teacher_client_config_init(&cfg);
+  cfg.urls = kserve_double_url(server);
+  cfg.timeout_ms = 2000;
+  cfg.backoff_ms = 20;
+  cfg.max_reply_bytes = 64 * 1024;
+  TeacherClient *client = client_new_checked(&cfg);
+  assert_delivers(client);
+  for (guint i = 0; i < G_N_ELEMENTS(faults); i++) {
+    kserve_double_set(server, &faults[i].fault);
+    Outcome *outcome = round_trip(client);
+    g_test_message("fault %u: %s", i, outcome->error ? outcome->error->message : "no error");
+    assert_error(outcome, faults[i].code, faults[i].fragment);
+    outcome_free(outcome);
+    kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_MASK});
+    assert_delivers(client);
+  }
+  TeacherCounters counters;
+  teacher_client_get_counters(client, &counters);
+  g_assert_cmpuint(counters.replies, ==, G_N_ELEMENTS(faults) + 1);
+  g_assert_cmpuint(counters.errors[TEACHER_ERROR_PROTOCOL], ==, 4);
+  g_assert_cmpuint(counters.errors[TEACHER_ERROR_HTTP], ==, 3);
+  g_assert_cmpuint(counters.errors[TEACHER_ERROR_TIMEOUT], ==, 1);
+  teacher_client_free(client);
+}
+
+/* The server goes away (requests fail to connect) and comes back on the same port while a
+ * request waits: that request probes readiness and is answered, and so are the next ones. The
+ * timeout outlasts the back-off the failures put on the URL (doubling up to 5 s). */
+static void test_down_then_up(void)
+{
+  fresh_server();
+  kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_MASK});
+  guint port = kserve_double_port(server);
+  TeacherClient *client = client_for(kserve_double_url(server), 7000, NULL);
+  assert_delivers(client);
+  kserve_double_free(server);
+  server = NULL;
+  Outcome *outcome = round_trip(client);
+  assert_error(outcome, TEACHER_ERROR_CONNECT, "cannot reach the teacher at http://127.0.0.1");
+  outcome_free(outcome);
+
+  TeacherStream *stream = teacher_client_open_stream(client, "cam0", 0);
+  Collector collector;
+  collector_init(&collector);
+  g_autofree guint8 *rgb = bands_new(FRAME_W, FRAME_H);
+  g_assert_cmpint(submit(stream, &collector, 8, rgb, NULL), ==, TEACHER_SUBMIT_OK);
+  g_usleep(300 * 1000);  /* the request finds the server down, then it comes back */
+  server = kserve_double_new_on_port(NULL, NULL, port);
+  kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_MASK});
+  outcome = collector_wait(&collector);
+  g_assert_no_error(outcome->error);
+  bands_check(outcome->labels, OUT_W, OUT_H);
+  g_test_message("the request sent while the server was down: answered after %.0f ms",
+                 outcome->latency_ms);
+  outcome_free(outcome);
+  teacher_stream_close(stream);
+  collector_clear(&collector);
+  assert_delivers(client);
+
+  DoubleRecord record;
+  kserve_double_record(server, &record);
+  g_assert_cmpuint(record.probes, ==, 1);  /* while reconnecting; not again once it answered */
+  g_assert_cmpuint(record.infer_requests, ==, 2);
+  kserve_double_record_clear(&record);
+  TeacherCounters counters;
+  teacher_client_get_counters(client, &counters);
+  g_assert_cmpuint(counters.replies, ==, 3);
+  g_assert_cmpuint(counters.errors[TEACHER_ERROR_CONNECT], ==, 1);
+  teacher_client_free(client);
+}
+
 static void test_token(void)
 {
   const char *token = "s3cret-t0ken";
@@ -723,6 +850,9 @@ int main(int argc, char **argv)
   g_test_add_func("/teacher-client/streams-feeding-from-callbacks",
                   test_streams_feeding_from_callbacks);
   g_test_add_func("/teacher-client/failover", test_failover);
+  g_test_add_func("/teacher-client/faults/slow", test_slow);
+  g_test_add_func("/teacher-client/faults/recovery", test_recovery);
+  g_test_add_func("/teacher-client/faults/down-then-up", test_down_then_up);
   g_test_add_func("/teacher-client/token", test_token);
   g_test_add_func("/teacher-client/config-errors", test_config_errors);
   g_test_add_func("/teacher-client/tls", test_tls);
