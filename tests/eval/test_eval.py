@@ -99,6 +99,26 @@ class Eval(unittest.TestCase):
         self.assertEqual(hold["hold_delay_frames"], 3)
         self.assertLess(hold["miou"], 1.0)
 
+    def test_sweep_plots_student_and_hold(self):
+        out = os.path.join(TMP, "out")
+        png = os.path.join(out, "eval-clip.png")
+        if os.path.exists(png):
+            os.remove(png)
+        _, lines = self.eval("--sweep", "0.5,0.95")
+        students = [l for l in lines if l["run"] == "student"]
+        holds = [l for l in lines if l["run"] == "hold"]
+        self.assertEqual([l["accuracy_threshold"] for l in students], [0.5, 0.95])
+        self.assertEqual([l["hold_every"] for l in holds], [1, 2, 4, 8, 16, 32, 64])
+        for line in lines:
+            self.check_line(line, line["run"])
+        self.assertEqual(holds[0]["miou"], 1.0)
+        self.assertEqual(holds[-1]["teacher_queries"], 1)
+        # Holding a mask longer never helps on this moving scene.
+        self.assertGreaterEqual(holds[0]["miou"], holds[3]["miou"])
+        self.assertGreaterEqual(holds[3]["miou"], holds[-1]["miou"])
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
     def test_bad_input_says_what_is_wrong(self):
         for options, mention in ((["--runs", "student,nope"], "nope"),
                                  (["--set", "sync=false"], "sync"),
