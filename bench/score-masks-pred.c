@@ -57,7 +57,7 @@ PredictionDir *prediction_dir_open(const char *path, GError **error)
     *key = frame >= 0 ? frame : (long)i;
     g_hash_table_replace(dir->by_frame, key, names->pdata[i]);
   }
-  g_ptr_array_free(names, FALSE);
+  g_free(g_ptr_array_free(names, FALSE)); /* the names now belong to the table */
   return dir;
 }
 
