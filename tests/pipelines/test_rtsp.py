@@ -12,8 +12,8 @@ import tempfile
 import time
 import urllib.request
 
-from harness import (BUILD, SOURCE, Process, diag, ffmpeg_frames, file_camera, finish, free_port,
-                     ok, replay_teacher)
+from harness import (BUILD, SOURCE, VTEST, Process, diag, ffmpeg_frames, file_camera, finish,
+                     free_port, ok, replay_teacher)
 
 METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{camera="((?:[^"\\]|\\.)*)"\} (\S+)$')
 NAMES = ["distill_frames_total", "distill_fps", "distill_stride", "distill_last_miou",
@@ -175,6 +175,22 @@ def main():
                    timeout=120)
     with open(chart, "rb") if os.path.exists(chart) else open(os.devnull, "rb") as f:
         ok(f.read(8) == b"\x89PNG\r\n\x1a\n", "plot-stats charts the CSV log as a PNG")
+
+    # An HTTP stream as input (python's http.server serving the video file on loopback).
+    http_port = free_port()
+    http = Process(["/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", str(http_port),
+                    "--directory", os.path.dirname(VTEST)], None)
+    time.sleep(1)
+    rtsp = Process([os.path.join(BUILD, "pipelines", "distill-rtsp"), "--input",
+                    f"web=http://127.0.0.1:{http_port}/{os.path.basename(VTEST)}", "--port", "0",
+                    "--metrics-port", "0", "-o", "inference-width=320",
+                    "-o", "inference-height=240"], r"metrics at (http://\S+)")
+    frames = wait_metric(rtsp.match.group(1), "distill_frames_total", "web", lambda v: v >= 20,
+                         30)
+    ok(frames is not None and frames >= 20, f"an HTTP stream as input ({frames} frames)")
+    rtsp.signal(signal.SIGTERM)
+    ok(rtsp.wait(20) == 0, "and it stops cleanly")
+    http.stop()
 
     bad = subprocess.run([os.path.join(BUILD, "pipelines", "distill-rtsp"), "--input",
                           "/no/such/video.avi", "--metrics-port", "-1"],
