@@ -86,7 +86,7 @@ Request *request_new(TeacherStream *stream, const TeacherFrame *frame, TeacherRe
     req->rgb = g_steal_pointer(&stream->spare_frame);
   g_mutex_unlock(&stream->client->lock);
   if (req->rgb == NULL)
-    req->rgb = g_malloc(size);
+    req->rgb = g_malloc0(size + TEACHER_FRAME_PADDING);  /* zeroed: the padding is read */
   for (int y = 0; y < frame->height; y++)
     memcpy(req->rgb + row * y, frame->rgb + stride * y, row);
   return req;

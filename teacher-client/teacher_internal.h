@@ -12,8 +12,13 @@ void teacher_encoder_free(TeacherEncoder *encoder);
 /* The size of the frame sent for a width x height frame under max_side (0 = as is). */
 void teacher_sent_size(int width, int height, guint max_side, int *sent_width, int *sent_height);
 
-/* The body of an infer request for the packed RGB frame (width * 3 bytes a row): the JSON header
- * (its length in *json_length) followed by the binary input tensor. */
+/* Bytes readable past the end of a frame given to teacher_encoder_request(): swscale's SIMD
+ * input readers load 16 bytes at a time and run past the last pixel of a row. */
+#define TEACHER_FRAME_PADDING 64
+
+/* The body of an infer request for the packed RGB frame (width * 3 bytes a row, followed by
+ * TEACHER_FRAME_PADDING readable bytes): the JSON header (its length in *json_length) followed by
+ * the binary input tensor. */
 GBytes *teacher_encoder_request(TeacherEncoder *encoder, const char *id, const uint8_t *rgb,
                                 int width, int height, gsize *json_length, GError **error);
 
