@@ -159,12 +159,14 @@ static void build_mask(const DoubleBehaviour *b, const Image *image, const char 
         if (fp32) {
           float v = (float)probability(kind, c, channels);
           memcpy(bytes, &v, 4);
-          g_string_append_printf(json_values, "%s%.3f", json_values->len ? "," : "", v);
+          if (b->json_data)  /* printing every value is slow, and slower still under valgrind */
+            g_string_append_printf(json_values, "%s%.3f", json_values->len ? "," : "", v);
         } else {
           gint64 v = label(kind, datatype);
           memcpy(bytes, &v, (gsize)size);  /* little-endian host */
-          g_string_append_printf(json_values, "%s%" G_GINT64_FORMAT, json_values->len ? "," : "",
-                                 v);
+          if (b->json_data)
+            g_string_append_printf(json_values, "%s%" G_GINT64_FORMAT,
+                                   json_values->len ? "," : "", v);
         }
         g_byte_array_append(data, bytes, (guint)size);
       }

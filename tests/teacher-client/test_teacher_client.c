@@ -452,6 +452,8 @@ static void on_fed(TeacherResult *result, const GError *error, gpointer data)
   Feeder *feeder = data;
   if (error == NULL)
     bands_check(result->labels, result->width, result->height);
+  else
+    g_test_message("%s", error->message);
   g_mutex_lock(feeder->lock);
   feeder->delivered += error == NULL;
   feeder->failed += error != NULL;
