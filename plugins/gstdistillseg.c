@@ -191,8 +191,10 @@ static Student *load_initial_student(GstDistillSeg *self, const gchar *checkpoin
 
   if (checkpoint) {
     student = student_load(checkpoint, &error);
-    if (student && (guint)student_get_config(student)->num_classes == num_classes)
+    if (student && (guint)student_get_config(student)->num_classes == num_classes) {
+      GST_INFO_OBJECT(self, "starting from the checkpoint %s", checkpoint);
       return student;
+    }
     if (student) {
       GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
                         ("Checkpoint \"%s\" is a student of %d classes, but num-classes is %u.",
