@@ -151,8 +151,10 @@ def main():
                     f"door={camera_url}", "--input", camera_url, "--teacher", teacher_url,
                     "--port", "0", "--metrics-port", "0", "--checkpoint-dir", checkpoints,
                     "-o", "inference-width=320", "-o", "inference-height=240"],
-                   r"metrics at (http://\S+)")
+                   r"metrics at (http://\S+)", env=dict(os.environ, GST_DEBUG="distillseg:4"))
     metrics = rtsp.match.group(1)
+    ok(re.search(r"starting from the checkpoint \S*door\.safetensors", rtsp.stderr()),
+       "the restarted camera starts from its checkpoint")
     streams = [rtsp.read_until(r"(door|cam1) at (rtsp://\S+)") for _ in range(2)]
     streams = {m.group(1): m.group(2) for m in streams if m}
     for name in ("door", "cam1"):
