@@ -44,7 +44,12 @@ void collector_on_result(TeacherResult *result, const GError *error, gpointer us
 
 Outcome *collector_wait(Collector *collector)
 {
-  gint64 end = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+  return collector_wait_for(collector, 60);
+}
+
+Outcome *collector_wait_for(Collector *collector, guint seconds)
+{
+  gint64 end = g_get_monotonic_time() + (gint64)seconds * G_USEC_PER_SEC;
   g_mutex_lock(&collector->lock);
   while (g_queue_is_empty(&collector->outcomes))
     if (!g_cond_wait_until(&collector->cond, &collector->lock, end))

@@ -22,8 +22,9 @@ void collector_init(Collector *collector);
 void collector_clear(Collector *collector);
 /* The TeacherResultFunc; user_data is the Collector. */
 void collector_on_result(TeacherResult *result, const GError *error, gpointer user_data);
-/* The next outcome (waits up to 60 s, then fails the test). */
+/* The next outcome (waits up to 60 s, or seconds, then fails the test). */
 Outcome *collector_wait(Collector *collector);
+Outcome *collector_wait_for(Collector *collector, guint seconds);
 /* The next outcome if one is there already, else NULL. */
 Outcome *collector_poll(Collector *collector);
 void outcome_free(Outcome *outcome);
