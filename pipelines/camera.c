@@ -232,23 +232,25 @@ static gboolean build_process(Camera *cam, guint threads, GError **error)
 {
   RtspOptions *o = &cam->app->options;
 
-  cam->process = gst_parse_launch(
-      "appsrc name=feed is-live=true do-timestamp=true format=time max-buffers=2 "
-      "leaky-type=downstream ! distillseg name=distill ! valve name=gate drop=true ! "
-      "x264enc name=encoder tune=zerolatency speed-preset=ultrafast threads=1 ! "
+  /* The element is named after the camera: it names the teacher stream (request ids read
+   * "<camera>:<frame>") and its messages. The other names hold a space, which camera names
+   * cannot. */
+  g_autofree gchar *launch = g_strdup_printf(
+      "appsrc name=\"camera feed\" is-live=true do-timestamp=true format=time max-buffers=2 "
+      "leaky-type=downstream ! distillseg name=%s ! valve name=\"viewer gate\" drop=true ! "
+      "x264enc name=\"h264 encoder\" tune=zerolatency speed-preset=ultrafast threads=1 ! "
       "video/x-h264,profile=constrained-baseline ! h264parse config-interval=-1 ! "
       "video/x-h264,stream-format=byte-stream,alignment=au ! "
-      "appsink name=encoded sync=false max-buffers=8 drop=true",
-      error);
+      "appsink name=\"h264 out\" sync=false max-buffers=8 drop=true",
+      cam->name);
+  cam->process = gst_parse_launch(launch, error);
   if (!cam->process)
     return FALSE;
   gst_object_set_name(GST_OBJECT(cam->process), cam->name);
-  cam->feed = GST_APP_SRC(gst_bin_get_by_name(GST_BIN(cam->process), "feed"));
-  cam->distill = gst_bin_get_by_name(GST_BIN(cam->process), "distill");
-  cam->gate = gst_bin_get_by_name(GST_BIN(cam->process), "gate");
-  cam->encoder = gst_bin_get_by_name(GST_BIN(cam->process), "encoder");
-  /* The element's name is the teacher stream's: request ids read "<camera>:<frame>". */
-  gst_object_set_name(GST_OBJECT(cam->distill), cam->name);
+  cam->feed = GST_APP_SRC(gst_bin_get_by_name(GST_BIN(cam->process), "camera feed"));
+  cam->distill = gst_bin_get_by_name(GST_BIN(cam->process), cam->name);
+  cam->gate = gst_bin_get_by_name(GST_BIN(cam->process), "viewer gate");
+  cam->encoder = gst_bin_get_by_name(GST_BIN(cam->process), "h264 encoder");
   g_object_set(cam->distill, "threads", threads, "stats-interval",
                (guint)o->stats_interval_ms, NULL);
   if (o->teacher)
@@ -267,7 +269,7 @@ static gboolean build_process(Camera *cam, guint threads, GError **error)
   if (!set_element_options(cam, error))
     return FALSE;
 
-  GstElement *encoded = gst_bin_get_by_name(GST_BIN(cam->process), "encoded");
+  GstElement *encoded = gst_bin_get_by_name(GST_BIN(cam->process), "h264 out");
   rtsp_out_init(&cam->out, cam->encoder, cam->gate, encoded);
   gst_object_unref(encoded);
   GstBus *bus = gst_element_get_bus(cam->process);
@@ -337,8 +339,18 @@ Camera *camera_new(DistillRtsp *app, const char *name, const char *input, guint 
 gboolean camera_start(Camera *cam, GError **error)
 {
   if (gst_element_set_state(cam->process, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
-    g_set_error(error, DISTILL_RTSP_ERROR, 0, "%s: the distillation pipeline does not start "
-                "(see the messages above)", cam->name);
+    /* The element says why on the bus (and how to fix it, in the debug part). */
+    GstBus *bus = gst_element_get_bus(cam->process);
+    GstMessage *msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    g_autoptr(GError) cause = NULL;
+    g_autofree gchar *hint = NULL;
+    if (msg)
+      gst_message_parse_error(msg, &cause, &hint);
+    g_set_error(error, DISTILL_RTSP_ERROR, 0, "%s: %s%s%s", cam->name,
+                cause ? cause->message : "the distillation pipeline does not start",
+                hint ? "\n" : "", hint ? hint : "");
+    g_clear_pointer(&msg, gst_message_unref);
+    gst_object_unref(bus);
     return FALSE;
   }
   start_source(cam);
