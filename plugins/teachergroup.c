@@ -115,9 +115,12 @@ static void fail_waiting(TeacherGroup *group, GPtrArray *given_up, GQuark domain
 
 static void dispatch_now(TeacherGroup *group)
 {
-  g_autoptr(GPtrArray) expired = g_ptr_array_new();
-
   g_mutex_lock(&group->lock);
+  if (group->waiting->len == 0) {  /* the common case, every frame: nothing to allocate */
+    g_mutex_unlock(&group->lock);
+    return;
+  }
+  g_autoptr(GPtrArray) expired = g_ptr_array_new();
   dispatch(group, expired);
   g_mutex_unlock(&group->lock);
   fail_waiting(group, expired, TEACHER_ERROR, TEACHER_ERROR_TIMEOUT,
