@@ -147,6 +147,7 @@ int main(int argc, char **argv)
 
   if (!rtsp_options_parse(&app.options, &argc, &argv, &error)) {
     g_printerr("distill-rtsp: %s\n(distill-rtsp --help lists the options)\n", error->message);
+    rtsp_options_clear(&app.options);
     return 2;
   }
   app.loop = g_main_loop_new(NULL, FALSE);
@@ -171,5 +172,6 @@ int main(int argc, char **argv)
   if (app.csv)
     fclose(app.csv);
   g_main_loop_unref(app.loop);
+  rtsp_options_clear(&app.options);
   return app.exit_status;
 }

@@ -70,6 +70,7 @@ struct Camera {
 
 /* options.c */
 gboolean rtsp_options_parse(RtspOptions *options, int *argc, char ***argv, GError **error);
+void rtsp_options_clear(RtspOptions *options);
 /* Splits "[NAME=]URI" (the n-th input) into its name (default camN) and its input. */
 void rtsp_input_split(const char *spec, guint n, gchar **name, gchar **input);
 /* The gst-launch description of the source part for an input (file, URI, V4L2 device). */

@@ -80,6 +80,20 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
   return TRUE;
 }
 
+void rtsp_options_clear(RtspOptions *o)
+{
+  g_strfreev(o->inputs);
+  g_strfreev(o->element_options);
+  g_free(o->teacher);
+  g_free(o->model);
+  g_free(o->token_file);
+  g_free(o->ca_file);
+  g_free(o->bind);
+  g_free(o->auth_file);
+  g_free(o->checkpoint_dir);
+  g_free(o->csv);
+}
+
 /* A name is what may stand in the URL's path: letters, digits, '-', '_', '.'. */
 static gboolean valid_name(const char *s, gsize n)
 {
