@@ -648,7 +648,7 @@ static void test_down_then_up(void)
   fresh_server();
   kserve_double_set(server, &(DoubleBehaviour){.mode = DOUBLE_MASK});
   guint port = kserve_double_port(server);
-  TeacherClient *client = client_for(kserve_double_url(server), 7000, NULL);
+  TeacherClient *client = client_for(kserve_double_url(server), 10000, NULL);
   assert_delivers(client);
   kserve_double_free(server);
   server = NULL;
