@@ -1,11 +1,11 @@
 /* distill-rtsp: the annotated stream of every camera over RTSP, each camera's student kept
  * specialised by online distillation (pipelines/README.md).
  *
- *     distill-rtsp --input [NAME=]URI [--input …] --teacher URL[,URL…] [--model NAME]
+ *     distill-rtsp --input [NAME=]URI [--input ...] --teacher URL[,URL...] [--model NAME]
  *         [--teacher-token-file F] [--teacher-ca-file F] [--bind ADDR] [--port 8554]
  *         [--auth-file F] [--checkpoint-dir DIR] [--metrics-port 9090] [--csv FILE]
  *
- * Prints one line per stream on stdout ("distill-rtsp: cam0 at rtsp://…/cam0") and the
+ * Prints one line per stream on stdout ("distill-rtsp: cam0 at rtsp://.../cam0") and the
  * /metrics URL, then a progress line per camera on stderr. SIGINT or SIGTERM stops it cleanly:
  * viewers get the end of their streams, checkpoints are saved. */
 #include <glib-unix.h>

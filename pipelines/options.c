@@ -15,10 +15,10 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
   GOptionEntry entries[] = {
       {"input", 'i', 0, G_OPTION_ARG_STRING_ARRAY, &o->inputs,
        "A camera: a file, rtsp://, http(s):// or file:// URI, or a V4L2 device (/dev/video0); "
-       "NAME= names its stream (default cam0, cam1, … in order). Repeat for more cameras",
+       "NAME= names its stream (default cam0, cam1, ... in order). Repeat for more cameras",
        "[NAME=]URI"},
       {"teacher", 't', 0, G_OPTION_ARG_STRING, &o->teacher,
-       "Base URL of the KServe v2 teacher; several, comma-separated, for fail-over", "URL[,URL…]"},
+       "Base URL of the KServe v2 teacher; several, comma-separated, for fail-over", "URL[,URL...]"},
       {"model", 'm', 0, G_OPTION_ARG_STRING, &o->model, "Teacher model name (teacher)", "NAME"},
       {"teacher-token-file", 0, 0, G_OPTION_ARG_FILENAME, &o->token_file,
        "File holding the teacher's bearer token", "F"},
@@ -63,7 +63,7 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
   }
   if (!o->inputs || !o->inputs[0]) {
     g_set_error(error, DISTILL_RTSP_ERROR, 0,
-                "no camera: give at least one --input (a file, an rtsp:// URI, /dev/video0, …)");
+                "no camera: give at least one --input (a file, an rtsp:// URI, /dev/video0, ...)");
     return FALSE;
   }
   if (o->port < 0 || o->port > 65535 || o->metrics_port < -1 || o->metrics_port > 65535) {
@@ -174,8 +174,10 @@ GstRTSPAuth *rtsp_auth_from_file(const char *path, GError **error)
   g_autofree gchar *text = NULL;
   GStatBuf st;
 
-  if (!g_file_get_contents(path, &text, NULL, error))
+  if (!g_file_get_contents(path, &text, NULL, error)) {
+    g_prefix_error(error, "--auth-file: ");
     return NULL;
+  }
   if (g_stat(path, &st) == 0 && (st.st_mode & 0004))
     g_printerr("distill-rtsp: warning: %s is readable by everyone; chmod 600 it\n", path);
 
