@@ -5,6 +5,28 @@
 
 #define H264_CAPS "video/x-h264,stream-format=byte-stream,alignment=au"
 
+/* Access units are stamped with the media's running time as they arrive: its clock stays
+ * monotonic whatever the encoder's timestamps do (a looping file, a camera reconnected). Units
+ * arriving together (a burst after a stall) are spread 1 ms apart, so that no two share a
+ * decoding time. Before the media has a clock, the appsrc stamps them (do-timestamp). */
+static GstClockTime arrival_time(RtspOut *out, GstAppSrc *viewers)
+{
+  GstClock *clock = gst_element_get_clock(GST_ELEMENT(viewers));
+  GstClockTime now;
+
+  if (!clock)
+    return GST_CLOCK_TIME_NONE;
+  now = gst_clock_get_time(clock) - gst_element_get_base_time(GST_ELEMENT(viewers));
+  gst_object_unref(clock);
+  g_mutex_lock(&out->lock);
+  if (out->viewers == viewers && GST_CLOCK_TIME_IS_VALID(out->last_time) &&
+      now <= out->last_time)
+    now = out->last_time + GST_MSECOND;
+  out->last_time = now;
+  g_mutex_unlock(&out->lock);
+  return now;
+}
+
 static GstFlowReturn on_encoded(GstAppSink *sink, gpointer data)
 {
   RtspOut *out = data;
@@ -16,10 +38,8 @@ static GstFlowReturn on_encoded(GstAppSink *sink, gpointer data)
   GstAppSrc *viewers = out->viewers ? g_object_ref(out->viewers) : NULL;
   g_mutex_unlock(&out->lock);
   if (viewers) {
-    /* The media stamps access units as they arrive (do-timestamp): its clock stays monotonic
-     * whatever the encoder's timestamps do (a looping file, a camera reconnected). */
     GstBuffer *au = gst_buffer_copy(gst_sample_get_buffer(sample));
-    GST_BUFFER_PTS(au) = GST_BUFFER_DTS(au) = GST_CLOCK_TIME_NONE;
+    GST_BUFFER_PTS(au) = GST_BUFFER_DTS(au) = arrival_time(out, viewers);
     gst_app_src_push_buffer(viewers, au);
     gst_object_unref(viewers);
   }
@@ -102,6 +122,7 @@ static void on_media_configure(GstRTSPMediaFactory *factory, GstRTSPMedia *media
   g_mutex_lock(&out->lock);
   g_clear_object(&out->viewers);
   out->viewers = GST_APP_SRC(src);
+  out->last_time = GST_CLOCK_TIME_NONE;
   g_mutex_unlock(&out->lock);
   g_signal_connect(media, "unprepared", G_CALLBACK(on_media_unprepared), out);
   if (out->gate)

@@ -13,6 +13,7 @@ typedef struct {
   GstElement *gate;          /* a valve before it, shut while nobody watches; may be NULL */
   GMutex lock;
   GstAppSrc *viewers;        /* the media's source while someone watches */
+  GstClockTime last_time;    /* of the last access unit sent to it */
 } RtspOut;
 
 /* encoded: the appsink after the encoder (H.264 byte-stream, access units). Sets the encoder's
