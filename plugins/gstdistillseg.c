@@ -61,6 +61,8 @@ enum {
   PROP_SYNC,
   PROP_OUTPUT,
   PROP_THREADS,
+  PROP_TRAIN_THREADS,
+  PROP_TRAIN_NICE,
   PROP_STATS_INTERVAL,
 };
 
@@ -86,6 +88,8 @@ enum {
 #define DEFAULT_PROP_SYNC FALSE
 #define DEFAULT_PROP_OUTPUT GST_DISTILL_OUTPUT_OVERLAY
 #define DEFAULT_PROP_THREADS 0
+#define DEFAULT_PROP_TRAIN_THREADS 0
+#define DEFAULT_PROP_TRAIN_NICE 10
 #define DEFAULT_PROP_STATS_INTERVAL 1000
 
 /* The long side of the student's input when inference-width/-height are 0. */
@@ -594,6 +598,8 @@ static gboolean make_engine(GstDistillSeg *self, int width, int height)
   cfg.train = self->train;
   cfg.sync = self->sync;
   cfg.threads = (int)self->threads;
+  cfg.train_threads = (int)self->train_threads;
+  cfg.train_nice = (int)self->train_nice;
   if (self->optimizer_set && (OptimizerKind)self->optimizer != cfg.optimizer.kind)
     optimizer_config_default(&cfg.optimizer, (OptimizerKind)self->optimizer);
   if (self->learning_rate_set)
@@ -880,6 +886,12 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
   case PROP_THREADS:
     self->threads = g_value_get_uint(value);
     break;
+  case PROP_TRAIN_THREADS:
+    self->train_threads = g_value_get_uint(value);
+    break;
+  case PROP_TRAIN_NICE:
+    self->train_nice = g_value_get_uint(value);
+    break;
   case PROP_STATS_INTERVAL:
     self->stats_interval = g_value_get_uint(value);
     break;
@@ -974,6 +986,12 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_THREADS:
     g_value_set_uint(value, self->threads);
+    break;
+  case PROP_TRAIN_THREADS:
+    g_value_set_uint(value, self->train_threads);
+    break;
+  case PROP_TRAIN_NICE:
+    g_value_set_uint(value, self->train_nice);
     break;
   case PROP_STATS_INTERVAL:
     g_value_set_uint(value, self->stats_interval);
@@ -1113,6 +1131,16 @@ static void install_properties(GObjectClass *gobject_class)
       g_param_spec_uint("threads", "Threads",
           "Compute threads of the student; 0 = one per core", 0, 256, DEFAULT_PROP_THREADS,
           READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TRAIN_THREADS,
+      g_param_spec_uint("train-threads", "Training threads",
+          "Compute threads of the online training (sync=false), beside the threads of "
+          "inference; 0 = 1 on up to 2 cores, half the cores otherwise", 0, 256,
+          DEFAULT_PROP_TRAIN_THREADS, READY_ONLY));
+  g_object_class_install_property(gobject_class, PROP_TRAIN_NICE,
+      g_param_spec_uint("train-nice", "Training nice value",
+          "Scheduling nice value of the training threads (sync=false): the higher, the more "
+          "training yields the cores to inference, so the stream keeps its rate", 0, 19,
+          DEFAULT_PROP_TRAIN_NICE, READY_ONLY));
   g_object_class_install_property(gobject_class, PROP_STATS_INTERVAL,
       g_param_spec_uint("stats-interval", "Stats interval",
           "Milliseconds between distill-stats element messages; 0 = none", 0, G_MAXUINT,
@@ -1178,6 +1206,8 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->sync = DEFAULT_PROP_SYNC;
   self->output = DEFAULT_PROP_OUTPUT;
   self->threads = DEFAULT_PROP_THREADS;
+  self->train_threads = DEFAULT_PROP_TRAIN_THREADS;
+  self->train_nice = DEFAULT_PROP_TRAIN_NICE;
   self->stats_interval = DEFAULT_PROP_STATS_INTERVAL;
   g_mutex_init(&self->teacher_lock);
   g_cond_init(&self->teacher_cond);

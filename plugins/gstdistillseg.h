@@ -42,7 +42,7 @@ struct _GstDistillSeg {
   gboolean learning_rate_set, optimizer_set;
   gboolean train, sync;
   GstDistillOutput output;
-  guint threads, stats_interval;
+  guint threads, train_threads, train_nice, stats_interval;
 
   /* Between start and stop. */
   Student *initial;           /* the weights the stream starts from (checkpoint or shipped) */

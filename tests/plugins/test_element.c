@@ -253,6 +253,55 @@ GST_START_TEST(test_overlay_draws_the_mask)
 }
 GST_END_TEST;
 
+/* ---- properties ----------------------------------------------------------------------------- */
+
+/* Every property keeps a value set within its range (its maximum, or another enum value), and
+ * reads back its documented default first. */
+GST_START_TEST(test_properties_round_trip)
+{
+  GstElement *seg = gst_element_factory_make("distillseg", NULL);
+  guint n;
+  GParamSpec **specs = g_object_class_list_properties(G_OBJECT_GET_CLASS(seg), &n);
+
+  fail_unless(seg != NULL);
+  for (guint i = 0; i < n; i++) {
+    GParamSpec *spec = specs[i];
+    GValue value = G_VALUE_INIT, back = G_VALUE_INIT;
+    if (spec->owner_type != G_OBJECT_TYPE(seg) || !(spec->flags & G_PARAM_WRITABLE))
+      continue;
+    g_value_init(&value, spec->value_type);
+    g_value_init(&back, spec->value_type);
+    g_object_get_property(G_OBJECT(seg), spec->name, &back);
+    fail_unless(g_param_value_defaults(spec, &back), "%s does not start at its default",
+                spec->name);
+    if (G_IS_PARAM_SPEC_UINT(spec))
+      g_value_set_uint(&value, G_PARAM_SPEC_UINT(spec)->maximum);
+    else if (G_IS_PARAM_SPEC_DOUBLE(spec))
+      g_value_set_double(&value, G_PARAM_SPEC_DOUBLE(spec)->maximum);
+    else if (G_IS_PARAM_SPEC_BOOLEAN(spec))
+      g_value_set_boolean(&value, !G_PARAM_SPEC_BOOLEAN(spec)->default_value);
+    else if (G_IS_PARAM_SPEC_STRING(spec))
+      g_value_set_string(&value, "/some/value");
+    else if (G_IS_PARAM_SPEC_ENUM(spec))
+      g_value_set_enum(&value, G_PARAM_SPEC_ENUM(spec)->enum_class->values[0].value ==
+                                       G_PARAM_SPEC_ENUM(spec)->default_value
+                                   ? G_PARAM_SPEC_ENUM(spec)->enum_class->values[1].value
+                                   : G_PARAM_SPEC_ENUM(spec)->enum_class->values[0].value);
+    else
+      fail("property %s of an unexpected type", spec->name);
+    g_object_set_property(G_OBJECT(seg), spec->name, &value);
+    g_value_reset(&back);
+    g_object_get_property(G_OBJECT(seg), spec->name, &back);
+    fail_unless(g_param_values_cmp(spec, &value, &back) == 0, "%s did not keep its value",
+                spec->name);
+    g_value_unset(&value);
+    g_value_unset(&back);
+  }
+  g_free(specs);
+  gst_object_unref(seg);
+}
+GST_END_TEST;
+
 /* ---- errors ------------------------------------------------------------------------------- */
 
 static void expect_error(const gchar *properties, const gchar *expected)
@@ -497,6 +546,7 @@ static Suite *distillseg_suite(void)
   tcase_add_test(tc, test_formats_and_outputs);
   tcase_add_test(tc, test_unsupported_caps);
   tcase_add_test(tc, test_overlay_draws_the_mask);
+  tcase_add_test(tc, test_properties_round_trip);
   tcase_add_test(tc, test_property_errors);
   tcase_add_test(tc, test_bad_checkpoint_falls_back_to_shipped);
   tcase_add_test(tc, test_state_cycling);
