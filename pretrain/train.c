@@ -191,7 +191,7 @@ gboolean train_run(Student *student, const Dataset *set, const TrainConfig *cfg,
   double window = 0;
   int in_window = 0;
   gboolean ok = TRUE;
-  int step = cfg->start_step;
+  int step = cfg->start_step, saved_step = -1;
 
   for (; step < cfg->steps && ok && !train_stop_requested; step++) {
     student_zero_grads(student);
@@ -224,8 +224,10 @@ gboolean train_run(Student *student, const Dataset *set, const TrainConfig *cfg,
       if (ok && miou >= 0)
         printf("step %d held-out miou %.4f\n", step + 1, miou);
     }
-    if (ok && cfg->save_every > 0 && (step + 1) % cfg->save_every == 0)
+    if (ok && cfg->save_every > 0 && (step + 1) % cfg->save_every == 0) {
       ok = checkpoint(student, cfg, step + 1, error);
+      saved_step = step + 1;
+    }
   }
   if (ok && in_window) {
     result->last_loss = window / in_window;
@@ -235,7 +237,7 @@ gboolean train_run(Student *student, const Dataset *set, const TrainConfig *cfg,
   if (ok)
     ok = train_evaluate(student, set, cfg->augment.confidence, pool, &result->held_out_miou,
                         error);
-  if (ok)
+  if (ok && saved_step != step)
     ok = checkpoint(student, cfg, step, error);
   result->seconds = (g_get_monotonic_time() - t0) / 1e6;
   if (ok && result->held_out_miou >= 0)
