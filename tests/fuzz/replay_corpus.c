@@ -6,6 +6,8 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* Optional in a target, as with libFuzzer. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 static guint run_file(const char *path)
 {
@@ -49,6 +51,8 @@ int main(int argc, char **argv)
     g_printerr("usage: %s CORPUS-FOLDER|FILE…\n", argv[0]);
     return 2;
   }
+  if (LLVMFuzzerInitialize)
+    LLVMFuzzerInitialize(&argc, &argv);
   guint count = 0;
   for (int i = 1; i < argc; i++)
     count += g_file_test(argv[i], G_FILE_TEST_IS_DIR) ? run_folder(argv[i]) : run_file(argv[i]);
