@@ -48,14 +48,27 @@ static void map_columns(int *columns, int n, int map_n)
     columns[x] = map_coord(x, n, map_n);
 }
 
+/* Every class's colour in RGB and in YUV, worked out once for the process, not per frame. */
+typedef int ClassColours[256][3];
+
+static gpointer make_class_colours(gpointer data)
+{
+  static ClassColours colours[2];
+  const GstVideoFormatInfo *formats[2] = {gst_video_format_get_info(GST_VIDEO_FORMAT_RGB),
+                                          gst_video_format_get_info(GST_VIDEO_FORMAT_I420)};
+
+  for (int f = 0; f < 2; f++)
+    for (int cls = 1; cls < 256; cls++)
+      for (int comp = 0; comp < 3; comp++)
+        colours[f][cls][comp] = class_component(formats[f], cls, comp);
+  return colours;
+}
+
 void render_overlay(GstVideoFrame *frame, const uint8_t *classes, int map_w, int map_h)
 {
-  const GstVideoFormatInfo *finfo = frame->info.finfo;
-  int colour[256][GST_VIDEO_MAX_COMPONENTS];
-
-  for (int cls = 1; cls < 256; cls++)
-    for (int comp = 0; comp < 3; comp++)
-      colour[cls][comp] = class_component(finfo, cls, comp);
+  static GOnce once = G_ONCE_INIT;
+  const ClassColours *colours = g_once(&once, make_class_colours, NULL);
+  const int(*colour)[3] = colours[GST_VIDEO_FORMAT_INFO_IS_RGB(frame->info.finfo) ? 0 : 1];
 
   for (int comp = 0; comp < 3; comp++) {
     int w = GST_VIDEO_FRAME_COMP_WIDTH(frame, comp), h = GST_VIDEO_FRAME_COMP_HEIGHT(frame, comp);

@@ -191,6 +191,14 @@ static GstElement *make_pipeline(const gchar *properties)
   return pipeline;
 }
 
+static void stop_pipeline(GstElement *pipeline, GstElement *src, GstElement *sink)
+{
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(src);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+
 static void push_frame(GstElement *src, const SyntheticScene *scene, guint64 f)
 {
   GstBuffer *buf = gst_buffer_new_allocate(NULL, WIDTH * HEIGHT * 3, NULL);
@@ -286,10 +294,7 @@ static void test_sync_learns(Fixture *fx, gconstpointer data)
   g_assert_cmpfloat(fraction, <=, 1.0 / 8);
   g_assert_cmpuint(updates, >, 0);
 
-  gst_element_set_state(pipeline, GST_STATE_NULL);
-  gst_object_unref(src);
-  gst_object_unref(sink);
-  gst_object_unref(pipeline);
+  stop_pipeline(pipeline, src, sink);
   g_free(props);
 }
 
@@ -336,10 +341,7 @@ static void test_async_never_stalls(Fixture *fx, gconstpointer data)
   g_assert_cmpuint(queries, >=, 2);
   g_assert_cmpuint(updates, >, 0);
 
-  gst_element_set_state(pipeline, GST_STATE_NULL);
-  gst_object_unref(src);
-  gst_object_unref(sink);
-  gst_object_unref(pipeline);
+  stop_pipeline(pipeline, src, sink);
   g_free(props);
 }
 
