@@ -3,6 +3,7 @@
 
 #include <immintrin.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,8 +150,14 @@ void thread_pool_run(ThreadPool *pool, int n_tasks, ThreadPoolTask task, void *c
   pthread_mutex_unlock(&pool->lock);
 
   run_tasks(pool, 0);
-  while (atomic_load_explicit(&pool->busy_workers, memory_order_acquire) > 0)
-    _mm_pause();
+  /* A worker still busy after the spin was likely preempted (a trainer or another camera shares
+   * the cores): give it the core instead of spinning through its time slice. */
+  for (int i = 0; atomic_load_explicit(&pool->busy_workers, memory_order_acquire) > 0; i++) {
+    if (i < SPIN_ROUNDS)
+      _mm_pause();
+    else
+      sched_yield();
+  }
 }
 
 static float *grow(Scratch *s, size_t floats)
