@@ -315,6 +315,19 @@ static void on_teacher_result(TeacherResult *result, const GError *error, gpoint
   }
 
   g_mutex_lock(&self->teacher_lock);
+  /* A teacher that fails fails many queries in a row: the bus hears of the first failure of a
+   * burst and of the answer that ends it; distill-stats counts every one. */
+  if (result && self->teacher_failures) {
+    GST_ELEMENT_INFO(self, RESOURCE, READ, ("The teacher answers again after %" G_GUINT64_FORMAT
+                     " failed queries; training resumes.", self->teacher_failures), (NULL));
+    self->teacher_failures = 0;
+  } else if (!result && !g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED) &&
+             self->teacher_failures++ == 0) {
+    GST_ELEMENT_WARNING(self, RESOURCE, READ, ("The teacher failed: %s", error->message),
+                        ("The stream goes on without training until the teacher answers; "
+                         "failures are counted in distill-stats teacher-errors. Check "
+                         "teacher-url, teacher-model, teacher-token-file and the server."));
+  }
   self->teacher_answered = query->ticket;
   g_cond_broadcast(&self->teacher_cond);
   g_mutex_unlock(&self->teacher_lock);
@@ -732,6 +745,7 @@ static gboolean open_teacher(GstDistillSeg *self)
     return FALSE;
   }
   self->stream = teacher_member_stream(self->teacher);
+  self->teacher_failures = 0;
   return TRUE;
 }
 

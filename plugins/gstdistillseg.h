@@ -51,6 +51,7 @@ struct _GstDistillSeg {
   GMutex teacher_lock;        /* sync mode: waiting for the teacher's answer */
   GCond teacher_cond;
   guint64 teacher_answered;   /* ticket of the last answer (sync mode) */
+  guint64 teacher_failures;   /* failed queries since the last answer (under teacher_lock) */
   GThread *saver;             /* a periodic checkpoint save in progress */
 
   /* Between set_info calls: the engine for the negotiated size and its buffers. */
