@@ -409,10 +409,29 @@ static void post_stats(GstDistillSeg *self, gint64 now)
       G_TYPE_DOUBLE, stats.student_ms, "teacher-latency-ms", G_TYPE_DOUBLE,
       counters.mean_latency_ms, "last-miou", G_TYPE_DOUBLE, stats.last_miou, "train-ms",
       G_TYPE_DOUBLE, stats.train_ms, "teacher-bytes-sent", G_TYPE_UINT64, counters.bytes_sent,
-      "teacher-bytes-received", G_TYPE_UINT64, counters.bytes_received, NULL);
+      "teacher-bytes-received", G_TYPE_UINT64, counters.bytes_received, "rollbacks",
+      G_TYPE_UINT64, stats.rollbacks, NULL);
   gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
   self->last_stats_time = now;
   self->last_stats_frames = stats.frames;
+}
+
+/* Says once per rollback of the engine's trainer that training collapsed and was undone. */
+static void warn_of_rollback(GstDistillSeg *self)
+{
+  DistillStats stats;
+
+  if (!distill_engine_rollback_news(self->engine, &stats))
+    return;
+  GST_ELEMENT_WARNING(self, STREAM, FAILED,
+                      ("Online training collapsed (%s): the student went back to its last good "
+                       "weights (rollback %" G_GUINT64_FORMAT ").",
+                       distill_collapse_describe(stats.last_collapse), stats.rollbacks),
+                      ("%s", stats.last_collapse == DISTILL_COLLAPSE_AGREEMENT
+                                 ? "Check the teacher at teacher-url: its labels no longer agree "
+                                   "with what it taught before (a wrong model, class order or "
+                                   "input)."
+                                 : "Lower learning-rate: the steps were too large."));
 }
 
 static void after_frame(GstDistillSeg *self)
@@ -420,6 +439,8 @@ static void after_frame(GstDistillSeg *self)
   gint64 now = g_get_monotonic_time();
   guint stats_interval, checkpoint_interval;
   gboolean save;
+
+  warn_of_rollback(self);
 
   GST_OBJECT_LOCK(self);
   stats_interval = self->stats_interval;

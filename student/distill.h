@@ -39,6 +39,24 @@
 #include "optimizer.h"
 #include "student.h"
 
+/* What a training round found about the weights it started from (see "Rollback" below). */
+typedef enum {
+  DISTILL_ROUND_GOOD,        /* they agreed with the teacher at the usual level: kept as the
+                              * last good weights */
+  DISTILL_ROUND_BELOW,       /* below the usual level, the round trained as usual */
+  DISTILL_ROUND_ROLLED_BACK, /* training collapsed: the weights went back to the last good ones */
+  DISTILL_ROUND_UNCHECKED,   /* train = FALSE: nothing is judged */
+} DistillVerdict;
+
+/* Why training was judged to have collapsed. */
+typedef enum {
+  DISTILL_COLLAPSE_NONE,
+  DISTILL_COLLAPSE_NON_FINITE,     /* a loss or a weight became NaN or infinite */
+  DISTILL_COLLAPSE_EXPLODING_LOSS, /* a step's loss grew far above the round's first */
+  DISTILL_COLLAPSE_AGREEMENT,      /* mIoU against the teacher stayed well below its usual level
+                                    * for rollback_rounds teacher frames in a row */
+} DistillCollapse;
+
 typedef struct {
   guint64 ticket;       /* as returned by distill_engine_wants_teacher */
   const FeatureMap *input;  /* the frame's input (the slot's copy) */
@@ -47,6 +65,8 @@ typedef struct {
   double miou_after;    /* after its last step (= miou_before when no step was taken) */
   guint updates;        /* SGD steps taken */
   guint stride;         /* the teacher stride decided by this round */
+  DistillVerdict verdict;
+  DistillCollapse collapse; /* with DISTILL_ROUND_ROLLED_BACK */
 } DistillRound;
 
 /* Called on the thread that trains (the trainer thread, or the caller's in sync mode), at the
@@ -94,6 +114,18 @@ typedef struct {
   guint replay_frames;          /* 4 */
   /* Loss weight of pixels of classes other than 0 (background weighs 1); 1 = plain loss. */
   double foreground_weight;     /* 1: weights above 1 did not help on the synthetic scene */
+
+  /* Rollback (a bad teacher must not ruin the student). The trainer keeps the last good weights:
+   * those that, entering a round, agreed with the teacher's fresh frame (mIoU before training)
+   * at no less than the usual level - rollback_drop, the usual level being a moving average of
+   * such rounds. It goes back to them, with a fresh optimiser and no replay frames, when a loss
+   * or a weight is not finite, when a step's loss exceeds 10 times the round's first (or 10
+   * times ln(classes), the loss of knowing nothing, if that is more), or when rollback_rounds
+   * teacher frames in a row score below the usual level - rollback_drop. Each such rollback
+   * lowers the usual level by rollback_drop / 2, so that a teacher that stays at a new, lower
+   * agreement for good (a harder scene) is followed after a few rollbacks. */
+  guint rollback_rounds;        /* 6; 0 = no rollback on agreement (collapses still roll back) */
+  double rollback_drop;         /* 0.25 */
 
   DistillRoundFunc round_started, round_finished;  /* NULL = none */
   gpointer round_user_data;
@@ -179,11 +211,20 @@ typedef struct {
   double last_miou;          /* student vs teacher at the start of the last round; -1 = none */
   double train_ms;           /* mean duration of a training round */
   double student_ms;         /* mean duration of distill_engine_process's inference */
+  guint64 rollbacks;         /* times training went back to the last good weights */
+  DistillCollapse last_collapse; /* why it did, the last time */
   /* (means since the engine was made) */
 } DistillStats;
 
 /* Any thread. */
 void distill_engine_get_stats(DistillEngine *engine, DistillStats *stats);
+/* Streaming thread: TRUE once after each run of rollbacks not yet reported this way, with the
+ * statistics at that moment (stats->rollbacks, stats->last_collapse), so that the caller can say
+ * so once. */
+gboolean distill_engine_rollback_news(DistillEngine *engine, DistillStats *stats);
+/* A short English phrase for a collapse, for messages ("the training loss became NaN or
+ * infinite"). */
+const char *distill_collapse_describe(DistillCollapse collapse);
 
 /* Any thread, while training runs: saves the newest published weights (student_save's atomic
  * write). */

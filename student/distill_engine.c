@@ -43,6 +43,7 @@ struct DistillEngine {
   guint64 last_query_frame;
   float thumb[DISTILL_THUMB_FLOATS], query_thumb[DISTILL_THUMB_FLOATS];
   atomic_uint_fast64_t weights_in_use;
+  guint64 rollbacks_reported;  /* by distill_engine_rollback_news */
 
   GMutex lock;
   GCond work;             /* a slot became LABELED, or stopping */
@@ -85,6 +86,8 @@ static gboolean check_config(const DistillConfig *c, int num_classes, GError **e
     return invalid(error, "max_pending must be in [1, 64]");
   if (!(c->optimizer.learning_rate > 0.0f))
     return invalid(error, "the learning rate must be positive");
+  if (!(c->rollback_drop > 0.0 && c->rollback_drop <= 1.0))
+    return invalid(error, "rollback_drop is an mIoU difference: give a value in (0, 1]");
   if (!(c->foreground_weight > 0.0))
     return invalid(error, "foreground_weight must be positive (1 = plain loss)");
   if (!(c->scene_change_threshold >= 0.0))
@@ -130,12 +133,14 @@ static void pick_up_weights(DistillEngine *e)
 static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
 {
   DistillRound round = { .ticket = slot->ticket, .input = &slot->input, .labels = slot->labels,
-                         .miou_before = -1.0, .miou_after = -1.0 };
+                         .miou_before = -1.0, .miou_after = -1.0,
+                         .verdict = DISTILL_ROUND_UNCHECKED };
   if (e->cfg.round_started)
     e->cfg.round_started(&round, e->cfg.round_user_data);
   gint64 start = g_get_monotonic_time();
   distill_trainer_round(&e->trainer, &round, pool);
-  if (round.updates)
+  /* After a rollback the stream, too, goes back to the last good weights. */
+  if (round.updates || round.verdict == DISTILL_ROUND_ROLLED_BACK)
     publish(e);
   double ms = (double)(g_get_monotonic_time() - start) / 1000.0;
 
@@ -145,6 +150,10 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   e->stats.updates += round.updates;
   e->stats.rounds++;
   e->stats.last_miou = round.miou_before;
+  if (round.verdict == DISTILL_ROUND_ROLLED_BACK) {
+    e->stats.rollbacks++;
+    e->stats.last_collapse = round.collapse;
+  }
   e->train_ms_total += ms;
   slot->state = SLOT_FREE;
   g_mutex_unlock(&e->lock);
@@ -457,6 +466,15 @@ void distill_engine_get_stats(DistillEngine *e, DistillStats *stats)
   stats->student_ms = e->stats.frames ? e->student_ms_total / (double)e->stats.frames : 0.0;
   g_mutex_unlock(&e->lock);
   stats->weights_version = atomic_load(&e->weights_in_use);
+}
+
+gboolean distill_engine_rollback_news(DistillEngine *e, DistillStats *stats)
+{
+  distill_engine_get_stats(e, stats);
+  if (stats->rollbacks == e->rollbacks_reported)
+    return FALSE;
+  e->rollbacks_reported = stats->rollbacks;
+  return TRUE;
 }
 
 gboolean distill_engine_save(DistillEngine *e, const char *path, GError **error)

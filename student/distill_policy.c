@@ -21,6 +21,8 @@ void distill_config_default(DistillConfig *cfg, int width, int height)
     .scene_change_threshold = 0.03,
     .replay_frames = 4,
     .foreground_weight = 1.0,
+    .rollback_rounds = 6,
+    .rollback_drop = 0.25,
   };
   optimizer_config_default(&cfg->optimizer, OPTIMIZER_ADAM);
   cfg->optimizer.learning_rate = 2e-3f;
@@ -62,4 +64,20 @@ guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double 
 {
   guint next = miou >= cfg->accuracy_threshold ? stride * 2 : stride / 2;
   return CLAMP(next, cfg->min_stride, cfg->max_stride);
+}
+
+const char *distill_collapse_describe(DistillCollapse collapse)
+{
+  switch (collapse) {
+  case DISTILL_COLLAPSE_NON_FINITE:
+    return "the training loss or the weights became NaN or infinite";
+  case DISTILL_COLLAPSE_EXPLODING_LOSS:
+    return "the training loss exploded";
+  case DISTILL_COLLAPSE_AGREEMENT:
+    return "the student's agreement with the teacher stayed far below its usual level for many "
+           "teacher frames in a row";
+  case DISTILL_COLLAPSE_NONE:
+    break;
+  }
+  return "no collapse";
 }

@@ -24,10 +24,16 @@ typedef struct {
   float *replay_inputs;
   uint8_t *replay_labels;
   guint replay_count, replay_next, replay_cursor;
+  /* Rollback (distill.h, DistillConfig): the last good weights, the usual level of agreement
+   * (-1 = none yet) and the teacher frames in a row below it. */
+  float *good_params;
+  double usual_miou;
+  guint rounds_below;
 } DistillTrainer;
 
 void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial);
 void distill_trainer_clear(DistillTrainer *t);
-/* The paper's update loop on round->input and round->labels; fills miou_before, miou_after and
- * updates, and keeps the frame for replay. */
+/* The paper's update loop on round->input and round->labels; fills miou_before, miou_after,
+ * updates, verdict and collapse, and keeps the frame for replay. After a rollback the trainer's
+ * weights are the last good ones. */
 void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool);

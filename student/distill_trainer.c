@@ -1,8 +1,21 @@
 /* distill_trainer.c: one training round on a teacher frame (the paper's update loop), with the
- * optional replay of recent teacher frames and foreground pixel weights. */
+ * optional replay of recent teacher frames and foreground pixel weights, and the rollback to the
+ * last good weights when training collapses (distill.h, DistillConfig). */
+#include <math.h>
 #include <string.h>
 
 #include "distill_private.h"
+
+/* A step whose loss is above this many times the round's first loss (or ln(classes), if more)
+ * is divergence, not learning: a step on one frame lowers that frame's loss. */
+#define EXPLODING_LOSS_RATIO 10.0
+/* Weight of a good round's lower mIoU in the usual level: about the last four good rounds. */
+#define USUAL_MIOU_RATE 0.25
+
+static size_t param_bytes(const DistillTrainer *t)
+{
+  return student_param_count(t->student) * sizeof(float);
+}
 
 void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial)
 {
@@ -23,6 +36,8 @@ void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Stu
     t->replay_inputs = g_new(float, (size_t)cfg->replay_frames * t->input_h * t->input_w * 3);
     t->replay_labels = g_malloc((size_t)cfg->replay_frames * labels);
   }
+  t->good_params = g_memdup2(student_params(t->student), param_bytes(t));
+  t->usual_miou = -1.0;
 }
 
 void distill_trainer_clear(DistillTrainer *t)
@@ -33,6 +48,7 @@ void distill_trainer_clear(DistillTrainer *t)
   g_free(t->pixel_weight);
   g_free(t->replay_inputs);
   g_free(t->replay_labels);
+  g_free(t->good_params);
   memset(t, 0, sizeof *t);
 }
 
@@ -58,16 +74,16 @@ static const uint8_t *replay_labels(DistillTrainer *t, guint index)
   return t->replay_labels + (size_t)index * t->label_h * t->label_w;
 }
 
-/* Adds the gradient of one kept frame (in turn) to the step's. */
-static void add_replay_gradient(DistillTrainer *t, ThreadPool *pool)
+/* Adds the gradient of one kept frame (in turn) to the step's; returns its loss (0: none). */
+static double add_replay_gradient(DistillTrainer *t, ThreadPool *pool)
 {
   if (!t->replay_count)
-    return;
+    return 0.0;
   guint index = t->replay_cursor++ % t->replay_count;
   FeatureMap input = replay_input(t, index);
   const uint8_t *labels = replay_labels(t, index);
   student_forward(t->student, &input, pool);
-  student_backward(t->student, labels, pixel_weights(t, labels), pool);
+  return student_backward(t->student, labels, pixel_weights(t, labels), pool);
 }
 
 static void keep_for_replay(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels)
@@ -85,29 +101,104 @@ static void keep_for_replay(DistillTrainer *t, const FeatureMap *input, const ui
   memcpy((uint8_t *)replay_labels(t, index), labels, (size_t)t->label_h * t->label_w);
 }
 
+/* ---- rollback ------------------------------------------------------------------------------ */
+
+/* The weights entering a round, judged by their mIoU on the round's fresh teacher frame: at the
+ * usual level (or above), they become the last good weights. */
+static DistillVerdict judge_entry(DistillTrainer *t, double miou)
+{
+  if (t->usual_miou >= 0.0 && miou < t->usual_miou - t->cfg->rollback_drop) {
+    t->rounds_below++;
+    return DISTILL_ROUND_BELOW;
+  }
+  t->rounds_below = 0;
+  /* Up at once (a student learning from scratch climbs fast), down slowly. */
+  if (miou > t->usual_miou)
+    t->usual_miou = miou;
+  else
+    t->usual_miou += USUAL_MIOU_RATE * (miou - t->usual_miou);
+  memcpy(t->good_params, student_params(t->student), param_bytes(t));
+  return DISTILL_ROUND_GOOD;
+}
+
+static gboolean params_finite(DistillTrainer *t)
+{
+  const float *p = student_params(t->student);
+  size_t n = student_param_count(t->student);
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(p[i]))
+      return FALSE;
+  return TRUE;
+}
+
+/* Back to the last good weights. The optimiser's moments and the replay frames come from the
+ * stretch that went wrong, so they go too. */
+static void roll_back(DistillTrainer *t, DistillCollapse collapse)
+{
+  memcpy(student_params(t->student), t->good_params, param_bytes(t));
+  optimizer_reset(t->optimizer);
+  t->replay_count = t->replay_next = t->replay_cursor = 0;
+  t->rounds_below = 0;
+  if (collapse == DISTILL_COLLAPSE_AGREEMENT)
+    t->usual_miou = MAX(t->usual_miou - t->cfg->rollback_drop / 2, 0.0);
+}
+
+/* Whether a step's losses (the frame's and the replayed frame's) show a collapse: not finite,
+ * or the frame's far above its first. */
+static DistillCollapse judge_loss(double loss, double replay_loss, double first_loss,
+                                  int num_classes)
+{
+  if (!isfinite(loss) || !isfinite(replay_loss))
+    return DISTILL_COLLAPSE_NON_FINITE;
+  if (loss > EXPLODING_LOSS_RATIO * MAX(first_loss, log((double)num_classes)))
+    return DISTILL_COLLAPSE_EXPLODING_LOSS;
+  return DISTILL_COLLAPSE_NONE;
+}
+
+/* ---- the round ------------------------------------------------------------------------------ */
+
 void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool)
 {
   const DistillConfig *cfg = t->cfg;
   size_t n = (size_t)t->label_h * t->label_w;
   int num_classes = student_get_config(t->student)->num_classes;
   guint updates = 0;
-  double miou;
+  double miou, first_loss = 0.0;
+  DistillCollapse collapse = DISTILL_COLLAPSE_NONE;
   /* Every pass measures first: the last forward also tells whether the threshold was met. */
   for (;;) {
     const FeatureMap *logits = student_forward(t->student, round->input, pool);
     argmax_channels(logits, t->pred, pool);
     miou = distill_miou(t->pred, round->labels, n, num_classes);
-    if (updates == 0)
+    if (updates == 0) {
       round->miou_before = miou;
+      round->verdict = cfg->train ? judge_entry(t, miou) : DISTILL_ROUND_UNCHECKED;
+    }
     if (!distill_policy_keep_training(cfg, updates, miou))
       break;
     student_zero_grads(t->student);
-    student_backward(t->student, round->labels, pixel_weights(t, round->labels), pool);
-    add_replay_gradient(t, pool);
+    double loss = student_backward(t->student, round->labels, pixel_weights(t, round->labels),
+                                   pool);
+    if (updates == 0)
+      first_loss = loss;
+    double replay_loss = add_replay_gradient(t, pool);
+    collapse = judge_loss(loss, replay_loss, first_loss, num_classes);
+    if (collapse)
+      break;
     optimizer_step(t->optimizer, student_params(t->student), student_grads(t->student));
     updates++;
   }
+  if (!collapse && updates && !params_finite(t))
+    collapse = DISTILL_COLLAPSE_NON_FINITE;
+  if (!collapse && cfg->train && cfg->rollback_rounds && t->rounds_below >= cfg->rollback_rounds)
+    collapse = DISTILL_COLLAPSE_AGREEMENT;
   round->miou_after = miou;
   round->updates = updates;
-  keep_for_replay(t, round->input, round->labels);
+  round->collapse = collapse;
+  if (collapse) {
+    roll_back(t, collapse);
+    round->verdict = DISTILL_ROUND_ROLLED_BACK;
+  } else {
+    keep_for_replay(t, round->input, round->labels);
+  }
 }

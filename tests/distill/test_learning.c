@@ -1,7 +1,7 @@
 /* test_learning.c: from random initialisation, in sync mode (the paper's protocol), with a
  * teacher that knows the true labels, the student learns the synthetic scene: mIoU against the
  * truth >= 0.8 over the last quarter of the stream, at a teacher fraction <= 1/8, with the
- * engine's default policy and optimiser. */
+ * engine's default policy and optimiser, and never rolls back (test_rollback.c). */
 #include "scene_stream.h"
 
 enum { FRAMES = 480, SCORED_FROM = 360 };
@@ -42,6 +42,7 @@ static void test_learns_scene(void)
   g_assert_cmpfloat(fraction, <=, 1.0 / 8);
   g_assert_cmpuint(st.updates, >, 0);
   g_assert_cmpuint(st.frames, ==, FRAMES);
+  g_assert_cmpuint(st.rollbacks, ==, 0);
 
   scene_stream_clear(&s);
   distill_engine_free(engine);
