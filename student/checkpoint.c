@@ -6,10 +6,11 @@
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "student.h"
+#include "checkpoint.h"
 
 G_STATIC_ASSERT(G_BYTE_ORDER == G_LITTLE_ENDIAN); /* floats are copied as they are on disk */
 
@@ -119,6 +120,8 @@ static gboolean write_all(int fd, const guint8 *data, size_t len)
     ssize_t n = write(fd, data, len);
     if (n < 0 && errno == EINTR)
       continue;
+    if (n == 0)
+      errno = ENOSPC; /* write(2) makes no progress only when the device is full */
     if (n <= 0)
       return FALSE;
     data += n;
@@ -139,35 +142,77 @@ static gboolean fsync_folder(const char *path)
   return ok;
 }
 
-static gboolean save_failed(GError **error, const char *path, const char *tmp, const char *what)
+/* Temporary files are named after the checkpoint: "<name>.tmp-XXXXXX". */
+static char *temp_prefix(const char *path)
+{
+  g_autofree char *name = g_path_get_basename(path);
+  return g_strconcat(name, ".tmp-", NULL);
+}
+
+/* Removes the temporary files a save killed half-way left beside path. A save in progress holds
+ * an exclusive lock on its temporary file, so only abandoned ones can be locked here. */
+static void remove_stale_temp_files(const char *path)
+{
+  g_autofree char *folder = g_path_get_dirname(path);
+  g_autofree char *prefix = temp_prefix(path);
+  g_autoptr(GDir) dir = g_dir_open(folder, 0, NULL);
+  if (!dir)
+    return;
+  for (const char *name; (name = g_dir_read_name(dir)) != NULL;) {
+    if (!g_str_has_prefix(name, prefix) || strlen(name) != strlen(prefix) + 6)
+      continue;
+    g_autofree char *stale = g_build_filename(folder, name, NULL);
+    int fd = open(stale, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+      continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+      unlink(stale);
+    close(fd);
+  }
+}
+
+/* replaced: the rename was done, the new file is in place. */
+static gboolean save_failed(GError **error, const char *path, const char *tmp, gboolean replaced,
+                            const char *what)
 {
   int err = errno;
   if (tmp)
     unlink(tmp);
-  g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_IO, "cannot save checkpoint %s: %s: %s", path,
-              what, g_strerror(err));
+  const char *hint = err == ENOSPC || err == EDQUOT ? "free space on its disk"
+                     : err == EFBIG ? "raise the file size limit (ulimit -f)"
+                                    : "check that its folder exists and is writable";
+  g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_IO, "cannot save checkpoint %s: %s: %s; %s%s",
+              path, what, g_strerror(err), hint,
+              replaced ? "" : " (the previous checkpoint, if any, is left intact)");
   return FALSE;
 }
 
 gboolean student_save_values(Student *s, const float *values, const char *path, GError **error)
 {
   g_autoptr(GByteArray) file = serialise(s, values);
+  remove_stale_temp_files(path);
   g_autofree char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
   int fd = g_mkstemp(tmp);
   if (fd < 0)
-    return save_failed(error, path, NULL, "creating a temporary file beside it");
-  if (fchmod(fd, 0644) != 0 || !write_all(fd, file->data, file->len) || fsync(fd) != 0) {
+    return save_failed(error, path, NULL, FALSE, "creating a temporary file beside it");
+  if (flock(fd, LOCK_EX) != 0 || fchmod(fd, 0644) != 0 ||
+      !write_all(fd, file->data, file->len) || fsync(fd) != 0) {
     int err = errno;
     close(fd);
     errno = err;
-    return save_failed(error, path, tmp, "writing the temporary file");
+    return save_failed(error, path, tmp, FALSE, "writing the temporary file");
+  }
+  /* Renamed while still open and locked, so that no other save takes it for an abandoned one. */
+  if (rename(tmp, path) != 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    return save_failed(error, path, tmp, FALSE, "renaming the temporary file over it");
   }
   if (close(fd) != 0)
-    return save_failed(error, path, tmp, "closing the temporary file");
-  if (rename(tmp, path) != 0)
-    return save_failed(error, path, tmp, "renaming the temporary file over it");
+    return save_failed(error, path, NULL, TRUE, "closing it");
   if (!fsync_folder(path))
-    return save_failed(error, path, NULL, "syncing its folder");
+    return save_failed(error, path, NULL, TRUE, "syncing its folder");
   return TRUE;
 }
 
@@ -205,8 +250,9 @@ static gint64 array_int(JsonArray *array, guint index)
 }
 
 typedef struct {
-  const char *path;
-  char *contents;
+  const char *path;     /* or the name given to bytes in memory, for messages */
+  char *owned;          /* the file's contents when read here */
+  const char *contents;
   gsize length;
   JsonParser *parser;
   JsonObject *header;
@@ -218,7 +264,7 @@ typedef struct {
 static void checkpoint_file_clear(CheckpointFile *f)
 {
   g_clear_object(&f->parser);
-  g_clear_pointer(&f->contents, g_free);
+  g_clear_pointer(&f->owned, g_free);
 }
 
 G_GNUC_PRINTF(4, 5)
@@ -263,14 +309,10 @@ static gboolean read_metadata(CheckpointFile *f, GError **error)
   return TRUE;
 }
 
-/* Reads the file, checks the header's length and JSON, the metadata and the configuration. */
-static gboolean checkpoint_file_open(CheckpointFile *f, const char *path, GError **error)
+/* Checks the header's length and JSON, the metadata and the configuration of the bytes in f. */
+static gboolean checkpoint_file_parse(CheckpointFile *f, GError **error)
 {
-  *f = (CheckpointFile){ .path = path };
-  g_autoptr(GError) io_error = NULL;
-  if (!g_file_get_contents(path, &f->contents, &f->length, &io_error))
-    return fail(error, STUDENT_ERROR_IO, path, "cannot read it: %s; check the path",
-                io_error->message);
+  const char *path = f->path;
   if (f->length < 8)
     return fail(error, STUDENT_ERROR_FORMAT, path, "truncated: %zu bytes, less than the 8-byte "
                 "header length; " DAMAGED_HINT, (size_t)f->length);
@@ -295,6 +337,24 @@ static gboolean checkpoint_file_open(CheckpointFile *f, const char *path, GError
   f->data = (const guint8 *)f->contents + 8 + header_length;
   f->data_length = f->length - 8 - header_length;
   return read_metadata(f, error);
+}
+
+static gboolean checkpoint_file_open(CheckpointFile *f, const char *path, GError **error)
+{
+  *f = (CheckpointFile){ .path = path };
+  g_autoptr(GError) io_error = NULL;
+  if (!g_file_get_contents(path, &f->owned, &f->length, &io_error))
+    return fail(error, STUDENT_ERROR_IO, path, "cannot read it: %s; check the path",
+                io_error->message);
+  f->contents = f->owned;
+  return checkpoint_file_parse(f, error);
+}
+
+static gboolean checkpoint_file_open_data(CheckpointFile *f, const void *data, size_t length,
+                                          const char *name, GError **error)
+{
+  *f = (CheckpointFile){ .path = name, .contents = data, .length = length };
+  return checkpoint_file_parse(f, error);
 }
 
 static gboolean read_offsets(const CheckpointFile *f, const char *name, JsonObject *info,
@@ -397,15 +457,50 @@ static gboolean load_into(const CheckpointFile *f, Student *s, GError **error)
   return ok;
 }
 
+/* Fewer floats than the configuration's network has: the weights of each layer's connections
+ * (jitnet.c's layers, at a 1x1 kernel). Checked before the network is made, so that a damaged
+ * configuration naming huge widths is refused without allocating them. */
+static double min_param_count(const StudentConfig *c)
+{
+  const int *e = c->encoder, *d = c->decoder;
+  int head_in = d[2] + (c->head_skip ? c->stem[0] : 0);
+  double edges[][2] = {
+    { 3, c->stem[0] }, { c->stem[0], c->stem[1] }, { c->stem[1], e[0] }, { e[0], e[1] },
+    { e[1], e[2] }, { e[2], d[0] }, { e[1] + d[0], d[1] }, { e[0] + d[1], d[2] },
+    { head_in, c->head[0] }, { c->head[0], c->head[1] }, { c->head[1], c->num_classes },
+  };
+  double count = 0;
+  for (guint i = 0; i < G_N_ELEMENTS(edges); i++)
+    count += edges[i][0] * edges[i][1];
+  return count;
+}
+
+static Student *load_new(CheckpointFile *f, GError **error)
+{
+  if (min_param_count(&f->config) * sizeof(float) > (double)f->data_length) {
+    fail(error, STUDENT_ERROR_FORMAT, f->path, "its configuration needs more than the %zu bytes "
+         "of tensors it holds; " DAMAGED_HINT, f->data_length);
+    return NULL;
+  }
+  Student *s = student_new(&f->config, 0);
+  if (!load_into(f, s, error))
+    g_clear_pointer(&s, student_free);
+  return s;
+}
+
 Student *student_load(const char *path, GError **error)
 {
   CheckpointFile f;
-  Student *s = NULL;
-  if (checkpoint_file_open(&f, path, error)) {
-    s = student_new(&f.config, 0);
-    if (!load_into(&f, s, error))
-      g_clear_pointer(&s, student_free);
-  }
+  Student *s = checkpoint_file_open(&f, path, error) ? load_new(&f, error) : NULL;
+  checkpoint_file_clear(&f);
+  return s;
+}
+
+Student *student_load_data(const void *data, size_t length, const char *name, GError **error)
+{
+  CheckpointFile f;
+  Student *s = checkpoint_file_open_data(&f, data, length, name, error) ? load_new(&f, error)
+                                                                        : NULL;
   checkpoint_file_clear(&f);
   return s;
 }

@@ -1,10 +1,19 @@
 /* test_checkpoint.c: safetensors checkpoints: bit-exact round trip, OIHW on disk, the errors of
- * damaged and mismatched files, and saves that leave no temporary files behind. */
+ * damaged, mismatched and wrong-version files, saves that leave no temporary files behind, saves
+ * killed at random moments (the file always loads, old or new), and a full disk (the old file
+ * left intact). */
+#include <errno.h>
 #include <glib/gstdio.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-#include "student.h"
+#include "checkpoint.h"
 
 static char *folder;
 
@@ -208,6 +217,10 @@ static void test_damaged_header(void)
     { "\"arch\":\"jitnet\"", "\"arch\":\"resnet\"", STUDENT_ERROR_MISMATCH, "architecture" },
     { "\"format\":\"gst-distill\"", "\"format\":\"other\"", STUDENT_ERROR_MISMATCH, NULL },
     { "\\\"head_skip\\\":false", "\\\"head_skip\\\":7", STUDENT_ERROR_FORMAT, "head_skip" },
+    { "\"version\":\"1\"", "\"version\":\"2\"", STUDENT_ERROR_MISMATCH, "format version 2" },
+    { "\"version\":\"1\"", "\"version\":1", STUDENT_ERROR_MISMATCH, "format version (none)" },
+    { "\\\"encoder\\\":[64,64,128]", "\\\"encoder\\\":[65536,65536,65536]",
+      STUDENT_ERROR_FORMAT, "needs more than" },
   };
   for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
     g_autofree char *edited = edited_copy(path, cases[i].from, cases[i].to);
@@ -252,6 +265,188 @@ static void test_atomic_save(void)
   student_free(s);
 }
 
+/* ---- saves killed half-way ---------------------------------------------------------------- */
+
+enum { KILLS = 60 };
+
+static gboolean holds(Student *loaded, Student *expected)
+{
+  return memcmp(student_params(loaded), student_params(expected),
+                sizeof(float) * student_param_count(expected)) == 0;
+}
+
+/* The child: saves old and new weights in turn over path, for ever, and says on `ready` when the
+ * first save is done. */
+static G_GNUC_NORETURN void save_forever(Student *old_weights, Student *new_weights,
+                                        const char *path, int ready)
+{
+  for (guint64 i = 0;; i++) {
+    if (!student_save(i % 2 ? old_weights : new_weights, path, NULL))
+      _exit(3);
+    if (i == 0 && write(ready, "s", 1) != 1)
+      _exit(4);
+  }
+}
+
+/* A child saving in a loop is killed with SIGKILL at a random moment, KILLS times: after each
+ * kill the file loads and holds the old or the new weights, and temporary files of killed saves
+ * never pile up (each save removes those left before it). */
+static void test_killed_saves(void)
+{
+  g_autofree char *dir = path_in_folder("killed");
+  g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+  g_autofree char *path = g_build_filename(dir, "student.safetensors", NULL);
+  Student *old_weights = random_student(2, FALSE);
+  Student *new_weights = random_student(2, FALSE);
+  for (size_t i = 0; i < student_param_count(new_weights); i++)
+    student_params(new_weights)[i] += 1.0f;
+  g_assert_true(student_save(old_weights, path, NULL));
+  GRand *rng = g_rand_new_with_seed(17);
+  guint saw_old = 0, saw_new = 0, left_temp = 0;
+
+  for (guint k = 0; k < KILLS; k++) {
+    int ready[2];
+    g_assert_cmpint(pipe(ready), ==, 0);
+    fflush(stdout);
+    pid_t child = fork();
+    g_assert_cmpint(child, >=, 0);
+    if (child == 0) {
+      close(ready[0]);
+      save_forever(old_weights, new_weights, path, ready[1]);
+    }
+    close(ready[1]);
+    char byte;
+    g_assert_cmpint(read(ready[0], &byte, 1), ==, 1);
+    close(ready[0]);
+    /* A save takes a few milliseconds (most of it fsync): anywhere in the next few saves. */
+    g_usleep(g_rand_int_range(rng, 0, 20000));
+    g_assert_cmpint(kill(child, SIGKILL), ==, 0);
+    int status;
+    g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+    g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+    GError *error = NULL;
+    Student *loaded = student_load(path, &error);
+    g_assert_no_error(error);
+    gboolean is_old = holds(loaded, old_weights), is_new = holds(loaded, new_weights);
+    g_assert_true(is_old || is_new);
+    saw_old += is_old;
+    saw_new += is_new;
+    student_free(loaded);
+    /* The checkpoint, and at most the temporary file of the save that was killed. */
+    int entries = count_entries(dir);
+    g_assert_cmpint(entries, <=, 2);
+    left_temp += entries == 2;
+  }
+  g_test_message("%d kills: the file held the old weights %u times, the new %u times; %u kills "
+                 "left a temporary file, removed by the next save", KILLS, saw_old, saw_new,
+                 left_temp);
+  g_assert_true(student_save(old_weights, path, NULL));
+  g_assert_cmpint(count_entries(dir), ==, 1);
+  g_rand_free(rng);
+  student_free(new_weights);
+  student_free(old_weights);
+}
+
+/* ---- a full disk ---------------------------------------------------------------------------- */
+
+/* In place: /proc files cannot be replaced as g_file_set_contents does. */
+static gboolean write_text(const char *path, const char *text)
+{
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return FALSE;
+  gboolean ok = fputs(text, f) >= 0;
+  return fclose(f) == 0 && ok;
+}
+
+/* In a new user namespace, as ourselves (so that the files we make are ours), and a new mount
+ * namespace. */
+static gboolean enter_namespaces(void)
+{
+  uid_t uid = getuid();
+  gid_t gid = getgid();
+  if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+    return FALSE;
+  g_autofree char *uid_map = g_strdup_printf("%u %u 1", (unsigned)uid, (unsigned)uid);
+  g_autofree char *gid_map = g_strdup_printf("%u %u 1", (unsigned)gid, (unsigned)gid);
+  return write_text("/proc/self/setgroups", "deny") && write_text("/proc/self/uid_map", uid_map) &&
+         write_text("/proc/self/gid_map", gid_map) &&
+         mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+}
+
+/* In a child (a new mount namespace or a lowered limit stays there): leaves path (in dir) holding
+ * old_weights, a checkpoint of `bytes` bytes, with no room for another. A tmpfs too small for a
+ * second copy is mounted over dir when an unprivileged user namespace allows it (the kernel
+ * says ENOSPC, as on a full disk); otherwise the file size limit (RLIMIT_FSIZE, SIGXFSZ ignored)
+ * is set below the checkpoint's size (the kernel says EFBIG). Returns which. */
+static const char *fill_disk(const char *dir, const char *path, Student *old_weights,
+                             gsize bytes, gboolean *mounted)
+{
+  g_autofree char *options = g_strdup_printf("size=%zu", bytes + bytes / 2);
+  *mounted = enter_namespaces() && mount("tmpfs", dir, "tmpfs", 0, options) == 0;
+  GError *error = NULL;
+  gboolean saved = student_save(old_weights, path, &error);
+  g_assert_no_error(error);
+  g_assert_true(saved);
+  if (*mounted)
+    return "a tmpfs of 1.5 times the checkpoint's size";
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit limit = { .rlim_cur = bytes / 2, .rlim_max = bytes / 2 };
+  g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &limit), ==, 0);
+  return "a file size limit (RLIMIT_FSIZE) of half the checkpoint's size";
+}
+
+static void disk_full_child(const char *dir)
+{
+  Student *old_weights = random_student(2, FALSE);
+  Student *new_weights = random_student(2, TRUE);
+  g_autofree char *path = g_build_filename(dir, "student.safetensors", NULL);
+  g_assert_true(student_save(old_weights, path, NULL));
+  gsize bytes;
+  g_free(read_file(path, &bytes));
+  g_unlink(path);
+
+  gboolean mounted;
+  const char *how = fill_disk(dir, path, old_weights, bytes, &mounted);
+  GError *error = NULL;
+  g_assert_false(student_save(new_weights, path, &error));
+  g_assert_error(error, STUDENT_ERROR, STUDENT_ERROR_IO);
+  g_test_message("full disk (%s): %s", how, error->message);
+  g_assert_nonnull(strstr(error->message, path));
+  g_assert_nonnull(strstr(error->message, mounted ? "free space" : "file size limit"));
+  g_assert_nonnull(strstr(error->message, "left intact"));
+  g_clear_error(&error);
+  g_assert_cmpint(count_entries(dir), ==, 1); /* no temporary file left */
+  Student *loaded = student_load(path, &error);
+  g_assert_no_error(error);
+  g_assert_true(holds(loaded, old_weights));
+  student_free(loaded);
+  if (mounted)
+    g_assert_cmpint(umount(dir), ==, 0);
+  else
+    g_unlink(path);
+  student_free(new_weights);
+  student_free(old_weights);
+}
+
+static void test_disk_full(void)
+{
+  g_autofree char *dir = path_in_folder("full");
+  g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+  fflush(stdout);
+  pid_t child = fork();
+  g_assert_cmpint(child, >=, 0);
+  if (child == 0) {
+    disk_full_child(dir);
+    fflush(stdout);
+    _exit(0);
+  }
+  int status;
+  g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+  g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_config_json(void)
 {
   StudentConfig cfg, parsed;
@@ -288,6 +483,8 @@ int main(int argc, char **argv)
   g_test_add_func("/student/checkpoint/damaged-header", test_damaged_header);
   g_test_add_func("/student/checkpoint/atomic-save", test_atomic_save);
   g_test_add_func("/student/checkpoint/config-json", test_config_json);
+  g_test_add_func("/student/checkpoint/killed-saves", test_killed_saves);
+  g_test_add_func("/student/checkpoint/disk-full", test_disk_full);
   int status = g_test_run();
   g_autofree char *rm = g_strdup_printf("rm -rf '%s'", folder);
   if (system(rm) != 0)
