@@ -1,5 +1,6 @@
 // Entry point of the reference teacher (teacher-server/run installs the packages first).
-// Prints one line on stdout when listening: "teacher-server: listening on http://HOST:PORT/v2 ...".
+// Prints one line on stdout when listening: "teacher-server: listening on http://HOST:PORT/v2 ..."
+// (https:// with --tls-cert).
 import fs from 'node:fs';
 import { MODEL_PATH, isInstalled } from './lib/install.mjs';
 import { parseOptions, USAGE } from './lib/options.mjs';
@@ -21,6 +22,18 @@ function readToken(file) {
   return Buffer.from(token);
 }
 
+// https:// with --tls-cert and --tls-key (PEM).
+function readTls(options) {
+  const read = (flag, file) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      throw new Error(`--${flag} ${file}: cannot read it (${err.code ?? err.message})`);
+    }
+  };
+  return { cert: read('tls-cert', options.tlsCert), key: read('tls-key', options.tlsKey) };
+}
+
 async function loadModel(options) {
   if (options.model === 'isnet') {
     const { IsnetModel } = await import('./lib/isnet.mjs');
@@ -35,6 +48,7 @@ function main() {
   try {
     options = parseOptions(process.argv.slice(2));
     options.token = options.tokenFile ? readToken(options.tokenFile) : null;
+    options.tls = options.tlsCert ? readTls(options) : null;
     if (options.model === 'isnet' && !isInstalled())
       throw new Error('the ISNet model is not assembled: start the server with teacher-server/run');
   } catch (err) {
@@ -51,7 +65,13 @@ function main() {
   }
   const started = Date.now();
   const modelPromise = loadModel(options);
-  const server = createTeacherServer(options, modelPromise, log);
+  let server;
+  try {
+    server = createTeacherServer(options, modelPromise, log);
+  } catch (err) {  // a key that is not the certificate's, a file that is not PEM
+    log(`--tls-cert ${options.tlsCert} / --tls-key ${options.tlsKey}: ${err.message}`);
+    process.exit(2);
+  }
   modelPromise.then((model) => {
     const detail = model.frames ? ` (${model.frames} frames)` : ` (${options.threads} threads)`;
     log(`model '${options.name}' ready: ${options.model}${detail}, output ${options.output}, ` +
@@ -67,7 +87,8 @@ function main() {
   server.listen(options.port, options.host, () => {
     const { address, port } = server.address();
     const host = address.includes(':') ? `[${address}]` : address;
-    process.stdout.write(`teacher-server: listening on http://${host}:${port}/v2 (model ` +
+    const scheme = options.tls ? 'https' : 'http';
+    process.stdout.write(`teacher-server: listening on ${scheme}://${host}:${port}/v2 (model ` +
       `'${options.name}': ${options.model}, output ${options.output})\n`);
   });
   for (const signal of ['SIGINT', 'SIGTERM'])

@@ -4,7 +4,7 @@ import os from 'node:os';
 
 export const USAGE = `usage: teacher-server/run --model isnet|replay [--name teacher] [--host 127.0.0.1]
          [--port 8000] [--output labels|probabilities] [--threads N] [--token-file F]
-         [--max-queue N]
+         [--tls-cert F --tls-key F] [--max-queue N]
        replay: --video V --labels L [--latency-ms N] [--fail-rate F] [--garbage-rate F]
          [--hang-rate F] [--down-after N] [--seed S]`;
 
@@ -16,6 +16,8 @@ const FLAGS = {
   output: { kind: 'choice', choices: ['labels', 'probabilities'], default: 'labels' },
   threads: { kind: 'int', default: 0, min: 0, max: 1024 },
   'token-file': { kind: 'string' },
+  'tls-cert': { kind: 'string' },
+  'tls-key': { kind: 'string' },
   'max-queue': { kind: 'int', default: 4, min: 0, max: 1 << 20 },
   video: { kind: 'string', replay: true },
   labels: { kind: 'string', replay: true },
@@ -46,7 +48,8 @@ function parseValue(flag, spec, text) {
   return value;
 }
 
-// Returns { model, name, host, port, output, threads, tokenFile, maxQueue, video, labels,
+// Returns { model, name, host, port, output, threads, tokenFile, tlsCert, tlsKey, maxQueue,
+// video, labels,
 // latencyMs, failRate, garbageRate, hangRate, downAfter, seed }; throws on a bad command line.
 export function parseOptions(argv) {
   const given = {};
@@ -84,6 +87,8 @@ export function parseOptions(argv) {
     const key = flag.replace(/-(\w)/g, (_, c) => c.toUpperCase());
     options[key] = flag in given ? given[flag] : spec.default;
   }
+  if (!options.tlsCert !== !options.tlsKey)
+    throw new Error('--tls-cert and --tls-key go together: give the certificate and its key');
   if (options.failRate + options.garbageRate + options.hangRate > 1)
     throw new Error('--fail-rate, --garbage-rate and --hang-rate add up to more than 1');
   if (options.threads === 0)

@@ -2,6 +2,7 @@
 // model (one inference at a time), /metrics, and the fault injection of replay test servers.
 import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import { encodeInferResponse, parseInferRequest, RequestError } from './kserve.mjs';
 import { frameFromInputs, INPUT_NAME } from './frame.mjs';
 import { Metrics } from './metrics.mjs';
@@ -116,7 +117,7 @@ function bearerMatches(header, token) {
   return given.length === token.length && timingSafeEqual(given, token);
 }
 
-// options: parseOptions()'s result plus { token: Buffer | null }. model: a promise of the loaded
+// options: parseOptions()'s result plus { token: Buffer | null, tls: { cert, key } | null }. model: a promise of the loaded
 // model, so that the server listens (live, not ready) while a heavy model loads.
 export function createTeacherServer(options, modelPromise, log) {
   const metrics = new Metrics(options.name);
@@ -134,13 +135,15 @@ export function createTeacherServer(options, modelPromise, log) {
     loadError = err;
   });
 
-  const server = http.createServer((req, res) => {
+  const onRequest = (req, res) => {
     handle(req, res).catch((err) => {
       log(`internal error: ${err.stack ?? err}`);
       if (!res.headersSent)
         send(req, res, 500, { error: `internal error: ${err.message}` });
     });
-  });
+  };
+  const server = options.tls ? https.createServer(options.tls, onRequest)
+    : http.createServer(onRequest);
 
   function send(req, res, status, body, headers = {}) {
     if (status >= 400)
