@@ -321,7 +321,7 @@ Camera *camera_new(DistillRtsp *app, const char *name, const char *input, guint 
 
   cam->app = app;
   cam->name = g_strdup(name);
-  cam->input = g_strdup(input);
+  cam->input = rtsp_input_without_password(input);
   cam->backoff_s = 1;
   cam->stats.last_miou = -1;
   if (app->options.checkpoint_dir) {

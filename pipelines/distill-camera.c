@@ -110,6 +110,7 @@ int main(int argc, char **argv)
   g_autofree gchar *service = g_strdup_printf("%d", port);
   gst_rtsp_server_set_service(server, service);
   GstRTSPMediaFactory *factory = rtsp_out_factory(&cam.out);
+  rtsp_out_bind_udp(factory, bind ? bind : "127.0.0.1");
   GstRTSPMountPoints *mounts = gst_rtsp_server_get_mount_points(server);
   g_autofree gchar *path = g_strdup_printf("/%s", name ? name : "camera");
   gst_rtsp_mount_points_add_factory(mounts, path, factory);

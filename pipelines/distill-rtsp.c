@@ -3,11 +3,12 @@
  *
  *     distill-rtsp --input [NAME=]URI [--input ...] --teacher URL[,URL...] [--model NAME]
  *         [--teacher-token-file F] [--teacher-ca-file F] [--bind ADDR] [--port 8554]
- *         [--auth-file F] [--checkpoint-dir DIR] [--metrics-port 9090] [--csv FILE]
+ *         [--auth-file F] [--tls-cert F --tls-key F] [--checkpoint-dir DIR]
+ *         [--metrics-port 9090] [--csv FILE]
  *
- * Prints one line per stream on stdout ("distill-rtsp: cam0 at rtsp://.../cam0") and the
- * /metrics URL, then a progress line per camera on stderr. SIGINT or SIGTERM stops it cleanly:
- * viewers get the end of their streams, checkpoints are saved. */
+ * Prints one line per stream on stdout ("distill-rtsp: cam0 at rtsp://.../cam0", rtsps:// with
+ * --tls-cert) and the /metrics URL, then a progress line per camera on stderr. SIGINT or SIGTERM
+ * stops it cleanly: viewers get the end of their streams, checkpoints are saved. */
 #include <glib-unix.h>
 #include <unistd.h>
 
@@ -78,6 +79,11 @@ static gboolean add_cameras(DistillRtsp *app, GError **error)
     }
     g_ptr_array_add(app->cameras, cam);
     GstRTSPMediaFactory *factory = camera_media_factory(cam);
+    rtsp_out_bind_udp(factory, app->options.bind);
+    /* Over TLS the video goes inside the RTSP connection (interleaved): RTP over UDP would
+     * leave it in clear. */
+    if (app->options.tls_cert)
+      gst_rtsp_media_factory_set_protocols(factory, GST_RTSP_LOWER_TRANS_TCP);
     if (gst_rtsp_server_get_auth(app->server)) {
       g_object_unref(gst_rtsp_server_get_auth(app->server));
       gst_rtsp_media_factory_add_role(factory, "viewer", GST_RTSP_PERM_MEDIA_FACTORY_ACCESS,
@@ -91,19 +97,34 @@ static gboolean add_cameras(DistillRtsp *app, GError **error)
   return ok;
 }
 
+/* Passwords (--auth-file) and TLS (--tls-cert) both go through the server's authenticator. */
+static gboolean set_up_auth(DistillRtsp *app, GError **error)
+{
+  RtspOptions *o = &app->options;
+  g_autoptr(GTlsCertificate) certificate = NULL;
+
+  if (!o->auth_file && !o->tls_cert)
+    return TRUE;
+  if (o->tls_cert && !(certificate = rtsp_tls_certificate_load(o->tls_cert, o->tls_key, error)))
+    return FALSE;
+  GstRTSPAuth *auth = o->auth_file ? rtsp_auth_from_file(o->auth_file, error) : rtsp_auth_anyone();
+  if (!auth)
+    return FALSE;
+  if (certificate)
+    gst_rtsp_auth_set_tls_certificate(auth, certificate);
+  gst_rtsp_server_set_auth(app->server, auth);
+  g_object_unref(auth);
+  return TRUE;
+}
+
 static gboolean run(DistillRtsp *app, GError **error)
 {
   app->server = gst_rtsp_server_new();
   gst_rtsp_server_set_address(app->server, app->options.bind);
   g_autofree gchar *service = g_strdup_printf("%d", app->options.port);
   gst_rtsp_server_set_service(app->server, service);
-  if (app->options.auth_file) {
-    GstRTSPAuth *auth = rtsp_auth_from_file(app->options.auth_file, error);
-    if (!auth)
-      return FALSE;
-    gst_rtsp_server_set_auth(app->server, auth);
-    g_object_unref(auth);
-  }
+  if (!set_up_auth(app, error))
+    return FALSE;
   if (app->options.checkpoint_dir && g_mkdir_with_parents(app->options.checkpoint_dir, 0755)) {
     g_set_error(error, g_quark_from_static_string("distill-rtsp"), 0,
                 "cannot create --checkpoint-dir %s: %s", app->options.checkpoint_dir,
@@ -128,8 +149,9 @@ static gboolean run(DistillRtsp *app, GError **error)
   gboolean any = g_str_equal(app->options.bind, "0.0.0.0") || g_str_equal(app->options.bind, "::");
   for (guint i = 0; i < app->cameras->len; i++) {
     Camera *cam = g_ptr_array_index(app->cameras, i);
-    printf("distill-rtsp: %s at rtsp://%s:%d/%s\n", cam->name,
-           any ? g_get_host_name() : app->options.bind, port, cam->name);
+    printf("distill-rtsp: %s at %s://%s:%d/%s\n", cam->name,
+           app->options.tls_cert ? "rtsps" : "rtsp", any ? g_get_host_name() : app->options.bind,
+           port, cam->name);
   }
   fflush(stdout);
 

@@ -11,7 +11,7 @@
 typedef struct {
   gchar **inputs;            /* --input [NAME=]URI, as given */
   gchar *teacher, *model, *token_file, *ca_file;
-  gchar *bind, *auth_file, *checkpoint_dir, *csv;
+  gchar *bind, *auth_file, *tls_cert, *tls_key, *checkpoint_dir, *csv;
   gint port, metrics_port;
   gint stats_interval_ms;
   gchar **element_options;   /* --element-option PROP=VALUE for every distillseg */
@@ -44,7 +44,7 @@ typedef struct {
 struct Camera {
   DistillRtsp *app;
   gchar *name;
-  gchar *input;              /* as given */
+  gchar *input;              /* as given, less a password in it (messages show it) */
   gchar *source_description; /* gst-launch description of the source part */
   gchar *checkpoint;         /* DIR/NAME.safetensors, or NULL */
 
@@ -73,10 +73,17 @@ gboolean rtsp_options_parse(RtspOptions *options, int *argc, char ***argv, GErro
 void rtsp_options_clear(RtspOptions *options);
 /* Splits "[NAME=]URI" (the n-th input) into its name (default camN) and its input. */
 void rtsp_input_split(const char *spec, guint n, gchar **name, gchar **input);
+/* The input as messages may show it: a URI's password (rtsp://user:pw@camera) hidden. */
+gchar *rtsp_input_without_password(const char *input);
 /* The gst-launch description of the source part for an input (file, URI, V4L2 device). */
 gchar *rtsp_source_description(const char *input, GError **error);
 /* Reads user:password lines into an RTSP authenticator granting the "viewer" role. */
 GstRTSPAuth *rtsp_auth_from_file(const char *path, GError **error);
+/* An RTSP authenticator granting the "viewer" role to anyone (TLS without passwords). */
+GstRTSPAuth *rtsp_auth_anyone(void);
+/* The server's certificate and key, checked to belong together. */
+GTlsCertificate *rtsp_tls_certificate_load(const char *cert_file, const char *key_file,
+                                           GError **error);
 
 /* camera.c */
 Camera *camera_new(DistillRtsp *app, const char *name, const char *input, guint threads,

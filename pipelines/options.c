@@ -1,7 +1,10 @@
-/* options.c: distill-rtsp's command line, inputs and authentication file. */
+/* options.c: distill-rtsp's command line, inputs, authentication file and TLS certificate. */
+#include <errno.h>
 #include <string.h>
 #include <glib/gstdio.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "distill-rtsp.h"
 
@@ -21,16 +24,23 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
        "Base URL of the KServe v2 teacher; several, comma-separated, for fail-over", "URL[,URL...]"},
       {"model", 'm', 0, G_OPTION_ARG_STRING, &o->model, "Teacher model name (teacher)", "NAME"},
       {"teacher-token-file", 0, 0, G_OPTION_ARG_FILENAME, &o->token_file,
-       "File holding the teacher's bearer token", "F"},
+       "File holding the teacher's bearer token (sent as 'Authorization: Bearer', never printed; "
+       "default: $DISTILL_TEACHER_TOKEN)", "F"},
       {"teacher-ca-file", 0, 0, G_OPTION_ARG_FILENAME, &o->ca_file,
-       "CA bundle for an https:// teacher", "F"},
+       "CA bundle (PEM) an https:// teacher is checked with (default: the system's CAs)", "F"},
       {"bind", 'b', 0, G_OPTION_ARG_STRING, &o->bind,
-       "Address of the RTSP server and of /metrics (127.0.0.1; 0.0.0.0 = every interface)",
+       "Address of the RTSP server, its UDP ports and /metrics (127.0.0.1: this machine only; "
+       "0.0.0.0 = every interface)",
        "ADDR"},
       {"port", 'p', 0, G_OPTION_ARG_INT, &o->port, "RTSP port (8554; 0 = a free one)", "PORT"},
       {"auth-file", 0, 0, G_OPTION_ARG_FILENAME, &o->auth_file,
        "File of user:password lines; viewers must log in with one (RTSP basic authentication)",
        "F"},
+      {"tls-cert", 0, 0, G_OPTION_ARG_FILENAME, &o->tls_cert,
+       "Certificate (PEM, the chain after it) of the server: streams are served as rtsps:// "
+       "(RTSP over TLS, the video inside the same connection); needs --tls-key", "F"},
+      {"tls-key", 0, 0, G_OPTION_ARG_FILENAME, &o->tls_key,
+       "Private key (PEM) of --tls-cert", "F"},
       {"checkpoint-dir", 'c', 0, G_OPTION_ARG_FILENAME, &o->checkpoint_dir,
        "Each camera's student is loaded from and saved to DIR/NAME.safetensors", "DIR"},
       {"metrics-port", 0, 0, G_OPTION_ARG_INT, &o->metrics_port,
@@ -51,7 +61,11 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
                "student of each kept specialised by online distillation from a teacher.");
   g_option_context_set_description(
       context, "Example:\n  distill-rtsp --input entrance=rtsp://10.0.0.7/stream1 "
-               "--teacher http://gpu-box:8000 --checkpoint-dir /var/lib/distill\n");
+               "--teacher http://gpu-box:8000 --checkpoint-dir /var/lib/distill\n\n"
+               "Secure setup (pipelines/README.md): --bind only where viewers are, --auth-file "
+               "with --tls-cert/--tls-key\n(viewers watch rtsps://, passwords encrypted), an "
+               "https:// teacher with --teacher-token-file\nand --teacher-ca-file; secret files "
+               "chmod 600.\n");
   g_option_context_add_main_entries(context, entries, NULL);
   g_option_context_add_group(context, gst_init_get_option_group());
   if (!g_option_context_parse(context, argc, argv, error))
@@ -75,6 +89,16 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
     g_set_error(error, DISTILL_RTSP_ERROR, 0, "--stats-interval must be at least 100 ms");
     return FALSE;
   }
+  if (!o->tls_cert != !o->tls_key) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                "--tls-cert and --tls-key go together: give the certificate and its key");
+    return FALSE;
+  }
+  if (o->ca_file) {  /* GLib's TLS takes a CA file by its absolute path only */
+    gchar *absolute = g_canonicalize_filename(o->ca_file, NULL);
+    g_free(o->ca_file);
+    o->ca_file = absolute;
+  }
   if (!o->bind)
     o->bind = g_strdup("127.0.0.1");
   return TRUE;
@@ -90,6 +114,8 @@ void rtsp_options_clear(RtspOptions *o)
   g_free(o->ca_file);
   g_free(o->bind);
   g_free(o->auth_file);
+  g_free(o->tls_cert);
+  g_free(o->tls_key);
   g_free(o->checkpoint_dir);
   g_free(o->csv);
 }
@@ -117,6 +143,15 @@ void rtsp_input_split(const char *spec, guint n, gchar **name, gchar **input)
     *name = g_strdup_printf("cam%u", n);
     *input = g_strdup(spec);
   }
+}
+
+gchar *rtsp_input_without_password(const char *input)
+{
+  g_autoptr(GUri) uri = g_uri_parse(input, G_URI_FLAGS_HAS_PASSWORD | G_URI_FLAGS_ENCODED, NULL);
+
+  if (!uri || !g_uri_get_password(uri))
+    return g_strdup(input);
+  return g_uri_to_string_partial(uri, G_URI_HIDE_PASSWORD);
 }
 
 /* Quotes a value for a gst-launch description. */
@@ -169,17 +204,26 @@ gchar *rtsp_source_description(const char *input, GError **error)
   return g_strdup_printf("uridecodebin name=decode uri=%s", quoted);
 }
 
-GstRTSPAuth *rtsp_auth_from_file(const char *path, GError **error)
+/* Reads a file that holds a secret, warning when anyone may read it. */
+static gboolean read_secret(const char *option, const char *path, gchar **text, GError **error)
 {
-  g_autofree gchar *text = NULL;
   GStatBuf st;
 
-  if (!g_file_get_contents(path, &text, NULL, error)) {
-    g_prefix_error(error, "--auth-file: ");
-    return NULL;
+  if (!g_file_get_contents(path, text, NULL, error)) {
+    g_prefix_error(error, "%s: ", option);
+    return FALSE;
   }
   if (g_stat(path, &st) == 0 && (st.st_mode & 0004))
     g_printerr("distill-rtsp: warning: %s is readable by everyone; chmod 600 it\n", path);
+  return TRUE;
+}
+
+GstRTSPAuth *rtsp_auth_from_file(const char *path, GError **error)
+{
+  g_autofree gchar *text = NULL;
+
+  if (!read_secret("--auth-file", path, &text, error))
+    return NULL;
 
   GstRTSPAuth *auth = gst_rtsp_auth_new();
   g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
@@ -210,4 +254,138 @@ GstRTSPAuth *rtsp_auth_from_file(const char *path, GError **error)
     return NULL;
   }
   return auth;
+}
+
+GstRTSPAuth *rtsp_auth_anyone(void)
+{
+  GstRTSPAuth *auth = gst_rtsp_auth_new();
+  GstRTSPToken *token =
+      gst_rtsp_token_new(GST_RTSP_TOKEN_MEDIA_FACTORY_ROLE, G_TYPE_STRING, "viewer", NULL);
+
+  gst_rtsp_auth_set_default_token(auth, token);
+  gst_rtsp_token_unref(token);
+  return auth;
+}
+
+/* ---- TLS certificate ---------------------------------------------------------------------- */
+
+typedef struct {
+  gboolean done;
+  GError *error;
+} Handshake;
+
+static void on_handshake(GObject *connection, GAsyncResult *result, gpointer data)
+{
+  Handshake *h = data;
+
+  g_tls_connection_handshake_finish(G_TLS_CONNECTION(connection), result, &h->error);
+  h->done = TRUE;
+  if (h->error)  /* the other side must not wait for this one */
+    g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+}
+
+static gboolean accept_any(GTlsConnection *connection, GTlsCertificate *peer,
+                           GTlsCertificateFlags errors, gpointer data)
+{
+  return TRUE;
+}
+
+static gboolean on_handshake_timeout(gpointer data)
+{
+  g_cancellable_cancel(data);
+  return G_SOURCE_REMOVE;
+}
+
+static GIOStream *socket_stream(int fd, GError **error)
+{
+  g_autoptr(GSocket) socket = g_socket_new_from_fd(fd, error);
+
+  if (!socket) {
+    close(fd);
+    return NULL;
+  }
+  return G_IO_STREAM(g_socket_connection_factory_create_connection(socket));
+}
+
+/* GLib loads a certificate with the key of another one without a word; the first viewer would
+ * then fail its handshake. A handshake of the certificate with itself, over a socket pair, tells
+ * at start-up. */
+static gboolean tls_handshake_with_self(GTlsCertificate *certificate, GError **error)
+{
+  int fds[2];
+  Handshake server_side = {0}, client_side = {0};
+
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0, "socketpair: %s", g_strerror(errno));
+    return FALSE;
+  }
+  g_autoptr(GIOStream) server_base = socket_stream(fds[0], error);
+  if (!server_base) {
+    close(fds[1]);
+    return FALSE;
+  }
+  g_autoptr(GIOStream) client_base = socket_stream(fds[1], error);
+  if (!client_base)
+    return FALSE;
+  g_autoptr(GIOStream) server = g_tls_server_connection_new(server_base, certificate, error);
+  g_autoptr(GIOStream) client = server ? g_tls_client_connection_new(client_base, NULL, error)
+                                       : NULL;
+  if (!client)
+    return FALSE;
+  g_signal_connect(client, "accept-certificate", G_CALLBACK(accept_any), NULL);
+
+  g_autoptr(GMainContext) context = g_main_context_new();
+  g_autoptr(GCancellable) cancellable = g_cancellable_new();
+  g_main_context_push_thread_default(context);
+  GSource *timeout = g_timeout_source_new_seconds(10);
+  g_source_set_callback(timeout, on_handshake_timeout, cancellable, NULL);
+  g_source_attach(timeout, context);
+  g_tls_connection_handshake_async(G_TLS_CONNECTION(server), G_PRIORITY_DEFAULT, cancellable,
+                                   on_handshake, &server_side);
+  g_tls_connection_handshake_async(G_TLS_CONNECTION(client), G_PRIORITY_DEFAULT, cancellable,
+                                   on_handshake, &client_side);
+  while (!server_side.done || !client_side.done)
+    g_main_context_iteration(context, TRUE);
+  g_source_destroy(timeout);
+  g_source_unref(timeout);
+  g_main_context_pop_thread_default(context);
+
+  GError *cause = server_side.error ? server_side.error : client_side.error;
+  gboolean ok = cause == NULL;
+  if (cause)
+    g_set_error(error, DISTILL_RTSP_ERROR, 0, "%s", cause->message);
+  g_clear_error(&server_side.error);
+  g_clear_error(&client_side.error);
+  return ok;
+}
+
+GTlsCertificate *rtsp_tls_certificate_load(const char *cert_file, const char *key_file,
+                                           GError **error)
+{
+  g_autofree gchar *cert_text = NULL, *key_text = NULL;
+
+  if (!g_tls_backend_supports_tls(g_tls_backend_get_default())) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                "--tls-cert: GLib has no TLS backend; install glib-networking");
+    return NULL;
+  }
+  if (!g_file_get_contents(cert_file, &cert_text, NULL, error)) {
+    g_prefix_error(error, "--tls-cert: ");
+    return NULL;
+  }
+  if (!read_secret("--tls-key", key_file, &key_text, error))
+    return NULL;
+  GTlsCertificate *certificate = g_tls_certificate_new_from_files(cert_file, key_file, error);
+  if (!certificate) {
+    g_prefix_error(error, "--tls-cert %s / --tls-key %s (PEM files expected): ", cert_file,
+                   key_file);
+    return NULL;
+  }
+  if (!tls_handshake_with_self(certificate, error)) {
+    g_prefix_error(error, "--tls-key %s does not serve --tls-cert %s (is it the key of that "
+                   "certificate?): a TLS handshake with them fails: ", key_file, cert_file);
+    g_object_unref(certificate);
+    return NULL;
+  }
+  return certificate;
 }

@@ -143,6 +143,20 @@ GstRTSPMediaFactory *rtsp_out_factory(RtspOut *out)
   return factory;
 }
 
+void rtsp_out_bind_udp(GstRTSPMediaFactory *factory, const char *address)
+{
+  g_autoptr(GInetAddress) inet = g_inet_address_new_from_string(address);
+
+  if (!inet || g_inet_address_get_is_any(inet))
+    return;
+  /* Without a pool of its own, the media binds the UDP ports of viewers that ask for RTP over
+   * UDP to every interface, whatever address the RTSP server listens on. */
+  GstRTSPAddressPool *pool = gst_rtsp_address_pool_new();
+  gst_rtsp_address_pool_add_range(pool, address, address, 49152, 65535, 0);
+  gst_rtsp_media_factory_set_address_pool(factory, pool);
+  g_object_unref(pool);
+}
+
 void rtsp_out_end(RtspOut *out)
 {
   g_mutex_lock(&out->lock);

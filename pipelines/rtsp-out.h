@@ -22,5 +22,8 @@ void rtsp_out_init(RtspOut *out, GstElement *encoder, GstElement *gate, GstEleme
 void rtsp_out_clear(RtspOut *out);
 /* A shared media factory fed by out. */
 GstRTSPMediaFactory *rtsp_out_factory(RtspOut *out);
+/* The media's UDP ports (RTP and RTCP of viewers over UDP) on address, as the server's: none on
+ * other interfaces unless address is 0.0.0.0 or ::. */
+void rtsp_out_bind_udp(GstRTSPMediaFactory *factory, const char *address);
 /* The viewers are told the stream ends. */
 void rtsp_out_end(RtspOut *out);
