@@ -39,6 +39,15 @@ def finish():
     sys.exit(1 if _failed else 0)
 
 
+def run_test(main):
+    """Runs a test's main: a crash is a failure, with the servers still stopped."""
+    try:
+        main()
+    except Exception as e:
+        ok(False, f"unexpected: {e!r}")
+    finish()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import (SOURCE, VTEST, diag, file_camera, finish, free_port, ok, replay_teacher)
+from harness import SOURCE, VTEST, diag, file_camera, free_port, ok, replay_teacher, run_test
 
 FRAMES = 30
 
@@ -85,8 +85,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:
-        ok(False, f"unexpected: {e!r}")
-    finish()
+    run_test(main)

@@ -12,8 +12,8 @@ import tempfile
 import time
 import urllib.request
 
-from harness import (BUILD, SOURCE, VTEST, Process, diag, ffmpeg_frames, file_camera, finish,
-                     free_port, ok, replay_teacher)
+from harness import (BUILD, SOURCE, VTEST, Process, diag, ffmpeg_frames, file_camera, free_port,
+                     ok, replay_teacher, run_test)
 
 METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{camera="((?:[^"\\]|\\.)*)"\} (\S+)$')
 NAMES = ["distill_frames_total", "distill_fps", "distill_stride", "distill_last_miou",
@@ -204,8 +204,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # a crash is a failure, with the servers still stopped
-        ok(False, f"unexpected: {e!r}")
-    finish()
+    run_test(main)
