@@ -184,59 +184,82 @@ static gchar *shipped_checkpoint(guint num_classes)
   return NULL;
 }
 
-/* The student the stream starts from: checkpoint; if it cannot be read, the shipped weights
- * with a warning; without either, a freshly initialised network. */
+/* The checkpoint as a student of num_classes classes; NULL and why when it is not one. */
+static Student *load_fitting(const gchar *path, guint num_classes, GError **error)
+{
+  Student *student = student_load(path, error);
+  g_autofree gchar *prefix = g_strdup_printf("checkpoint %s: ", path);
+
+  /* The messages here name the file already. */
+  if (!student && g_str_has_prefix((*error)->message, prefix))
+    memmove((*error)->message, (*error)->message + strlen(prefix),
+            strlen((*error)->message) - strlen(prefix) + 1);
+  if (student && (guint)student_get_config(student)->num_classes != num_classes) {
+    g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_MISMATCH,
+                "it is a student of %d classes, but num-classes is %u",
+                student_get_config(student)->num_classes, num_classes);
+    g_clear_pointer(&student, student_free);
+  }
+  return student;
+}
+
+/* The student the stream starts from: checkpoint; if it cannot be used (unreadable, damaged,
+ * another architecture or class count), the shipped weights with a warning saying why; without
+ * a checkpoint, the shipped weights, or else a freshly initialised network. NULL after an error
+ * message. */
 static Student *load_initial_student(GstDistillSeg *self, const gchar *checkpoint,
                                      guint num_classes)
 {
   g_autoptr(GError) error = NULL;
+  g_autoptr(GError) shipped_error = NULL;
   g_autofree gchar *shipped = shipped_checkpoint(num_classes);
   Student *student;
 
   if (checkpoint) {
-    student = student_load(checkpoint, &error);
-    if (student && (guint)student_get_config(student)->num_classes == num_classes) {
+    student = load_fitting(checkpoint, num_classes, &error);
+    if (student) {
       GST_INFO_OBJECT(self, "starting from the checkpoint %s", checkpoint);
       return student;
     }
-    if (student) {
-      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                        ("Checkpoint \"%s\" is a student of %d classes, but num-classes is %u.",
-                         checkpoint, student_get_config(student)->num_classes, num_classes),
-                        ("Set num-classes=%d, or give a checkpoint of %u classes.",
-                         student_get_config(student)->num_classes, num_classes));
-      student_free(student);
-      return NULL;
-    }
-    if (!shipped) {
-      GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
-                        ("Cannot use checkpoint \"%s\": %s", checkpoint, error->message),
-                        ("Fix or remove the file, or set checkpoint to another one."));
-      return NULL;
-    }
-    GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
-                        ("Cannot use checkpoint \"%s\": %s; starting from the shipped weights.",
-                         checkpoint, error->message),
-                        ("Fix or remove the file to silence this warning."));
-    g_clear_error(&error);
+  }
+  if (!shipped && !checkpoint) {
+    GST_INFO_OBJECT(self, "no checkpoint and no shipped weights for %u classes: starting from "
+                    "random weights", num_classes);
+    StudentConfig cfg;
+    student_config_default(&cfg, (int)num_classes);
+    return student_new(&cfg, 1);
   }
 
-  if (shipped) {
-    student = student_load(shipped, &error);
-    if (student)
-      return student;
+  student = shipped ? load_fitting(shipped, num_classes, &shipped_error) : NULL;
+  if (student && checkpoint)
+    GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
+                        ("Cannot use checkpoint \"%s\": %s; starting from the shipped weights "
+                         "\"%s\" instead.", checkpoint, error->message, shipped),
+                        ("Fix the file, set checkpoint to a student of %u classes, or set "
+                         "num-classes to the checkpoint's.", num_classes));
+  if (student)
+    return student;
+
+  if (checkpoint && shipped)
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
-                      ("The shipped weights \"%s\" cannot be read: %s", shipped, error->message),
+                      ("Cannot use checkpoint \"%s\": %s; nor the shipped weights \"%s\": %s.",
+                       checkpoint, error->message, shipped, shipped_error->message),
+                      ("Set checkpoint to a student of %u classes (or num-classes to the "
+                       "checkpoint's), and reinstall gst-distill.", num_classes));
+  else if (checkpoint)
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
+                      ("Cannot use checkpoint \"%s\": %s; there are no shipped weights of %u "
+                       "classes to fall back on.", checkpoint, error->message, num_classes),
+                      ("Fix the file, set checkpoint to a student of %u classes, set "
+                       "num-classes to the checkpoint's, or remove checkpoint to start from "
+                       "random weights.", num_classes));
+  else
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
+                      ("The shipped weights \"%s\" cannot be used: %s", shipped,
+                       shipped_error->message),
                       ("Reinstall gst-distill, or set checkpoint to a student of %u classes.",
                        num_classes));
-    return NULL;
-  }
-
-  GST_INFO_OBJECT(self, "no checkpoint and no shipped weights for %u classes: starting from "
-                  "random weights", num_classes);
-  StudentConfig cfg;
-  student_config_default(&cfg, (int)num_classes);
-  return student_new(&cfg, 1);
+  return NULL;
 }
 
 static void save_checkpoint(GstDistillSeg *self, const gchar *path)

@@ -1,11 +1,13 @@
 /* test_element.c: distillseg in real pipelines: negotiation of every format and output mode, the
- * meta, overlay drawing, property and checkpoint errors, state cycling, EOS checkpoints, caps
- * renegotiation, flushing seeks and the distill-stats message. No teacher here (test_learning.c
- * has one). */
+ * meta, overlay drawing, property and checkpoint errors, the fall-back to the shipped weights,
+ * state cycling, EOS checkpoints (and a failed one: a warning), caps renegotiation, flushing
+ * seeks and the distill-stats message. No teacher here (test_learning.c has one). */
 #include <gst/app/gstappsink.h>
 #include <gst/check/gstcheck.h>
 #include <gst/video/video.h>
 #include <glib/gstdio.h>
+#include <signal.h>
+#include <sys/resource.h>
 
 #include "gstdistillsegmeta.h"
 #include "student.h"
@@ -135,6 +137,23 @@ static gchar *temp_dir(void)
   gchar *dir = g_dir_make_tmp("distillseg-XXXXXX", &err);
   fail_unless(dir != NULL);
   return dir;
+}
+
+/* Removes dir, the files in it, and frees its name. */
+static void remove_temp_dir(gchar *dir)
+{
+  GDir *d = g_dir_open(dir, 0, NULL);
+  const gchar *name;
+
+  while (d && (name = g_dir_read_name(d))) {
+    gchar *path = g_build_filename(dir, name, NULL);
+    g_unlink(path);
+    g_free(path);
+  }
+  if (d)
+    g_dir_close(d);
+  g_rmdir(dir);
+  g_free(dir);
 }
 
 /* ---- negotiation -------------------------------------------------------------------------- */
@@ -355,38 +374,112 @@ GST_START_TEST(test_property_errors)
 }
 GST_END_TEST;
 
-/* An unreadable checkpoint with shipped weights that fit: a warning, and the stream goes on. */
+/* Writes a default student of num_classes classes to dir/name; returns the path. */
+static gchar *write_student(const gchar *dir, const gchar *name, int num_classes, guint64 seed)
+{
+  StudentConfig cfg;
+  gchar *path = g_build_filename(dir, name, NULL);
+
+  student_config_default(&cfg, num_classes);
+  Student *student = student_new(&cfg, seed);
+  fail_unless(student_save(student, path, NULL));
+  student_free(student);
+  return path;
+}
+
+/* Replaces the first `from` in the file at path by `to`, of the same length. */
+static void edit_in_place(const gchar *path, const gchar *from, const gchar *to)
+{
+  gchar *contents;
+  gsize length;
+
+  fail_unless(strlen(from) == strlen(to));
+  fail_unless(g_file_get_contents(path, &contents, &length, NULL));
+  gchar *at = memmem(contents, length, from, strlen(from));
+  fail_unless(at != NULL);
+  memcpy(at, to, strlen(to));
+  fail_unless(g_file_set_contents(path, contents, (gssize)length, NULL));
+  g_free(contents);
+}
+
+static gboolean same_weights(const gchar *a, const gchar *b)
+{
+  Student *x = student_load(a, NULL), *y = student_load(b, NULL);
+  gboolean same = x && y && student_param_count(x) == student_param_count(y) &&
+                  memcmp(student_params(x), student_params(y),
+                         sizeof(float) * student_param_count(x)) == 0;
+
+  student_free(x);
+  student_free(y);
+  return same;
+}
+
+/* A checkpoint the element cannot use, with shipped weights that fit: a warning saying why, and
+ * the stream starts from the shipped weights (saved again on EOS, untrained without a teacher). */
 GST_START_TEST(test_bad_checkpoint_falls_back_to_shipped)
 {
   gchar *dir = temp_dir();
-  gchar *shipped = g_build_filename(dir, "student-2class.safetensors", NULL);
-  gchar *broken = g_build_filename(dir, "broken.safetensors", NULL);
-  StudentConfig cfg;
+  g_autofree gchar *shipped = write_student(dir, "student-2class.safetensors", 2, 3);
+  g_autofree gchar *out = g_build_filename(dir, "out.safetensors", NULL);
+  g_autofree gchar *unreadable = g_build_filename(dir, "unreadable.safetensors", NULL);
+  g_autofree gchar *three = write_student(dir, "three.safetensors", 3, 4);
+  g_autofree gchar *resnet = write_student(dir, "resnet.safetensors", 2, 5);
+  g_autofree gchar *missing = g_build_filename(dir, "missing.safetensors", NULL);
+  const struct {
+    const gchar *path, *why;
+  } cases[] = {
+      {unreadable, "truncated"},
+      {three, "3 classes, but num-classes is 2"},
+      {resnet, "architecture \"resnet\""},
+      {missing, "cannot read it"},
+  };
+
+  fail_unless(g_file_set_contents(unreadable, "{\"not\": \"safetensors\"}", -1, NULL));
+  edit_in_place(resnet, "\"arch\":\"jitnet\"", "\"arch\":\"resnet\"");
+  g_setenv("DISTILL_WEIGHTS_DIR", dir, TRUE);
+  for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+    RunResult r = {0};
+    g_autofree gchar *launch = g_strdup_printf(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48 ! distillseg checkpoint=%s "
+        "checkpoint-out=%s ! appsink name=sink", cases[i].path, out);
+    run_pipeline(launch, &r);
+    fail_unless(r.error == NULL, "%s", r.error);
+    fail_unless(r.warning != NULL, "no warning for %s", cases[i].path);
+    fail_unless(strstr(r.warning, cases[i].path) && strstr(r.warning, cases[i].why) &&
+                strstr(r.warning, "shipped"), "%s", r.warning);
+    fail_unless_equals_int(r.buffers, 3);
+    fail_unless(same_weights(out, shipped), "%s: did not start from the shipped weights",
+                cases[i].path);
+    GST_INFO("%s", r.warning);
+    run_result_clear(&r);
+  }
+  g_unsetenv("DISTILL_WEIGHTS_DIR");
+  remove_temp_dir(dir);
+}
+GST_END_TEST;
+
+/* A checkpoint the element cannot use and shipped weights that do not fit num-classes either
+ * (a damaged installation): an error that says what to do. */
+GST_START_TEST(test_bad_checkpoint_and_unfit_shipped)
+{
+  gchar *dir = temp_dir();
+  /* Named for 2 classes, holding 3. */
+  g_autofree gchar *shipped = write_student(dir, "student-2class.safetensors", 3, 3);
+  g_autofree gchar *three = write_student(dir, "three.safetensors", 3, 4);
+  g_autofree gchar *launch = g_strdup_printf(
+      "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48 ! distillseg checkpoint=%s ! "
+      "appsink name=sink", three);
   RunResult r = {0};
 
-  student_config_default(&cfg, 2);
-  Student *student = student_new(&cfg, 3);
-  fail_unless(student_save(student, shipped, NULL));
-  fail_unless(g_file_set_contents(broken, "{\"not\": \"safetensors\"}", -1, NULL));
   g_setenv("DISTILL_WEIGHTS_DIR", dir, TRUE);
-
-  gchar *launch = g_strdup_printf("videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48 "
-                                  "! distillseg checkpoint=%s ! appsink name=sink", broken);
   run_pipeline(launch, &r);
-  fail_unless(r.error == NULL, "%s", r.error);
-  fail_unless(r.warning != NULL && strstr(r.warning, "shipped"), "%s", r.warning);
-  fail_unless_equals_int(r.buffers, 3);
-
+  fail_unless(r.error != NULL);
+  fail_unless(strstr(r.error, three) && strstr(r.error, shipped) &&
+              strstr(r.error, "Set checkpoint to a student of 2 classes"), "%s", r.error);
+  fail_unless_equals_int(r.buffers, 0);
   g_unsetenv("DISTILL_WEIGHTS_DIR");
   run_result_clear(&r);
-  student_free(student);
-  g_unlink(shipped);
-  g_unlink(broken);
-  g_rmdir(dir);
-  g_free(launch);
-  g_free(shipped);
-  g_free(broken);
-  g_free(dir);
+  remove_temp_dir(dir);
 }
 GST_END_TEST;
 
@@ -419,26 +512,64 @@ GST_END_TEST;
 GST_START_TEST(test_eos_saves_checkpoint)
 {
   gchar *dir = temp_dir();
-  gchar *path = g_build_filename(dir, "out.safetensors", NULL);
+  g_autofree gchar *path = g_build_filename(dir, "out.safetensors", NULL);
+  g_autofree gchar *launch = g_strdup_printf(
+      "videotestsrc num-buffers=4 ! video/x-raw,width=64,height=48 ! distillseg num-classes=3 "
+      "checkpoint-out=%s ! appsink name=sink", path);
   RunResult r = {0};
   GError *err = NULL;
 
-  gchar *launch = g_strdup_printf("videotestsrc num-buffers=4 ! video/x-raw,width=64,height=48 ! "
-                                  "distillseg num-classes=3 checkpoint-out=%s ! appsink name=sink",
-                                  path);
   run_pipeline(launch, &r);
   fail_unless(r.error == NULL, "%s", r.error);
   Student *student = student_load(path, &err);
   fail_unless(student != NULL, "%s", err ? err->message : "");
   fail_unless_equals_int(student_get_config(student)->num_classes, 3);
   student_free(student);
-
   run_result_clear(&r);
-  g_unlink(path);
-  g_rmdir(dir);
-  g_free(launch);
-  g_free(path);
-  g_free(dir);
+  remove_temp_dir(dir);
+}
+GST_END_TEST;
+
+/* A save on EOS that fails for lack of room: a warning, not an error, and the old file intact.
+ * The room is taken away with a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) below the
+ * checkpoint's size: the process already runs GStreamer's threads, so it cannot enter a user
+ * namespace to mount a small tmpfs as tests/student/test_checkpoint.c does. */
+GST_START_TEST(test_full_disk_save_warns)
+{
+  gchar *dir = temp_dir();
+  g_autofree gchar *old = write_student(dir, "old.safetensors", 2, 9);
+  g_autofree gchar *path = write_student(dir, "out.safetensors", 2, 9);
+  g_autofree gchar *launch = g_strdup_printf(
+      "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48 ! distillseg "
+      "checkpoint-out=%s ! appsink name=sink", path);
+  struct rlimit before, limit;
+  GStatBuf st;
+  RunResult r = {0};
+
+  fail_unless(g_stat(path, &st) == 0);
+  fail_unless(getrlimit(RLIMIT_FSIZE, &before) == 0);
+  limit = before;
+  limit.rlim_cur = (rlim_t)st.st_size / 2;
+  signal(SIGXFSZ, SIG_IGN);
+  fail_unless(setrlimit(RLIMIT_FSIZE, &limit) == 0);
+  run_pipeline(launch, &r);
+  fail_unless(setrlimit(RLIMIT_FSIZE, &before) == 0);
+  signal(SIGXFSZ, SIG_DFL);
+
+  fail_unless(r.error == NULL, "%s", r.error);
+  fail_unless_equals_int(r.buffers, 3);
+  fail_unless(r.warning != NULL && strstr(r.warning, "Cannot save") && strstr(r.warning, path) &&
+              strstr(r.warning, "left intact"), "%s", r.warning);
+  GST_INFO("%s", r.warning);
+  fail_unless(same_weights(path, old));
+  GDir *d = g_dir_open(dir, 0, NULL);
+  guint entries = 0;
+  while (g_dir_read_name(d))
+    entries++;
+  g_dir_close(d);
+  fail_unless_equals_int(entries, 2); /* no temporary file left */
+  run_result_clear(&r);
+  remove_temp_dir(dir);
 }
 GST_END_TEST;
 
@@ -549,8 +680,10 @@ static Suite *distillseg_suite(void)
   tcase_add_test(tc, test_properties_round_trip);
   tcase_add_test(tc, test_property_errors);
   tcase_add_test(tc, test_bad_checkpoint_falls_back_to_shipped);
+  tcase_add_test(tc, test_bad_checkpoint_and_unfit_shipped);
   tcase_add_test(tc, test_state_cycling);
   tcase_add_test(tc, test_eos_saves_checkpoint);
+  tcase_add_test(tc, test_full_disk_save_warns);
   tcase_add_test(tc, test_caps_renegotiation);
   tcase_add_test(tc, test_flushing_seek);
   tcase_add_test(tc, test_stats_message);
