@@ -6,6 +6,10 @@
  * throughput measured on as many threads (kernels_measure_fma_peak). Lines with layer "all" sum
  * the 640x360 layers of an op.
  *
+ * The fused backward pass of training ("backward": ReLU, bias, weight and input gradients in one
+ * call, conv2d_backward) too, and where the CPU has AVX512-BF16 the forward and fused backward
+ * passes with bfloat16 products, "impl":"bf16" beside "impl":"direct".
+ *
  * Then the same passes as OpenBLAS GEMMs (single-threaded OpenBLAS; on 2 threads each thread of
  * our pool runs its share of the pixels, the weight gradient in per-thread partials summed at the
  * end), "impl":"openblas" beside "impl":"direct", for the stride-1 layers: a 1x1 convolution is one
@@ -64,8 +68,9 @@ static const Layer layers[] = {
   { "head.0@1280x720", 360, 640, 3, 3, 1, 32, 32, 0, 1 },
 };
 
-enum { OP_FORWARD, OP_BACKWARD_INPUT, OP_BACKWARD_WEIGHTS, N_OPS };
-static const char *const op_names[N_OPS] = { "forward", "backward_input", "backward_weights" };
+enum { OP_FORWARD, OP_BACKWARD_INPUT, OP_BACKWARD_WEIGHTS, OP_BACKWARD, N_OPS };
+static const char *const op_names[N_OPS] = { "forward", "backward_input", "backward_weights",
+                                             "backward" };
 
 typedef struct {
   const Layer *layer;
@@ -119,12 +124,24 @@ static void layer_data_free(LayerData *d)
   g_free(d->dy.data), g_free(d->w), g_free(d->dw), g_free(d->bias), g_free(d->dbias);
 }
 
-static void run_op(LayerData *d, int op, ThreadPool *pool)
+/* Whether op has a bfloat16 version. */
+static int bf16_applies(int op)
+{
+  return op == OP_FORWARD || op == OP_BACKWARD;
+}
+
+static void run_op(LayerData *d, int op, int bf16, ThreadPool *pool)
 {
   switch (op) {
   case OP_FORWARD:
-    conv2d_forward(&d->g, &d->x, d->w, d->bias, d->layer->residual ? &d->residual : NULL,
-                   d->layer->relu, &d->y, pool);
+    (bf16 ? conv2d_forward_bf16 : conv2d_forward)(&d->g, &d->x, d->w, d->bias,
+                                                  d->layer->residual ? &d->residual : NULL,
+                                                  d->layer->relu, &d->y, pool);
+    break;
+  case OP_BACKWARD: /* stem.0 computes no input gradient in training */
+    (bf16 ? conv2d_backward_bf16 : conv2d_backward)(
+      &d->g, &d->x, d->w, d->layer->relu ? &d->y : NULL, &d->dy, d->dw, d->dbias,
+      strcmp(d->layer->name, "stem.0") ? &d->dx : NULL, 0, pool);
     break;
   case OP_BACKWARD_INPUT:
     conv2d_backward_input(&d->g, &d->dy, d->w, &d->dx, 0, pool);
@@ -141,16 +158,16 @@ static int compare_doubles(const void *a, const void *b)
 }
 
 /* Median seconds of one run: 3 warm-up runs, then runs until about 0.15 s have passed (5 to 51). */
-static double time_op(LayerData *d, int op, ThreadPool *pool)
+static double time_op(LayerData *d, int op, int bf16, ThreadPool *pool)
 {
   double times[51];
   int n = 0;
   for (int i = 0; i < 3; i++)
-    run_op(d, op, pool);
+    run_op(d, op, bf16, pool);
   double start = now_seconds();
   while (n < 51 && (n < 5 || now_seconds() - start < 0.15)) {
     double t0 = now_seconds();
-    run_op(d, op, pool);
+    run_op(d, op, bf16, pool);
     times[n++] = now_seconds() - t0;
   }
   qsort(times, n, sizeof *times, compare_doubles);
@@ -279,7 +296,7 @@ int main(int argc, char **argv)
       continue;
     ThreadPool *pool = thread_pool_new(threads);
     double peak = kernels_measure_fma_peak(threads, 0.2);
-    double total_seconds[N_OPS] = { 0 }, total_flops = 0;
+    double total_seconds[N_OPS] = { 0 }, total_bf16[N_OPS] = { 0 }, total_flops = 0;
     for (size_t i = 0; i < G_N_ELEMENTS(layers); i++) {
       const Layer *l = &layers[i];
       if (only_layer && strcmp(only_layer, l->name))
@@ -288,9 +305,17 @@ int main(int argc, char **argv)
       double flops = 2.0 * d.y.h * d.y.w * l->kh * l->kw * l->cin * l->cout;
       int whole_network = !strchr(l->name, '@');
       for (int op = 0; op < N_OPS; op++) {
-        double seconds = time_op(&d, op, pool);
-        print_line(l->name, op, "direct", threads, seconds, flops, peak);
-        if (openblas && gemm_applies(l, op))
+        /* The fused backward does two passes' work (one on stem.0). */
+        double op_flops = op == OP_BACKWARD && strcmp(l->name, "stem.0") ? 2 * flops : flops;
+        double seconds = time_op(&d, op, 0, pool);
+        print_line(l->name, op, "direct", threads, seconds, op_flops, peak);
+        if (kernels_have_bf16() && bf16_applies(op)) {
+          double bf16_seconds = time_op(&d, op, 1, pool);
+          print_line(l->name, op, "bf16", threads, bf16_seconds, op_flops, peak);
+          if (whole_network)
+            total_bf16[op] += bf16_seconds;
+        }
+        if (openblas && op != OP_BACKWARD && gemm_applies(l, op))
           print_line(l->name, op, "openblas", threads, time_gemm_op(&d, op, pool), flops, peak);
         if (whole_network)
           total_seconds[op] += seconds;
@@ -300,8 +325,14 @@ int main(int argc, char **argv)
       layer_data_free(&d);
     }
     if (!only_layer)
-      for (int op = 0; op < N_OPS; op++)
-        print_line("all", op, "direct", threads, total_seconds[op], total_flops, peak);
+      for (int op = 0; op < N_OPS; op++) {
+        /* flops of "all" count every layer's pass once (twice for the fused backward, less
+         * stem.0's input gradient, which is small). */
+        double all_flops = op == OP_BACKWARD ? 2 * total_flops : total_flops;
+        print_line("all", op, "direct", threads, total_seconds[op], all_flops, peak);
+        if (kernels_have_bf16() && bf16_applies(op))
+          print_line("all", op, "bf16", threads, total_bf16[op], all_flops, peak);
+      }
     thread_pool_free(pool);
   }
   return 0;

@@ -5,7 +5,9 @@
  *                 [--json-only]
  *
  * For each size, one JSON line for the forward pass and one for the train step (zero grads,
- * forward, backward, SGD-momentum step): the median time of --runs runs after warm-up, the work
+ * forward, backward, SGD-momentum step) as the engine trains ("precision": bf16 products where
+ * the CPU has AVX512-BF16, else fp32), plus "train-step-fp32" beside it on such CPUs: the median
+ * time of --runs runs after warm-up, the work
  * per frame, the throughput achieved and its fraction of the fp32 FMA peak measured in the same
  * run, the peak RSS, and the memory growth over steady-state frames (nonzero means frames
  * allocate). */
@@ -135,14 +137,16 @@ static FrameTimes time_frames(Bench *bench, BenchFrame frame, int runs)
 }
 
 static void print_measurement(const char *name, int w, int h, const BenchOptions *opts,
-                              double gflop, double peak_gflops, const FrameTimes *t)
+                              const char *precision, double gflop, double peak_gflops,
+                              const FrameTimes *t)
 {
   double gflops = gflop / (t->median_ms * 1e-3);
-  printf("{\"bench\":\"%s\",\"size\":\"%dx%d\",\"threads\":%d,\"isa\":\"%s\",\"runs\":%d,"
+  printf("{\"bench\":\"%s\",\"size\":\"%dx%d\",\"precision\":\"%s\",\"threads\":%d,"
+         "\"isa\":\"%s\",\"runs\":%d,"
          "\"ms\":%.3f,\"min_ms\":%.3f,\"gflop\":%.4f,\"gflops\":%.2f,\"peak_gflops\":%.2f,"
          "\"peak_fraction\":%.4f,\"peak_rss_mb\":%.1f,\"steady_frames\":%d,"
          "\"rss_growth_kb\":%.0f,\"heap_growth_bytes\":%.0f}\n",
-         name, w, h, opts->threads, kernels_isa_name(kernels_isa()), opts->runs, t->median_ms,
+         name, w, h, precision, opts->threads, kernels_isa_name(kernels_isa()), opts->runs, t->median_ms,
          t->min_ms, gflop, gflops, peak_gflops, gflops / peak_gflops, peak_rss_mb(),
          STEADY_FRAMES, t->rss_growth_kb, t->heap_growth_bytes);
   fflush(stdout);
@@ -171,11 +175,20 @@ static void run_size(Bench *bench, int w, int h, const BenchOptions *opts, doubl
   double forward_gflop = student_forward_flops(bench->student, h, w) * 1e-9;
 
   FrameTimes t = time_frames(bench, forward_frame, opts->runs);
-  print_measurement("forward", w, h, opts, forward_gflop, peak_gflops, &t);
+  print_measurement("forward", w, h, opts, "fp32", forward_gflop, peak_gflops, &t);
   /* Backward costs about two forwards (input and weight gradients); stem.0 skips its input
    * gradient, so 3x slightly overcounts. */
+  if (student_set_bf16(bench->student, TRUE)) {
+    student_set_bf16(bench->student, FALSE);
+    t = time_frames(bench, train_frame, opts->runs);
+    print_measurement("train-step-fp32", w, h, opts, "fp32", 3.0 * forward_gflop, peak_gflops,
+                      &t);
+    student_set_bf16(bench->student, TRUE);
+  }
   t = time_frames(bench, train_frame, opts->runs);
-  print_measurement("train-step", w, h, opts, 3.0 * forward_gflop, peak_gflops, &t);
+  print_measurement("train-step", w, h, opts, student_get_bf16(bench->student) ? "bf16" : "fp32",
+                    3.0 * forward_gflop, peak_gflops, &t);
+  student_set_bf16(bench->student, FALSE);
 
   g_free(bench->input.data);
   g_free(bench->labels);

@@ -18,6 +18,11 @@
  * that pack the transposed weights; run 2 reduces the weight-gradient partials beside the
  * input-gradient rows. Two pool runs per layer, no separate ReLU or packing pass.
  *
+ * The bfloat16 passes (conv2d_bf16.c) reuse all of this: a map of channel pairs in bfloat16 is a
+ * map of 32-bit words with half the channels, which the row machinery reads like any other; the
+ * weights are packed as pairs. The weight gradient pairs pixels instead: dy's rows as they become
+ * final in run 1, and x once per call into an array of pixel pairs that every tap reads.
+ *
  * Measured with distill-bench-conv (best of 3 runs, AVX-512, 640x360 layers) on the 2-core EPYC
  * (Zen 5) while it was shared, at about half its uncontended rate (110-120 GFLOP/s per core on
  * the dense layers instead of about 210): every convolution of the student on one thread,
@@ -53,13 +58,24 @@ typedef struct {
   int channels, n_blocks, max_block, last_width;
 } ConvBlocks;
 
-static ConvBlocks conv_blocks(int channels, const ConvKernels *k)
+static ConvBlocks blocks_of(int channels, int max_block, int min_block)
 {
-  ConvBlocks b = { channels, (channels + k->max_block - 1) / k->max_block, k->max_block, 0 };
-  int rest = channels - (b.n_blocks - 1) * k->max_block;
-  for (b.last_width = k->min_block; b.last_width < rest; b.last_width *= 2)
+  ConvBlocks b = { channels, (channels + max_block - 1) / max_block, max_block, 0 };
+  int rest = channels - (b.n_blocks - 1) * max_block;
+  for (b.last_width = min_block; b.last_width < rest; b.last_width *= 2)
     ;
   return b;
+}
+
+static ConvBlocks conv_blocks(int channels, const ConvKernels *k)
+{
+  return blocks_of(channels, k->max_block, k->min_block);
+}
+
+/* The bfloat16 row works on whole zmm registers: blocks of 32 or 16 channels. */
+static ConvBlocks conv_blocks_bf16(int channels)
+{
+  return blocks_of(channels, 32, 16);
 }
 
 static int block_width(const ConvBlocks *b, int i)
@@ -77,13 +93,17 @@ typedef struct {
   size_t floats;
 } PackBuffer;
 
+/* A thread's buffers: packed weights, and the bfloat16 copy of a pass's input. */
+enum { BUFFER_WEIGHTS, BUFFER_BF16_INPUT, BUFFER_BF16_PAIRS, N_BUFFERS };
+
 static pthread_key_t pack_key;
 static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
 
 static void pack_buffer_free(void *p)
 {
   PackBuffer *b = p;
-  free(b->data);
+  for (int i = 0; i < N_BUFFERS; i++)
+    free(b[i].data);
   free(b);
 }
 
@@ -92,16 +112,17 @@ static void pack_key_create(void)
   pthread_key_create(&pack_key, pack_buffer_free);
 }
 
-/* The calling thread's buffer for packed weights, grown on demand and kept: training steps
- * repack every layer each time, and allocate nothing once warm. */
-static float *pack_buffer(size_t floats)
+/* One of the calling thread's buffers, grown on demand and kept: training steps repack every
+ * layer each time, and allocate nothing once warm. */
+static float *pack_buffer(int which, size_t floats)
 {
   pthread_once(&pack_once, pack_key_create);
-  PackBuffer *b = pthread_getspecific(pack_key);
-  if (!b) {
-    b = calloc(1, sizeof *b);
-    pthread_setspecific(pack_key, b);
+  PackBuffer *buffers = pthread_getspecific(pack_key);
+  if (!buffers) {
+    buffers = calloc(N_BUFFERS, sizeof *buffers);
+    pthread_setspecific(pack_key, buffers);
   }
+  PackBuffer *b = &buffers[which];
   if (b->floats < floats) {
     free(b->data);
     b->data = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
@@ -113,18 +134,25 @@ static float *pack_buffer(size_t floats)
 /* Weights as the row kernels read them: per output-channel block (block_step apart), taps x n_in
  * rows of the block's width, zero-padded; then the bias, max_block floats per block. With pairs
  * (one block of at most 8 channels, ConvKernels.forward_row_pairs): taps x ceil(n_in / 2) x 16,
- * input channels 2j and 2j + 1 interleaved. Direct: the caller's HWIO weights and bias as they
- * are, rows cout apart, when every block is full (a forward pass with a bias needs no copy then;
- * the transposed backward-input pass has none). */
+ * input channels 2j and 2j + 1 interleaved. bf16: taps x ceil(n_in / 2) rows of the block's
+ * width in 32-bit words, each the bfloat16 of input channels 2j (low half) and 2j + 1. Direct:
+ * the caller's HWIO weights and bias as they are, rows cout apart, when every block is full (a
+ * forward pass with a bias needs no copy then; the transposed backward-input pass has none). */
 typedef struct {
   const float *data;
   const float *bias;
   size_t block_step;
   int n_in, cout;
-  int pairs, direct;
+  int pairs, bf16, direct;
 } PackedWeights;
 
-/* Floats from one input channel's weights to the next, and from one tap's to the next. */
+/* Input rows of a tap: channels, or channel pairs. */
+static int packed_rows(const PackedWeights *p)
+{
+  return p->pairs || p->bf16 ? (p->n_in + 1) / 2 : p->n_in;
+}
+
+/* Floats (words) from one packed row of weights to the next, and from one tap's to the next. */
 static ptrdiff_t packed_row_step(const PackedWeights *p, const ConvBlocks *blocks, int block)
 {
   return p->direct ? p->cout : p->pairs ? 16 : block_width(blocks, block);
@@ -132,8 +160,7 @@ static ptrdiff_t packed_row_step(const PackedWeights *p, const ConvBlocks *block
 
 static size_t packed_tap_floats(const PackedWeights *p, const ConvBlocks *blocks, int block)
 {
-  return p->pairs ? (size_t)(p->n_in + 1) / 2 * 16
-                  : (size_t)p->n_in * packed_row_step(p, blocks, block);
+  return (size_t)packed_rows(p) * packed_row_step(p, blocks, block);
 }
 
 typedef struct {
@@ -158,6 +185,33 @@ static void pack_pairs_tap(const PackJob *job, const float *src, float *dst, int
     }
 }
 
+static uint32_t bf16_bits(float f)
+{
+  uint32_t u;
+  f = bf16_round(f);
+  memcpy(&u, &f, sizeof u);
+  return u >> 16;
+}
+
+/* bf16: word lane of row r holds input channels 2r (low half) and 2r + 1 of output channel
+ * first + lane. */
+static void pack_bf16_tap(const PackJob *job, const float *src, uint32_t *dst, int channels,
+                          int width, int first)
+{
+  const ConvGeometry *g = job->g;
+  int n_in = job->packed.n_in;
+  for (int r = 0; r < (n_in + 1) / 2; r++, dst += width)
+    for (int lane = 0; lane < width; lane++) {
+      uint32_t word = 0;
+      for (int e = 0; e < 2 && lane < channels; e++) {
+        int i = 2 * r + e, o = first + lane;
+        size_t at = job->transpose ? (size_t)o * g->cout + i : (size_t)i * g->cout + o;
+        word |= i < n_in ? bf16_bits(src[at]) << (16 * e) : 0;
+      }
+      dst[lane] = word;
+    }
+}
+
 /* One tap of one block: task index = block * taps + tap. */
 static void pack_task(void *ctx, int index, int thread)
 {
@@ -169,7 +223,9 @@ static void pack_task(void *ctx, int index, int thread)
   const float *src = job->w + (size_t)t * g->cin * g->cout;
   float *dst = job->data + b * job->packed.block_step +
                t * packed_tap_floats(&job->packed, job->blocks, b);
-  if (job->packed.pairs) {
+  if (job->packed.bf16) {
+    pack_bf16_tap(job, src, (uint32_t *)dst, channels, width, first);
+  } else if (job->packed.pairs) {
     pack_pairs_tap(job, src + (job->transpose ? (size_t)first * g->cout : (size_t)first), dst,
                    channels);
   } else if (job->transpose) {
@@ -197,15 +253,16 @@ static void pack_task(void *ctx, int index, int thread)
 /* Plans the packing of the weights of a pass (nothing to do when direct) into the calling thread's
  * pack buffer; pack_task_count tasks of pack_task then fill it. */
 static PackJob plan_pack(const ConvGeometry *g, const float *w, const float *bias, int transpose,
-                         const ConvBlocks *blocks, int pairs)
+                         const ConvBlocks *blocks, int pairs, int bf16)
 {
   int taps = g->kh * g->kw;
   PackJob job = { .g = g, .w = w, .bias = bias, .transpose = transpose, .blocks = blocks };
   PackedWeights *p = &job.packed;
-  *p = (PackedWeights){ .n_in = transpose ? g->cout : g->cin, .cout = g->cout, .pairs = pairs };
+  *p = (PackedWeights){ .n_in = transpose ? g->cout : g->cin, .cout = g->cout, .pairs = pairs,
+                        .bf16 = bf16 };
   int last = blocks->n_blocks - 1;
   int full = block_channels(blocks, last) == block_width(blocks, last);
-  if (!pairs && !transpose && bias && full) {
+  if (!pairs && !bf16 && !transpose && bias && full) {
     p->direct = 1;
     p->data = w;
     p->bias = bias;
@@ -213,9 +270,9 @@ static PackJob plan_pack(const ConvGeometry *g, const float *w, const float *bia
     return job;
   }
   p->block_step = pairs ? packed_tap_floats(p, blocks, 0) * taps
-                        : (size_t)taps * p->n_in * blocks->max_block;
+                        : (size_t)taps * packed_rows(p) * blocks->max_block;
   size_t weight_floats = p->block_step * blocks->n_blocks;
-  job.data = pack_buffer(weight_floats + (size_t)blocks->n_blocks * blocks->max_block);
+  job.data = pack_buffer(BUFFER_WEIGHTS, weight_floats + (size_t)blocks->n_blocks * blocks->max_block);
   job.packed_bias = job.data + weight_floats;
   p->data = job.data;
   p->bias = job.packed_bias;
@@ -428,6 +485,7 @@ typedef struct {
   ConvBlocks blocks;
   PackedWeights weights;
   int relu;
+  int bf16;              /* rows read channel pairs in bfloat16 (ConvBf16Kernels) */
   size_t scratch_offset; /* row copies start here in a thread's scratch ... */
   size_t scratch_floats; /* ... of this size */
 } ConvRun;
@@ -446,7 +504,7 @@ static void forward_range(const ConvRun *run, const ConvPass *ps, int r, const P
 {
   ConvRowJob job = {
     .in_step = (ptrdiff_t)ps->in_mul * pr->ld,
-    .cin = run->weights.n_in,
+    .cin = run->bf16 ? packed_rows(&run->weights) : run->weights.n_in,
     .out_step = ps->out_col_step,
     .residual_step = ps->residual_col_step,
     .relu = run->relu,
@@ -476,7 +534,9 @@ static void forward_range(const ConvRun *run, const ConvPass *ps, int r, const P
     job.bias = run->weights.bias + first;
     job.out = out + first;
     job.residual = residual ? residual + first : NULL;
-    if (run->weights.pairs)
+    if (run->bf16)
+      conv_kernels_bf16.forward_row(&job);
+    else if (run->weights.pairs)
       run->kernels->forward_row_pairs(&job);
     else
       run->kernels->forward_row(&job);
@@ -513,16 +573,47 @@ static int plan_forward_passes(ConvRun *run)
   return run->first_row[run->n_passes];
 }
 
-void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, const float *bias,
-                    const FeatureMap *residual, int relu, FeatureMap *y, ThreadPool *pool)
+/* ---- bfloat16 copies of pass inputs ----------------------------------------------------------- */
+
+/* x as channel pairs of bfloat16 in the calling thread's buffer, viewed as a map of 32-bit words
+ * (c = ld = ceil(x->c / 2)) that the passes read like any other. Rows are converted later, by
+ * convert_row, so that a pass can convert each row where it is already in cache. */
+static FeatureMap bf16_view(const FeatureMap *x)
+{
+  int words = (x->c + 1) / 2;
+  float *data = pack_buffer(BUFFER_BF16_INPUT, (size_t)x->h * x->w * words);
+  return (FeatureMap){ data, x->h, x->w, words, words };
+}
+
+static void convert_row(const FeatureMap *x, const FeatureMap *view, int r)
+{
+  conv_kernels_bf16.to_pairs_row(feature_map_at(x, r, 0), x->ld, x->w, x->c,
+                                 (uint32_t *)feature_map_at(view, r, 0));
+}
+
+typedef struct {
+  const FeatureMap *x, *view;
+} ConvertJob;
+
+static void convert_task(void *ctx, int r, int thread)
+{
+  (void)thread;
+  const ConvertJob *job = ctx;
+  convert_row(job->x, job->view, r);
+}
+
+static void forward_pass(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                         const float *bias, const FeatureMap *residual, int relu, FeatureMap *y,
+                         ThreadPool *pool, int bf16)
 {
   const ConvKernels *k = conv_kernels();
-  if (!k || g->kh * g->kw > CONV_MAX_TAPS) {
-    conv2d_forward_ref(g, x, w, bias, residual, relu, y);
-    return;
+  FeatureMap view;
+  if (bf16) {
+    view = bf16_view(x);
+    ConvertJob convert = { x, &view };
+    thread_pool_run(pool, x->h, convert_task, &convert);
+    x = &view;
   }
-  if (y->h <= 0 || y->w <= 0 || g->cout <= 0)
-    return;
   ConvPass pass;
   pass_forward_taps(&pass, g, x, y->h, y->w);
   pass.out = y->data;
@@ -535,12 +626,38 @@ void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, 
   }
   pass_finish(&pass, 0);
 
-  ConvRun run = { .kernels = k, .pool = pool, .passes = &pass, .n_passes = 1, .relu = relu };
-  run.blocks = conv_blocks(g->cout, k);
-  PackJob pack = plan_pack(g, w, bias, 0, &run.blocks, use_pairs(k, g->cout));
+  ConvRun run = { .kernels = k, .pool = pool, .passes = &pass, .n_passes = 1, .relu = relu,
+                  .bf16 = bf16 };
+  run.blocks = bf16 ? conv_blocks_bf16(g->cout) : conv_blocks(g->cout, k);
+  PackJob pack = plan_pack(g, w, bias, 0, &run.blocks, !bf16 && use_pairs(k, g->cout), bf16);
   run_pack(&pack, pool);
   run.weights = pack.packed;
   thread_pool_run(pool, plan_forward_passes(&run), forward_row_task, &run);
+}
+
+void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, const float *bias,
+                    const FeatureMap *residual, int relu, FeatureMap *y, ThreadPool *pool)
+{
+  if (!conv_kernels() || g->kh * g->kw > CONV_MAX_TAPS) {
+    conv2d_forward_ref(g, x, w, bias, residual, relu, y);
+    return;
+  }
+  if (y->h <= 0 || y->w <= 0 || g->cout <= 0)
+    return;
+  forward_pass(g, x, w, bias, residual, relu, y, pool, 0);
+}
+
+void conv2d_forward_bf16(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                         const float *bias, const FeatureMap *residual, int relu, FeatureMap *y,
+                         ThreadPool *pool)
+{
+  if (!kernels_have_bf16() || g->kh * g->kw > CONV_MAX_TAPS) {
+    conv2d_forward_bf16_ref(g, x, w, bias, residual, relu, y);
+    return;
+  }
+  if (y->h <= 0 || y->w <= 0 || g->cout <= 0)
+    return;
+  forward_pass(g, x, w, bias, residual, relu, y, pool, 1);
 }
 
 /* Phase (a, b) of dx: pixels (i * s + a, j * s + b), fed by the taps with ky = a + pad_h (mod s)
@@ -577,6 +694,7 @@ static void plan_backward_input(ConvRun *run, ConvPass passes[4], PackJob *pack,
                                 const ConvGeometry *g, const FeatureMap *dy, const float *w,
                                 FeatureMap *dx, int accumulate)
 {
+  int bf16 = run->bf16;
   run->passes = passes;
   for (int a = 0; a < g->stride; a++)
     for (int b = 0; b < g->stride; b++) {
@@ -585,8 +703,8 @@ static void plan_backward_input(ConvRun *run, ConvPass passes[4], PackJob *pack,
       if (ps->out_h > 0 && ps->out_w > 0)
         run->n_passes++;
     }
-  run->blocks = conv_blocks(g->cin, run->kernels);
-  *pack = plan_pack(g, w, NULL, 1, &run->blocks, use_pairs(run->kernels, g->cin));
+  run->blocks = bf16 ? conv_blocks_bf16(g->cin) : conv_blocks(g->cin, run->kernels);
+  *pack = plan_pack(g, w, NULL, 1, &run->blocks, !bf16 && use_pairs(run->kernels, g->cin), bf16);
   run->weights = pack->packed;
 }
 
@@ -617,6 +735,11 @@ typedef struct {
   const ConvPass *pass;
   const FeatureMap *relu_y; /* NULL = no ReLU to go back through */
   const FeatureMap *dy;
+  const FeatureMap *bf16_dy; /* NULL, or where each row of dy goes in bfloat16 once final */
+  int bf16;                  /* bfloat16 products, over pixel pairs (weights_row_bf16) */
+  int pairs;                 /* bf16: output pixel pairs of a row */
+  const uint32_t *x_pairs;   /* bf16: x as pixel pairs, see plan_x_pairs */
+  int x_pairs_w;             /* bf16: words per row of x_pairs, in units of cin */
   int sum_bias;
   ConvBlocks blocks;
   int narrow;            /* ConvKernels.weights_row_narrow: kh x 8 x narrow_ld, co-major */
@@ -665,6 +788,71 @@ static void weights_range(const WeightsRun *run, int r, const PassRows *pr, int 
   }
 }
 
+/* The bfloat16 weight gradient of output row r: dy's row as pixel pairs in scratch (after the
+ * partial), then one weight-gradient row per tap, reading x_pairs. */
+static void weights_row_bf16(const WeightsRun *run, int r, float *partial)
+{
+  const ConvGeometry *g = run->g;
+  const FeatureMap *dy = run->dy;
+  int pairs = run->pairs, s = g->stride;
+  uint32_t *dy_pairs = (uint32_t *)(partial + run->partial_floats);
+  for (int q = 0; q < pairs; q++)
+    conv_kernels_bf16.pair_pixels(feature_map_at(dy, r, 2 * q),
+                                  2 * q + 1 < dy->w ? feature_map_at(dy, r, 2 * q + 1) : NULL,
+                                  g->cout, dy_pairs + (size_t)q * g->cout);
+  ConvWeightsJob job = {
+    .in_step = (ptrdiff_t)2 * s * g->cin,
+    .rows = g->cin,
+    .dy_step = g->cout,
+    .pixels = pairs,
+  };
+  for (int ky = 0; ky < g->kh; ky++) {
+    int iy = r * s + ky - g->pad_h;
+    if (iy < 0 || iy >= run->pass->in->h)
+      continue;
+    for (int kx = 0; kx < g->kw; kx++) {
+      /* Output pixel 2q reads column 2qs + kx - pad_w: x_pairs column 2qs + kx. */
+      job.in = (const float *)run->x_pairs + ((size_t)iy * run->x_pairs_w + kx) * g->cin;
+      for (int b = 0; b < run->blocks.n_blocks; b++) {
+        job.block_width = block_width(&run->blocks, b);
+        job.channels = block_channels(&run->blocks, b);
+        job.dy = (const float *)dy_pairs + b * run->blocks.max_block;
+        job.dw = partial + b * run->block_floats +
+                 (size_t)(ky * g->kw + kx) * g->cin * job.block_width;
+        conv_kernels_bf16.weights_row(&job);
+      }
+    }
+  }
+}
+
+/* x as the pixel pairs that the weight gradient's taps read: word ci of column j of a row holds
+ * x[j - pad_w] (low half) and x[j - pad_w + stride], channel ci, zero outside the map. Output
+ * pixels 2q and 2q + 1 read columns 2q * stride + kx - pad_w and stride further on, so one array
+ * serves every tap and both pixels of a pair; building it costs one pass over x. */
+static void x_pairs_task(void *ctx, int iy, int thread)
+{
+  (void)thread;
+  const WeightsRun *run = ctx;
+  const ConvGeometry *g = run->g;
+  const FeatureMap *x = run->pass->in;
+  uint32_t *dst = (uint32_t *)run->x_pairs + (size_t)iy * run->x_pairs_w * g->cin;
+  for (int col = 0; col < run->x_pairs_w; col++, dst += g->cin) {
+    int a = col - g->pad_w, b = a + g->stride;
+    conv_kernels_bf16.pair_pixels(a >= 0 && a < x->w ? feature_map_at(x, iy, a) : NULL,
+                                  b >= 0 && b < x->w ? feature_map_at(x, iy, b) : NULL, g->cin,
+                                  dst);
+  }
+}
+
+/* Columns up to the last pair's first pixel's last tap: (2 * pairs - 2) * stride + kw. */
+static void plan_x_pairs(WeightsRun *run)
+{
+  const ConvGeometry *g = run->g;
+  run->x_pairs_w = (2 * run->pairs - 2) * g->stride + g->kw;
+  run->x_pairs = (const uint32_t *)pack_buffer(
+    BUFFER_BF16_PAIRS, (size_t)run->pass->in->h * run->x_pairs_w * g->cin);
+}
+
 static void weights_row_task(const WeightsRun *run, int r, int thread)
 {
   const ConvPass *ps = run->pass;
@@ -686,6 +874,12 @@ static void weights_row_task(const WeightsRun *run, int r, int thread)
       .sums = run->sum_bias ? partial + run->blocks.n_blocks * run->block_floats : NULL,
     };
     run->kernels->bias_row(&bias);
+  }
+  if (run->bf16_dy)
+    convert_row(run->dy, run->bf16_dy, r);
+  if (run->bf16) {
+    weights_row_bf16(run, r, partial);
+    return;
   }
   PixelRange ranges[3];
   int n = pass_ranges(ps, ranges);
@@ -745,25 +939,28 @@ static void weights_reduce_task(const WeightsRun *run, int i)
 #define REDUCE_TASK_FLOATS 8192
 
 static void plan_weights(WeightsRun *run, ConvPass *pass, const ConvGeometry *g,
-                         const FeatureMap *x, const FeatureMap *dy)
+                         const FeatureMap *x, const FeatureMap *dy, int bf16)
 {
   pass_forward_taps(pass, g, x, dy->h, dy->w);
   pass_finish(pass, g->kw > 1);
   run->g = g;
   run->pass = pass;
   run->dy = dy;
-  run->blocks = conv_blocks(g->cout, run->kernels);
-  run->narrow = run->kernels->weights_row_narrow && g->cout <= 8;
+  run->bf16 = bf16;
+  run->pairs = (dy->w + 1) / 2;
+  run->blocks = run->bf16 ? conv_blocks_bf16(g->cout) : conv_blocks(g->cout, run->kernels);
+  run->narrow = !run->bf16 && run->kernels->weights_row_narrow && g->cout <= 8;
   run->narrow_ld = (g->kw * g->cin + 15) & ~15;
   run->block_floats = run->narrow ? (size_t)g->kh * 8 * run->narrow_ld
                                   : (size_t)g->kh * g->kw * g->cin * run->blocks.max_block;
   run->partial_floats = run->blocks.n_blocks * (run->block_floats + run->blocks.max_block);
   run->partial_floats = (run->partial_floats + 15) & ~(size_t)15;
-  run->scratch_floats = run->partial_floats + pass_scratch_floats(pass);
+  size_t rows = run->bf16 ? (size_t)run->pairs * g->cout : pass_scratch_floats(pass);
+  run->scratch_floats = run->partial_floats + rows;
   size_t dw_floats = (size_t)g->kh * g->kw * g->cin * g->cout;
-  int rows = g->kh * g->kw * g->cin;
+  int dw_rows = g->kh * g->kw * g->cin;
   run->reduce_tasks = (int)((dw_floats + REDUCE_TASK_FLOATS - 1) / REDUCE_TASK_FLOATS);
-  run->reduce_tasks = run->reduce_tasks < rows ? run->reduce_tasks : rows;
+  run->reduce_tasks = run->reduce_tasks < dw_rows ? run->reduce_tasks : dw_rows;
 }
 
 /* ---- backward: weights and input gradients in two runs of the pool -------------------------- */
@@ -808,16 +1005,22 @@ static void backward_ref(const ConvGeometry *g, const FeatureMap *x, const float
     conv2d_backward_input_ref(g, dy, w, dx, accumulate);
 }
 
-void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
-                     const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
-                     FeatureMap *dx, int accumulate, ThreadPool *pool)
+/* What the fast backward pass does not take: the references run it. */
+static int backward_needs_ref(const ConvGeometry *g, const FeatureMap *dy, const FeatureMap *dx)
+{
+  return !conv_kernels() || g->kh * g->kw > CONV_MAX_TAPS || (dx && g->stride > 2) ||
+         dy->h <= 0 || dy->w <= 0 || g->cout <= 0 || g->cin <= 0 ||
+         (dx && (dx->h <= 0 || dx->w <= 0));
+}
+
+/* bf16: the products in bfloat16; each row of dy is converted in run 1 right after its ReLU,
+ * while it is in cache: to channel pairs for the input gradient, to pixel pairs for the weight
+ * gradient. */
+static void backward_pass(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                          const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                          FeatureMap *dx, int accumulate, ThreadPool *pool, int bf16)
 {
   const ConvKernels *k = conv_kernels();
-  if (!k || g->kh * g->kw > CONV_MAX_TAPS || (dx && g->stride > 2) || dy->h <= 0 || dy->w <= 0 ||
-      g->cout <= 0 || g->cin <= 0 || (dx && (dx->h <= 0 || dx->w <= 0))) {
-    backward_ref(g, x, w, relu_y, dy, dw, dbias, dx, accumulate);
-    return;
-  }
   int threads = thread_pool_threads(pool);
   unsigned char started[threads];
   memset(started, 0, sizeof started);
@@ -825,11 +1028,21 @@ void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
                                  .sum_bias = dbias != NULL, .started = started, .dw = dw,
                                  .dbias = dbias } };
   ConvPass weights_pass, input_passes[4];
-  plan_weights(&b.weights, &weights_pass, g, x, dy);
-  b.input = (ConvRun){ .kernels = k, .pool = pool };
+  plan_weights(&b.weights, &weights_pass, g, x, dy, bf16);
+  if (b.weights.bf16) {
+    plan_x_pairs(&b.weights);
+    thread_pool_run(pool, x->h, x_pairs_task, &b.weights);
+  }
+  b.input = (ConvRun){ .kernels = k, .pool = pool, .bf16 = bf16 && dx };
   int input_rows = 0;
+  FeatureMap dy_bf16;
   if (dx) {
-    plan_backward_input(&b.input, input_passes, &b.pack, g, dy, w, dx, accumulate);
+    if (bf16) {
+      dy_bf16 = bf16_view(dy);
+      b.weights.bf16_dy = &dy_bf16;
+    }
+    plan_backward_input(&b.input, input_passes, &b.pack, g, bf16 ? &dy_bf16 : dy, w, dx,
+                        accumulate);
     /* The input gradient copies rows after the partials, which the reduction still reads. */
     b.input.scratch_offset = b.weights.partial_floats;
     input_rows = plan_forward_passes(&b.input);
@@ -841,6 +1054,33 @@ void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
   b.weights.scratch_floats = b.input.scratch_floats = scratch;
   thread_pool_run(pool, dy->h + b.pack_tasks, backward_run1_task, &b);
   thread_pool_run(pool, b.weights.reduce_tasks + input_rows, backward_run2_task, &b);
+}
+
+void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                     const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                     FeatureMap *dx, int accumulate, ThreadPool *pool)
+{
+  if (backward_needs_ref(g, dy, dx))
+    backward_ref(g, x, w, relu_y, dy, dw, dbias, dx, accumulate);
+  else
+    backward_pass(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool, 0);
+}
+
+void conv2d_backward_bf16(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                          const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                          FeatureMap *dx, int accumulate, ThreadPool *pool)
+{
+  if (!conv2d_bf16_backward_applies(g)) {
+    conv2d_backward(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool);
+  } else if (!kernels_have_bf16() || backward_needs_ref(g, dy, dx)) {
+    if (relu_y)
+      relu_backward_ref(relu_y, dy);
+    conv2d_backward_weights_bf16_ref(g, x, dy, dw, dbias);
+    if (dx)
+      conv2d_backward_input_bf16_ref(g, dy, w, dx, accumulate);
+  } else {
+    backward_pass(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool, 1);
+  }
 }
 
 void conv2d_backward_weights(const ConvGeometry *g, const FeatureMap *x, const FeatureMap *dy,

@@ -12,29 +12,10 @@
 
 /* ---- 16 lanes ---- */
 #define CONV_VARIANT zmm
-#define VEC __m512
-#define VEC_LANES 16
-#define VEC_MASK __mmask16
-#define vec_mask(n) ((__mmask16)((1u << (n)) - 1))
-#define vec_zero() _mm512_setzero_ps()
-#define vec_load(p) _mm512_loadu_ps(p)
-#define vec_loadm(p, m) _mm512_maskz_loadu_ps(m, p)
-#define vec_store(p, v) _mm512_storeu_ps(p, v)
-#define vec_storem(p, v, m) _mm512_mask_storeu_ps(p, m, v)
-#define vec_bcast(p) _mm512_set1_ps(*(p))
+#include "conv2d_zmm.h"
 #define vec_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define vec_add(a, b) _mm512_add_ps(a, b)
-#define vec_relu(a) _mm512_max_ps(a, _mm512_setzero_ps())
 #define vec_relu_grad(d, y)                                                                       \
   _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), d)
-#define TILE_NV1 24
-#define TILE_NV2 12
-#define CASES_NV1 CONV_CASES_24
-#define CASES_NV2 CONV_CASES_12
-#define ROWS_NV1 24
-#define ROWS_NV2 12
-#define ROW_CASES_NV1 CONV_CASES_24
-#define ROW_CASES_NV2 CONV_CASES_12
 #include "conv2d_tiles.h"
 #undef CONV_VARIANT
 #undef VEC

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kernels.h"
 
@@ -74,5 +75,21 @@ typedef struct {
   void (*bias_row)(const ConvBiasJob *job);
 } ConvKernels;
 
+/* The bfloat16 products of conv2d_forward_bf16 / conv2d_backward_bf16 (conv2d_bf16.c): ConvRowJob
+ * with in[] rows of 32-bit words holding channel pairs (cin counts the pairs, in_step is in
+ * words) and weights packed the same way, per tap ceil(n_in / 2) rows of block_width words. */
+typedef struct {
+  void (*forward_row)(const ConvRowJob *job);
+  /* ConvWeightsJob with in and dy holding pixel pairs: word k of pair q is input k (or channel
+   * k of dy) of pixels 2q (low half) and 2q + 1; pixels counts the pairs, steps are in words. */
+  void (*weights_row)(const ConvWeightsJob *job);
+  /* dst: per pixel, ceil(channels / 2) words; an odd channel count pads its last word with 0. */
+  void (*to_pairs_row)(const float *src, ptrdiff_t src_step, int pixels, int channels,
+                       uint32_t *dst);
+  /* dst[i] = a[i] (low half) and b[i] in bfloat16, i < n; NULL a or b reads zeros. */
+  void (*pair_pixels)(const float *a, const float *b, int n, uint32_t *dst);
+} ConvBf16Kernels;
+
 extern const ConvKernels conv_kernels_avx512;
+extern const ConvBf16Kernels conv_kernels_bf16;
 extern const ConvKernels conv_kernels_avx2;

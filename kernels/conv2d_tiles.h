@@ -11,6 +11,9 @@
  *   TILE_NV1, TILE_NV2      output pixels per tile with 1 and 2 vectors of channels
  *   CASES_NV1, CASES_NV2    CONV_CASES_<TILE> lists of those tile sizes
  *   ROWS_NV1, ROWS_NV2, ROW_CASES_NV1, ROW_CASES_NV2   the same for the weight gradient
+ *   CONV_TILES_NO_BIAS      (optional) no bias_row: the forward and weight-gradient rows only,
+ *                           whose vec_fma may then be another multiply-add, such as a bfloat16
+ *                           pair dot product
  *
  * Forward tile: T output pixels x NV vectors of output channels held in T * NV accumulators; per
  * input channel of a tap, NV weight loads and T broadcasts feed T * NV FMAs. Weight-gradient tile:
@@ -186,6 +189,7 @@ static void CONV_FN(weights_row)(const ConvWeightsJob *job)
   }
 }
 
+#ifndef CONV_TILES_NO_BIAS
 /* Channels c0 onwards, NV vectors of them (the last one masked by tail), summed over the pixels
  * in registers. */
 CONV_INLINE void CONV_FN(bias_chunk)(const ConvBiasJob *job, int c0, const int NV, VEC_MASK tail)
@@ -241,5 +245,7 @@ static void CONV_FN(bias_row)(const ConvBiasJob *job)
     }
   }
 }
+
+#endif /* CONV_TILES_NO_BIAS */
 
 #undef CONV_FN

@@ -8,6 +8,7 @@
 
 static KernelsIsa cpu_best = KERNELS_ISA_SCALAR;
 static KernelsIsa in_use = KERNELS_ISA_SCALAR;
+static int cpu_bf16;
 static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
 
 static void detect(void)
@@ -20,6 +21,7 @@ static void detect(void)
     cpu_best = KERNELS_ISA_AVX512;
   else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     cpu_best = KERNELS_ISA_AVX2;
+  cpu_bf16 = cpu_best == KERNELS_ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
   in_use = cpu_best;
   const char *forced = getenv("DISTILL_ISA");
   if (forced) {
@@ -45,6 +47,11 @@ KernelsIsa kernels_set_isa(KernelsIsa isa)
   pthread_once(&detect_once, detect);
   in_use = isa < cpu_best ? isa : cpu_best;
   return in_use;
+}
+
+int kernels_have_bf16(void)
+{
+  return kernels_isa() == KERNELS_ISA_AVX512 && cpu_bf16;
 }
 
 const char *kernels_isa_name(KernelsIsa isa)

@@ -72,6 +72,41 @@ void conv2d_backward_input_ref(const ConvGeometry *g, const FeatureMap *dy, cons
 void conv2d_backward_weights_ref(const ConvGeometry *g, const FeatureMap *x, const FeatureMap *dy,
                                  float *dw, float *dbias);
 
+/* ---- convolution with bfloat16 products (training) ------------------------------------------
+ *
+ * Mixed precision as in bfloat16 training: each product's operands (x or dy, and w) are rounded
+ * to bfloat16 (nearest even, denormals to zero), the sums stay fp32, as do bias, residual, ReLU
+ * and the outputs. On CPUs with AVX512-BF16 (kernels_have_bf16) the products cost half as much;
+ * elsewhere these run the references. Same arguments as the fp32 functions above. */
+int kernels_have_bf16(void);
+float bf16_round(float f);
+
+/* bfloat16 works on pairs of channels (input gradient) and pairs of pixels (weight gradient) in
+ * vectors of 16 channels: below 16 input or output channels the pairs cost more than they save,
+ * and those layers' backward passes stay fp32. */
+static inline int conv2d_bf16_backward_applies(const ConvGeometry *g)
+{
+  return g->cin >= 16 && g->cout >= 16;
+}
+
+void conv2d_forward_bf16(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                         const float *bias, const FeatureMap *residual, int relu, FeatureMap *y,
+                         ThreadPool *pool);
+/* conv2d_backward with the products of the input and weight gradients in bfloat16 where
+ * conv2d_bf16_backward_applies, else exactly conv2d_backward (the bias gradient sums dy in fp32
+ * either way). */
+void conv2d_backward_bf16(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                          const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                          FeatureMap *dx, int accumulate, ThreadPool *pool);
+
+void conv2d_forward_bf16_ref(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                             const float *bias, const FeatureMap *residual, int relu,
+                             FeatureMap *y);
+void conv2d_backward_input_bf16_ref(const ConvGeometry *g, const FeatureMap *dy, const float *w,
+                                    FeatureMap *dx, int accumulate);
+void conv2d_backward_weights_bf16_ref(const ConvGeometry *g, const FeatureMap *x,
+                                      const FeatureMap *dy, float *dw, float *dbias);
+
 /* ---- element-wise --------------------------------------------------------------------------- */
 
 /* dy *= (y > 0), in place: the gradient through a ReLU whose output was y. */

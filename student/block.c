@@ -106,3 +106,8 @@ void backward_block(Block *b, const FeatureMap *x, const float *params, float *g
   backward_conv_layer(&b->conv1, x, params, grads, dx, accumulate, pool);
   backward_shortcut(b, x, params, grads, dx, 1, pool);
 }
+
+void block_set_bf16(Block *b, int on)
+{
+  b->conv1.bf16 = b->conv2.bf16 = b->conv3.bf16 = b->shortcut.bf16 = on;
+}

@@ -48,6 +48,9 @@ void forward_conv_layer(ConvLayer *l, const FeatureMap *x, const FeatureMap *res
 void backward_conv_layer(ConvLayer *l, const FeatureMap *x, const float *params, float *grads,
                          FeatureMap *dx, int accumulate, ThreadPool *pool)
 {
-  conv2d_backward(&l->geom, x, params + l->weight_offset, l->relu ? &l->output : NULL, &l->delta,
-                  grads + l->weight_offset, grads + l->bias_offset, dx, accumulate, pool);
+  (l->bf16 ? conv2d_backward_bf16 : conv2d_backward)(&l->geom, x, params + l->weight_offset,
+                                                     l->relu ? &l->output : NULL, &l->delta,
+                                                     grads + l->weight_offset,
+                                                     grads + l->bias_offset, dx, accumulate,
+                                                     pool);
 }

@@ -14,6 +14,7 @@ typedef struct {
   ConvGeometry geom;
   size_t weight_offset, bias_offset; /* floats into params / grads */
   int relu;
+  int bf16; /* the backward pass's products in bfloat16 (conv2d_backward_bf16) */
   FeatureMap output, delta;
 } ConvLayer;
 

@@ -70,6 +70,23 @@ void student_free(Student *s)
   g_free(s);
 }
 
+gboolean student_set_bf16(Student *s, gboolean on)
+{
+  int bf16 = on && kernels_have_bf16();
+  s->stem[0].bf16 = s->stem[1].bf16 = bf16;
+  for (int i = 0; i < 3; i++) {
+    block_set_bf16(&s->encoder[i], bf16);
+    block_set_bf16(&s->decoder[i], bf16);
+  }
+  s->head[0].bf16 = s->head[1].bf16 = s->classifier.bf16 = bf16;
+  return bf16;
+}
+
+gboolean student_get_bf16(const Student *s)
+{
+  return s->stem[1].bf16;
+}
+
 const StudentConfig *student_get_config(const Student *s) { return &s->config; }
 float *student_params(Student *s) { return s->params; }
 float *student_grads(Student *s) { return s->grads; }

@@ -7,7 +7,10 @@
  * Outputs start as NaN (or as random values where the operation accumulates); the reference and
  * the fast path start from identical buffers, so every float outside the written channels must
  * come back bit for bit. Written values are compared with a tolerance relative to the sum of the
- * magnitudes of their terms (the reference run on absolute values). */
+ * magnitudes of their terms (the reference run on absolute values). The bfloat16 passes
+ * (conv2d_forward_bf16, conv2d_backward_bf16) run the same sweep against their references, which
+ * round the operands first: products of bfloat16 are exact in fp32, so only the order of the
+ * sums differs and the same tolerance holds. */
 #include <glib.h>
 #include <math.h>
 #include <string.h>
@@ -134,6 +137,7 @@ typedef struct {
   int h, w; /* input size */
   int residual, relu, accumulate, sliced, no_dx;
   int no_dbias; /* no bias gradient, and no bias in the forward pass */
+  int bf16;     /* the bfloat16 passes */
   ThreadPool *pool;
 } ConvCase;
 
@@ -164,8 +168,13 @@ static void check_forward(const ConvCase *cc)
   const FeatureMap *residual = cc->residual ? &res.map : NULL;
   const float *b = cc->no_dbias ? NULL : bias; /* no bias either */
 
-  conv2d_forward_ref(g, &x.map, w, b, residual, cc->relu, &want.map);
-  conv2d_forward(g, &x.map, w, b, residual, cc->relu, &got.map, cc->pool);
+  if (cc->bf16) {
+    conv2d_forward_bf16_ref(g, &x.map, w, b, residual, cc->relu, &want.map);
+    conv2d_forward_bf16(g, &x.map, w, b, residual, cc->relu, &got.map, cc->pool);
+  } else {
+    conv2d_forward_ref(g, &x.map, w, b, residual, cc->relu, &want.map);
+    conv2d_forward(g, &x.map, w, b, residual, cc->relu, &got.map, cc->pool);
+  }
 
   TestMap xa = test_map_abs(&x), ra = test_map_abs(&res), mag = test_map_copy(&got);
   float *wa = abs_copy(w, nw), *ba = abs_copy(b, g->cout);
@@ -275,11 +284,16 @@ static void check_backward_fused(const ConvCase *cc)
 
   if (relu_y)
     relu_backward_ref(relu_y, &dy_want.map);
-  conv2d_backward_weights_ref(g, &x.map, &dy_want.map, grads_want, db_want);
-  if (!cc->no_dx)
+  (cc->bf16 ? conv2d_backward_weights_bf16_ref : conv2d_backward_weights_ref)(
+    g, &x.map, &dy_want.map, grads_want, db_want);
+  if (!cc->no_dx && cc->bf16)
+    conv2d_backward_input_bf16_ref(g, &dy_want.map, w, &dx_want.map, cc->accumulate);
+  else if (!cc->no_dx)
     conv2d_backward_input_ref(g, &dy_want.map, w, &dx_want.map, cc->accumulate);
-  conv2d_backward(g, &x.map, w, relu_y, &dy_got.map, grads_got, db_got,
-                  cc->no_dx ? NULL : &dx_got.map, cc->accumulate, cc->pool);
+  (cc->bf16 ? conv2d_backward_bf16 : conv2d_backward)(g, &x.map, w, relu_y, &dy_got.map,
+                                                      grads_got, db_got,
+                                                      cc->no_dx ? NULL : &dx_got.map,
+                                                      cc->accumulate, cc->pool);
 
   assert_close(dy_got.buffer, dy_want.buffer, NULL, dy_want.floats, "fused backward: dy");
   assert_close(grads_got, grads_want, grads_mag, nw + g->cout, "fused backward: weights");
@@ -297,20 +311,35 @@ static void check_backward_fused(const ConvCase *cc)
 static void check_case(const ConvCase *cc)
 {
   check_forward(cc);
-  check_backward_input(cc);
-  check_backward_weights(cc);
+  if (!cc->bf16) { /* no separate bfloat16 entry points for these */
+    check_backward_input(cc);
+    check_backward_weights(cc);
+  }
   check_backward_fused(cc);
+}
+
+/* Test data: an ISA, or BF16_MODE for the bfloat16 passes (on AVX-512). */
+#define BF16_MODE 0x100
+
+/* Sets the ISA of the mode; FALSE (test skipped) when the CPU lacks it. */
+static gboolean enter_mode(int mode, KernelsIsa *before)
+{
+  KernelsIsa isa = mode == BF16_MODE ? KERNELS_ISA_AVX512 : (KernelsIsa)mode;
+  *before = kernels_isa();
+  if (kernels_set_isa(isa) != isa || (mode == BF16_MODE && !kernels_have_bf16())) {
+    kernels_set_isa(*before);
+    g_test_skip("this CPU lacks the instruction set");
+    return FALSE;
+  }
+  return TRUE;
 }
 
 /* Options switch with the bits of the case number, pools cycle through none, 2 and 3 threads. */
 static void test_sweep(gconstpointer data)
 {
-  KernelsIsa isa = GPOINTER_TO_INT(data), before = kernels_isa();
-  if (kernels_set_isa(isa) != isa) {
-    kernels_set_isa(before);
-    g_test_skip("this CPU lacks the instruction set");
+  KernelsIsa before;
+  if (!enter_mode(GPOINTER_TO_INT(data), &before))
     return;
-  }
   ThreadPool *pools[3] = { NULL, thread_pool_new(2), thread_pool_new(3) };
   int n = 0;
   for (size_t ks = 0; ks < G_N_ELEMENTS(kernel_shapes); ks++)
@@ -329,6 +358,7 @@ static void test_sweep(gconstpointer data)
             .sliced = (n >> 3) & 1,
             .no_dbias = n % 5 == 0,
             .no_dx = n % 7 == 0,
+            .bf16 = GPOINTER_TO_INT(data) == BF16_MODE,
             .pool = pools[n % 3],
           };
           check_case(&cc);
@@ -342,12 +372,9 @@ static void test_sweep(gconstpointer data)
  * several output-channel blocks, the concatenated decoder inputs read as slices. */
 static void test_student_layers(gconstpointer data)
 {
-  KernelsIsa isa = GPOINTER_TO_INT(data), before = kernels_isa();
-  if (kernels_set_isa(isa) != isa) {
-    kernels_set_isa(before);
-    g_test_skip("this CPU lacks the instruction set");
+  KernelsIsa before;
+  if (!enter_mode(GPOINTER_TO_INT(data), &before))
     return;
-  }
   static const struct {
     int kh, kw, stride, pad_h, pad_w, cin, cout, h, w;
   } layers[] = {
@@ -376,6 +403,7 @@ static void test_student_layers(gconstpointer data)
       .relu = 1,
       .accumulate = (i >> 1) & 1,
       .sliced = (i >> 2) & 1,
+      .bf16 = GPOINTER_TO_INT(data) == BF16_MODE,
       .pool = i % 3 ? pool : NULL,
     };
     check_case(&cc);
@@ -387,9 +415,10 @@ static void test_student_layers(gconstpointer data)
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
-  static const KernelsIsa isas[] = { KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512 };
+  static const int isas[] = { KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
+                               BF16_MODE };
   for (size_t i = 0; i < G_N_ELEMENTS(isas); i++) {
-    const char *name = kernels_isa_name(isas[i]);
+    const char *name = isas[i] == BF16_MODE ? "bf16" : kernels_isa_name(isas[i]);
     g_autofree char *sweep = g_strdup_printf("/conv2d/%s/sweep", name);
     g_autofree char *layers = g_strdup_printf("/conv2d/%s/student-layers", name);
     g_test_add_data_func(sweep, GINT_TO_POINTER(isas[i]), test_sweep);

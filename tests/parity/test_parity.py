@@ -13,6 +13,10 @@ sizes, it compares:
     given the C gradients: Adam's first step is about lr * sign(g), so a gradient element within
     rounding of zero may flip sign between two correct implementations; feeding both optimisers
     the same gradients keeps the comparison exact.
+And, on CPUs with AVX512-BF16, the mixed-precision training path (`--bf16`: the backward pass's
+products in bfloat16, sums in fp32) against the same fp32 mirror: loss as tight as fp32 (the
+forward pass stays fp32), gradients within a tolerance set by bfloat16's 8-bit significand
+(relative rounding 2^-9 per operand, compounded over the layers of the backward pass).
 Output is TAP; the figures of each comparison are on its line. Exits 1 on any failure.
 """
 
@@ -40,6 +44,7 @@ LOGIT_TOL = 1e-4  # max |diff| <= tol * max(1, max |logit|)
 LOSS_TOL = 1e-5   # |diff| <= tol * max(1, |loss|)
 GRAD_TOL = 1e-3   # ||diff|| <= tol * ||grad|| per tensor
 STEP_TOL = 1e-3   # ||diff of weights|| <= tol * ||update|| + float32 rounding of the weights
+BF16_GRAD_TOL = 3e-2
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
@@ -134,11 +139,12 @@ def torch_gradients(ckpt, image, labels):
     return model, float(loss), {n: p.grad.numpy() for n, p in model.named_parameters()}
 
 
-def check_gradients(tap, sio, label, ckpt, files, image, labels, threads=THREADS):
+def check_gradients(tap, sio, label, ckpt, files, image, labels, threads=THREADS, bf16=False):
     """Compares loss and gradients; returns the C gradients (None when they are unusable)."""
     h, w = image.shape[:2]
+    grad_tol = BF16_GRAD_TOL if bf16 else GRAD_TOL
     out = sio.run("grad", ckpt, files["image"], h, w, files["labels"], files["grads"],
-                  threads=threads)
+                  *(["--bf16"] if bf16 else []), threads=threads)
     _, ref_loss, ref = torch_gradients(ckpt, image, labels)
     got, _ = jitnet.read_safetensors(files["grads"])
     c_loss = float(out.get("loss", float("nan")))
@@ -151,8 +157,8 @@ def check_gradients(tap, sio, label, ckpt, files, image, labels, threads=THREADS
         return None
     errors = {n: rel_norm(got[n] - ref[n], ref[n]) for n in ref}
     err, name = worst_tensor(errors)
-    tap.check(err <= GRAD_TOL, f"{label} gradients of {len(ref)} tensors",
-              f"worst ||diff||/||grad|| {err:.3g} ({name}; tolerance {GRAD_TOL:g})")
+    tap.check(err <= grad_tol, f"{label} gradients of {len(ref)} tensors",
+              f"worst ||diff||/||grad|| {err:.3g} ({name}; tolerance {grad_tol:g})")
     return got
 
 
@@ -201,7 +207,13 @@ def check_adam_step(tap, sio, label, ckpt, files, image, labels, c_grads):
                   "C gradients)", before, after_c, after_ref)
 
 
-def check_checkpoint(tap, sio, name, ckpt, num_classes, rng):
+def has_bf16():
+    """The CPU flag the C kernels look for (kernels_have_bf16)."""
+    with open("/proc/cpuinfo") as f:
+        return "avx512_bf16" in f.read().split()
+
+
+def check_checkpoint(tap, sio, name, ckpt, num_classes, rng, bf16):
     for h, w in SIZES:
         label = f"{name} {w}x{h}"
         image, labels = make_frame(rng, h, w, num_classes)
@@ -216,6 +228,8 @@ def check_checkpoint(tap, sio, name, ckpt, num_classes, rng):
                                   threads="1")
         if c_grads is not None:
             check_adam_step(tap, sio, label, ckpt, files, image, labels, c_grads)
+        if bf16:
+            check_gradients(tap, sio, label + " bf16", ckpt, files, image, labels, bf16=True)
 
 
 def main():
@@ -229,7 +243,9 @@ def main():
     tap = Tap()
     configs = [("default", jitnet.default_config(2), 7),
                ("head_skip/3 classes", jitnet.default_config(3, head_skip=True), 11)]
-    print(f"# student-io {sio.exe}; torch {torch.__version__}")
+    bf16 = has_bf16()
+    print(f"# student-io {sio.exe}; torch {torch.__version__}; bf16 "
+          f"{'checked' if bf16 else 'not checked: no AVX512-BF16 on this CPU'}")
     for name, cfg, seed in configs:
         init = sio.path(f"init-{seed}.safetensors")
         perturbed = sio.path(f"perturbed-{seed}.safetensors")
@@ -237,8 +253,9 @@ def main():
             sio.run("init", init, "--classes", cfg["num_classes"], "--seed", seed,
                     "--config", json.dumps(cfg, separators=(",", ":")))
             perturbed_checkpoint(init, perturbed, seed)
-            check_checkpoint(tap, sio, f"{name} init", init, cfg["num_classes"], rng)
-            check_checkpoint(tap, sio, f"{name} perturbed", perturbed, cfg["num_classes"], rng)
+            check_checkpoint(tap, sio, f"{name} init", init, cfg["num_classes"], rng, bf16)
+            check_checkpoint(tap, sio, f"{name} perturbed", perturbed, cfg["num_classes"], rng,
+                             bf16)
         except (RuntimeError, OSError, ValueError, KeyError) as err:
             tap.check(False, f"{name}", f"error: {err}")
     status = tap.finish()

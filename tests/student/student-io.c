@@ -17,6 +17,7 @@
 #include "student.h"
 
 static int threads = 1;
+static gboolean bf16;
 static int classes = 0;
 static gint64 seed = 0;
 static char *config_json = NULL;
@@ -26,6 +27,9 @@ static GOptionEntry entries[] = {
   { "classes", 0, 0, G_OPTION_ARG_INT, &classes, "init: number of classes", "N" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "init: seed of the initialisation", "S" },
   { "config", 0, 0, G_OPTION_ARG_STRING, &config_json, "init: configuration as JSON", "JSON" },
+  { "bf16", 0, 0, G_OPTION_ARG_NONE, &bf16,
+    "forward, grad, step: bfloat16 products (student_set_bf16); fails where the CPU lacks them",
+    NULL },
   { NULL },
 };
 
@@ -117,6 +121,8 @@ static void run_forward(Run *run, char **argv, ThreadPool *pool)
   GError *error = NULL;
   run->student = student_load(argv[2], &error);
   die_on_error(error);
+  if (bf16 && !student_set_bf16(run->student, TRUE))
+    die("--bf16: this CPU has no AVX512-BF16");
   run->h = parse_size(argv[4], "H");
   run->w = parse_size(argv[5], "W");
   run->image = read_raw(argv[3], sizeof(float) * run->h * run->w * 3);
