@@ -85,6 +85,8 @@ typedef struct {
 
   gboolean train;               /* TRUE; FALSE = measure and adapt the stride, never update */
   OptimizerConfig optimizer;    /* Adam, lr 2e-3 (measured in student/README.md) */
+  gboolean train_bf16;          /* TRUE: backward products in bfloat16 where the CPU has them
+                                 * (student_set_bf16); the forward passes stay fp32 */
   gboolean sync;                /* FALSE */
 
   /* Compute threads of inference (0 = one per online core). The trainer has its own pool of
