@@ -1052,8 +1052,11 @@ static void backward_pass(const ConvGeometry *g, const FeatureMap *x, const floa
   size_t scratch = b.input.scratch_floats > b.weights.scratch_floats ? b.input.scratch_floats
                                                                        : b.weights.scratch_floats;
   b.weights.scratch_floats = b.input.scratch_floats = scratch;
+  /* Run 2 reads the partials run 1 left in the scratch: no other caller's run in between. */
+  thread_pool_hold(pool);
   thread_pool_run(pool, dy->h + b.pack_tasks, backward_run1_task, &b);
   thread_pool_run(pool, b.weights.reduce_tasks + input_rows, backward_run2_task, &b);
+  thread_pool_release(pool);
 }
 
 void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,

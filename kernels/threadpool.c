@@ -25,6 +25,8 @@ typedef struct {
 
 struct ThreadPool {
   int threads;
+  int refs;                 /* under shared_lock for the shared pool; 1 otherwise */
+  pthread_mutex_t run_lock; /* recursive; one run (or hold) at a time: callers take turns */
   pthread_t *handles;
   Worker *workers;
   Scratch *scratch;
@@ -95,6 +97,12 @@ ThreadPool *thread_pool_new(int threads)
   pool->scratch = calloc((size_t)threads, sizeof *pool->scratch);
   pool->handles = calloc((size_t)threads, sizeof *pool->handles);
   pool->workers = calloc((size_t)threads, sizeof *pool->workers);
+  pool->refs = 1;
+  pthread_mutexattr_t recursive;
+  pthread_mutexattr_init(&recursive);
+  pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&pool->run_lock, &recursive);
+  pthread_mutexattr_destroy(&recursive);
   pthread_mutex_init(&pool->lock, NULL);
   pthread_cond_init(&pool->wake, NULL);
   for (int t = 1; t < threads; t++) {
@@ -104,9 +112,39 @@ ThreadPool *thread_pool_new(int threads)
   return pool;
 }
 
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static ThreadPool *shared_pool;
+
+ThreadPool *thread_pool_shared(void)
+{
+  pthread_mutex_lock(&shared_lock);
+  if (shared_pool)
+    shared_pool->refs++;
+  else
+    shared_pool = thread_pool_new(0);
+  ThreadPool *pool = shared_pool;
+  pthread_mutex_unlock(&shared_lock);
+  return pool;
+}
+
+/* Drops a reference to the shared pool; TRUE when it was the last one (the pool is then no longer
+ * shared and is freed). */
+static int shared_pool_release(ThreadPool *pool)
+{
+  pthread_mutex_lock(&shared_lock);
+  int last = 1;
+  if (pool == shared_pool) {
+    last = --pool->refs == 0;
+    if (last)
+      shared_pool = NULL;
+  }
+  pthread_mutex_unlock(&shared_lock);
+  return last;
+}
+
 void thread_pool_free(ThreadPool *pool)
 {
-  if (!pool)
+  if (!pool || !shared_pool_release(pool))
     return;
   pthread_mutex_lock(&pool->lock);
   pool->stopping = 1;
@@ -117,11 +155,24 @@ void thread_pool_free(ThreadPool *pool)
   for (int t = 0; t < pool->threads; t++)
     free(pool->scratch[t].data);
   pthread_mutex_destroy(&pool->lock);
+  pthread_mutex_destroy(&pool->run_lock);
   pthread_cond_destroy(&pool->wake);
   free(pool->scratch);
   free(pool->handles);
   free(pool->workers);
   free(pool);
+}
+
+void thread_pool_hold(ThreadPool *pool)
+{
+  if (pool)
+    pthread_mutex_lock(&pool->run_lock);
+}
+
+void thread_pool_release(ThreadPool *pool)
+{
+  if (pool)
+    pthread_mutex_unlock(&pool->run_lock);
 }
 
 int thread_pool_threads(const ThreadPool *pool)
@@ -133,9 +184,17 @@ void thread_pool_run(ThreadPool *pool, int n_tasks, ThreadPoolTask task, void *c
 {
   if (n_tasks <= 0)
     return;
-  if (!pool || pool->threads == 1 || n_tasks == 1) {
+  if (!pool) {
     for (int i = 0; i < n_tasks; i++)
       task(ctx, i, 0);
+    return;
+  }
+  /* Also when the caller runs every task itself: thread 0's scratch is the pool's. */
+  pthread_mutex_lock(&pool->run_lock);
+  if (pool->threads == 1 || n_tasks == 1) {
+    for (int i = 0; i < n_tasks; i++)
+      task(ctx, i, 0);
+    pthread_mutex_unlock(&pool->run_lock);
     return;
   }
   pool->task = task;
@@ -158,6 +217,7 @@ void thread_pool_run(ThreadPool *pool, int n_tasks, ThreadPoolTask task, void *c
     else
       sched_yield();
   }
+  pthread_mutex_unlock(&pool->run_lock);
 }
 
 static float *grow(Scratch *s, size_t floats)

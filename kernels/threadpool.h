@@ -15,13 +15,24 @@ typedef void (*ThreadPoolTask)(void *ctx, int index, int thread);
 
 /* threads <= 0: one per online core. */
 ThreadPool *thread_pool_new(int threads);
+/* The process's pool of one thread per online core, made at the first call; each call takes a
+ * reference that thread_pool_free drops. Several streams in one process share it and take turns
+ * run by run, rather than each starting a thread per core and oversubscribing the cores. */
+ThreadPool *thread_pool_shared(void);
 void thread_pool_free(ThreadPool *pool);
 /* pool may be NULL: then 1. */
 int thread_pool_threads(const ThreadPool *pool);
 
 /* Runs task for every index, spread over the pool's threads and the caller's; returns when all
- * are done. pool may be NULL (runs on the caller's thread). Not reentrant: one run at a time. */
+ * are done. pool may be NULL (runs on the caller's thread). Runs called from several threads at
+ * once take turns (a task must not start another run on the same pool). */
 void thread_pool_run(ThreadPool *pool, int n_tasks, ThreadPoolTask task, void *ctx);
+
+/* Keeps the pool to the calling thread from hold to release, across several runs (nested holds
+ * are fine): a kernel whose runs pass results through the scratch memory holds it, so that a run
+ * from another thread cannot come in between. pool may be NULL. */
+void thread_pool_hold(ThreadPool *pool);
+void thread_pool_release(ThreadPool *pool);
 
 /* Per-thread scratch memory, 64-byte aligned, grown on demand and kept for later calls, so that
  * steady-state kernels allocate nothing. Valid until the next call with the same thread and a

@@ -1187,7 +1187,8 @@ static void install_properties(GObjectClass *gobject_class)
           GST_TYPE_DISTILL_OUTPUT, DEFAULT_PROP_OUTPUT, READY_ONLY));
   g_object_class_install_property(gobject_class, PROP_THREADS,
       g_param_spec_uint("threads", "Threads",
-          "Compute threads of the student; 0 = one per core", 0, 256, DEFAULT_PROP_THREADS,
+          "Compute threads of the student; 0 = one per core, in a pool that every distillseg of "
+          "the process takes in turns", 0, 256, DEFAULT_PROP_THREADS,
           READY_ONLY));
   g_object_class_install_property(gobject_class, PROP_TRAIN_THREADS,
       g_param_spec_uint("train-threads", "Training threads",

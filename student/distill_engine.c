@@ -224,7 +224,8 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   e->student = student_new(student_get_config(initial), 0);
   memcpy(student_params(e->student), student_params((Student *)initial), param_bytes(e));
   student_logits_size(e->student, cfg->input_height, cfg->input_width, &e->label_h, &e->label_w);
-  e->pool = thread_pool_new(cfg->threads);
+  /* Engines in one process (cameras) share one pool unless given their own thread count. */
+  e->pool = cfg->threads > 0 ? thread_pool_new(cfg->threads) : thread_pool_shared();
   e->stride = cfg->min_stride;
   e->stats.last_miou = -1.0;
   g_mutex_init(&e->lock);

@@ -1,6 +1,7 @@
 /* test_threadpool.c: every index runs exactly once, on a valid thread, whatever the pool size,
  * run after run; scratch memory is per thread, aligned and kept; a NULL pool runs inline; pools
- * free cleanly whether their workers spin, sleep or never ran. */
+ * free cleanly whether their workers spin, sleep or never ran; the shared pool takes callers
+ * from several threads in turn. */
 #include <glib.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -201,6 +202,67 @@ static void test_free(void)
   thread_pool_free(NULL);
 }
 
+/* Callers on two threads running on one pool at once: every run still runs each of its indices
+ * once, and a held pool keeps another caller's runs out until it is released. */
+typedef struct {
+  ThreadPool *pool;
+  int failures;
+} Caller;
+
+static void *caller_main(void *arg)
+{
+  Caller *c = arg;
+  for (int round = 0; round < 200; round++) {
+    Sum s = { 0 };
+    thread_pool_run(c->pool, 100, add_index_task, &s);
+    c->failures += atomic_load(&s.sum) != 5050;
+  }
+  return NULL;
+}
+
+static void *held_run_main(void *arg)
+{
+  Sum *s = arg;
+  ThreadPool *pool = thread_pool_shared();
+  thread_pool_run(pool, 10, add_index_task, s);
+  thread_pool_free(pool);
+  return NULL;
+}
+
+static void test_shared(void)
+{
+  ThreadPool *a = thread_pool_shared(), *b = thread_pool_shared();
+  g_assert_true(a == b);
+  g_assert_cmpint(thread_pool_threads(a), ==, (int)sysconf(_SC_NPROCESSORS_ONLN));
+
+  Caller callers[2] = { { a, 0 }, { b, 0 } };
+  GThread *threads[2];
+  for (int i = 0; i < 2; i++)
+    threads[i] = g_thread_new("caller", caller_main, &callers[i]);
+  for (int i = 0; i < 2; i++)
+    g_thread_join(threads[i]);
+  g_assert_cmpint(callers[0].failures + callers[1].failures, ==, 0);
+
+  thread_pool_hold(a);
+  Sum s = { 0 };
+  GThread *other = g_thread_new("held-out", held_run_main, &s);
+  g_usleep(50000);
+  g_assert_cmpint(atomic_load(&s.sum), ==, 0); /* still waiting for the pool */
+  thread_pool_run(a, 10, add_index_task, &s);    /* the holder itself may run */
+  g_assert_cmpint(atomic_load(&s.sum), ==, 55);
+  thread_pool_release(a);
+  g_thread_join(other);
+  g_assert_cmpint(atomic_load(&s.sum), ==, 110);
+
+  thread_pool_free(a);
+  thread_pool_free(b); /* the last reference: a later call makes a new pool */
+  ThreadPool *c = thread_pool_shared();
+  Sum t = { 0 };
+  thread_pool_run(c, 10, add_index_task, &t);
+  g_assert_cmpint(atomic_load(&t.sum), ==, 55);
+  thread_pool_free(c);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -211,5 +273,6 @@ int main(int argc, char **argv)
   g_test_add_func("/threadpool/scratch", test_scratch);
   g_test_add_func("/threadpool/scratch-without-pool", test_scratch_without_pool);
   g_test_add_func("/threadpool/free", test_free);
+  g_test_add_func("/threadpool/shared", test_shared);
   return g_test_run();
 }
