@@ -194,7 +194,10 @@ TeacherClient *teacher_client_new(const TeacherClientConfig *cfg, GError **error
   }
   if (cfg->ca_file != NULL) {
     g_autoptr(GError) tls_error = NULL;
-    client->tls_database = g_tls_file_database_new(cfg->ca_file, &tls_error);
+    /* GLib's TLS backend takes CA files by absolute path only: a relative one would load and
+     * then fail every handshake. */
+    g_autofree char *ca_path = g_canonicalize_filename(cfg->ca_file, NULL);
+    client->tls_database = g_tls_file_database_new(ca_path, &tls_error);
     if (client->tls_database == NULL) {
       g_set_error(error, TEACHER_ERROR, TEACHER_ERROR_INVALID, "cannot load the teacher CA file: %s",
                   tls_error->message);

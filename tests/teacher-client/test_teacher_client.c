@@ -777,7 +777,8 @@ static void run_openssl(const char *const *args)
     g_error("openssl %s failed: %s", args[0], err);
 }
 
-/* https:// with a CA made here: trusted with the CA file, refused without it. */
+/* https:// with a CA made here: trusted with the CA file (by absolute or relative path), refused
+ * without it. */
 static void test_tls(void)
 {
   if (!g_tls_backend_supports_tls(g_tls_backend_get_default())) {
@@ -814,6 +815,17 @@ static void test_tls(void)
   outcome_free(outcome);
   teacher_client_free(client);
 
+  /* A CA file named relative to the working folder, as on a command line. */
+  g_autofree char *cwd = g_get_current_dir();
+  g_assert_cmpint(g_chdir(folder), ==, 0);
+  cfg.ca_file = "ca.pem";
+  client = client_new_checked(&cfg);
+  g_assert_cmpint(g_chdir(cwd), ==, 0);
+  outcome = round_trip(client);
+  g_assert_no_error(outcome->error);
+  outcome_free(outcome);
+  teacher_client_free(client);
+
   cfg.ca_file = NULL;
   cfg.timeout_ms = 3000;
   client = client_new_checked(&cfg);
@@ -823,7 +835,7 @@ static void test_tls(void)
   teacher_client_free(client);
   DoubleRecord record;
   kserve_double_record(tls_server, &record);
-  g_assert_cmpuint(record.infer_requests, ==, 1);
+  g_assert_cmpuint(record.infer_requests, ==, 2);
   kserve_double_record_clear(&record);
   kserve_double_free(tls_server);
 }
