@@ -1,0 +1,186 @@
+#!/usr/bin/python3
+"""The stream survives teacher faults. For each fault: distillseg (sync=false, the default)
+learns from vtest paced at its 10 fps with the replay teacher healthy, the teacher turns faulty
+(restarted on the same port with a fault flag, another token or model name, or stopped), and then
+healthy again. Checked: frames keep arriving through the fault (no gap as long as a teacher
+request lasts), the fault is reported once per burst on the bus (one warning however many queries
+fail, one info message when it answers again) while distill-stats counts every failure, and
+training resumes (queries and updates move again). Last, the same through distill-rtsp and its
+/metrics. Durations are seconds here; bench/faults runs the long version. TAP output."""
+import os
+import re
+import tempfile
+import time
+import urllib.request
+
+from faultlib import BUILD, Process, Teacher, Watch, distill_pipeline
+from harness import diag, file_camera, finish, free_port, ok
+
+TIMEOUT_MS = 3000     # teacher-timeout: how long a hanging request can last
+SLOW_MS = 2000        # the slow teacher's latency, under the timeout: late answers, not failures
+FAULT_SECONDS = 6     # a fault lasts at least this long, and until two queries failed in it
+
+
+def errors(s):
+    return s["teacher-errors"]
+
+
+def run_case(name, token, fault, from_start=False):
+    """Healthy teacher, fault, healthy again, in one stream; asserts on each phase."""
+    teacher = Teacher(free_port(), token_file=token)
+    if not from_start:
+        teacher.start()
+    watch = Watch(distill_pipeline(teacher.url, "min-stride=4", "max-stride=8",
+                                   f"teacher-timeout={TIMEOUT_MS}",
+                                   f"teacher-token-file={token}"))
+    try:
+        if not from_start and not watch.wait(lambda s: s["updates"] > 0, 120):
+            ok(False, f"{name}: the student trains before the fault ({watch.stats()})")
+            diag("".join(watch.stderr)[-1500:])
+            return
+        healthy_from = time.monotonic()
+        before = watch.stats()
+        fault(teacher)
+        fault_from = time.monotonic()
+        watch.wait(lambda s: errors(s) >= errors(before) + 2, 60)
+        time.sleep(max(0.0, fault_from + FAULT_SECONDS - time.monotonic()))
+        fault_to = time.monotonic()
+
+        teacher.start()
+        back = watch.stats()
+        resumed = watch.wait(lambda s: s["updates"] > back["updates"] and
+                             s["teacher-queries"] > back["teacher-queries"], 90)
+        after = watch.stats()
+    finally:
+        end = watch.stop()
+        teacher.stop()
+
+    if not ok(end is not None and end["end"] == "eos",
+              f"{name}: the pipeline runs on and ends cleanly at EOS ({end})"):
+        diag("".join(watch.stderr)[-1500:])
+    frames, gap = watch.flow(fault_from, fault_to)
+    healthy_frames, healthy_gap = watch.flow(healthy_from - 5, fault_from)
+    # A stream that waited for the teacher would stall as long as a request lasts.
+    ok(frames > 0 and gap < TIMEOUT_MS,
+       f"{name}: frames keep arriving during the fault ({frames} in {fault_to - fault_from:.1f} s, "
+       f"longest gap {gap:.0f} ms; before it {healthy_frames} in 5 s, {healthy_gap:.0f} ms)")
+
+    # Restarting the teacher is itself a short failure, so the fault may come as more than one
+    # burst; each must be one warning, closed by one message when the teacher answers again.
+    said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
+    kinds = "".join("w" if "warning" in e else "i" if "info" in e else "e" for e in said)
+    bursts = kinds.count("w")
+    failed = errors(after)
+    ok(kinds == "wi" * bursts and 0 < bursts < failed,
+       f"{name}: each burst of failures is one bus warning and one message when the teacher "
+       f"answers again: {bursts} for {failed} failed queries counted in distill-stats "
+       f"({[e.get('warning') or e.get('info') for e in said]})")
+    ok(resumed, f"{name}: training resumes when the teacher is back (queries "
+       f"{back['teacher-queries']} -> {after['teacher-queries']}, updates {back['updates']} -> "
+       f"{after['updates']})")
+
+
+def slow_case(token):
+    """A teacher that answers late, but within teacher-timeout: no failure, the stream does not
+    wait for it, and the student learns from its late answers."""
+    teacher = Teacher(free_port(), token_file=token)
+    teacher.start("--latency-ms", str(SLOW_MS))
+    watch = Watch(distill_pipeline(teacher.url, "min-stride=4", "max-stride=8",
+                                   f"teacher-timeout={TIMEOUT_MS}", f"teacher-token-file={token}"))
+    try:
+        start = time.monotonic()
+        trained = watch.wait(lambda s: s["updates"] > 0 and s["teacher-queries"] >= 3, 120)
+        end = time.monotonic()
+        stats = watch.stats()
+    finally:
+        watch.stop()
+        teacher.stop()
+    frames, gap = watch.flow(start, end)
+    ok(trained and frames > 0 and gap < SLOW_MS,
+       f"very slow answers ({SLOW_MS} ms): frames keep arriving ({frames} in {end - start:.1f} s, "
+       f"longest gap {gap:.0f} ms) and the student learns from the late answers ({stats})")
+    said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
+    ok(not said and errors(stats) == 0,
+       f"very slow answers: late answers are no failures ({said}, {errors(stats)} errors)")
+
+
+def scrape(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    return {m.group(1): float(m.group(2)) for m in
+            re.finditer(r'^(distill_\w+)\{camera="door"\} (\S+)$', text, re.M)}
+
+
+def wait_metrics(url, predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = scrape(url)
+        if predicate(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.5)
+
+
+def rtsp_case():
+    """distill-rtsp on a file camera: the teacher goes down and comes back on the same port."""
+    teacher = Teacher(free_port())
+    teacher.start()
+    camera, camera_url = file_camera(free_port())
+    work = tempfile.TemporaryDirectory(prefix="distill-faults-")
+    rtsp = Process([os.path.join(BUILD, "pipelines", "distill-rtsp"), "--input",
+                    f"door={camera_url}", "--teacher", teacher.url, "--port", "0",
+                    "--metrics-port", "0", "--checkpoint-dir", work.name,
+                    "--stats-interval", "500", "-o", "inference-width=320",
+                    "-o", "inference-height=240", "-o", "min-stride=4", "-o", "max-stride=8",
+                    "-o", f"teacher-timeout={TIMEOUT_MS}"],
+                   r"metrics at (http://\S+)")
+    metrics = rtsp.match.group(1)
+    before = wait_metrics(metrics, lambda m: m.get("distill_updates_total", 0) > 0, 120)
+    teacher.stop()
+    down = wait_metrics(metrics, lambda m: m["distill_teacher_errors_total"] >=
+                        before["distill_teacher_errors_total"] + 2, 60)
+    ok(down["distill_teacher_errors_total"] >= before["distill_teacher_errors_total"] + 2 and
+       down["distill_frames_total"] > before["distill_frames_total"],
+       f"distill-rtsp: /metrics counts the failures while the teacher is down (errors "
+       f"{before['distill_teacher_errors_total']:.0f} -> {down['distill_teacher_errors_total']:.0f}"
+       f", frames {before['distill_frames_total']:.0f} -> {down['distill_frames_total']:.0f})")
+    teacher.start()
+    back = scrape(metrics)
+    after = wait_metrics(metrics, lambda m: m["distill_updates_total"] >
+                         back["distill_updates_total"] and m["distill_teacher_queries_total"] >
+                         back["distill_teacher_queries_total"], 90)
+    ok(after["distill_updates_total"] > back["distill_updates_total"],
+       f"distill-rtsp: training resumes when the teacher is back (updates "
+       f"{back['distill_updates_total']:.0f} -> {after['distill_updates_total']:.0f})")
+    rtsp.stop()
+    camera.stop()
+    teacher.stop()
+    log = rtsp.stderr()
+    warned = re.findall(r"door: warning: The teacher failed.*", log)
+    ok(len(warned) == 1, f"distill-rtsp: one warning line for the burst ({warned})")
+    ok(len(re.findall(r"door: The teacher answers again", log)) == 1,
+       "distill-rtsp: one line when the teacher answers again")
+
+
+def main():
+    work = tempfile.TemporaryDirectory(prefix="distill-faults-")
+    token, other = os.path.join(work.name, "token"), os.path.join(work.name, "other-token")
+    for path, text in ((token, "s3cret-token\n"), (other, "another-token\n")):
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+
+    run_case("refused (nothing listening at first)", token, lambda t: None, from_start=True)
+    run_case("503 and 500 replies", token, lambda t: t.start("--fail-rate", "1"))
+    run_case("garbage replies", token, lambda t: t.start("--garbage-rate", "1"))
+    run_case("hanging requests", token, lambda t: t.start("--hang-rate", "1"))
+    run_case("down mid-stream (--down-after), back on the same port", token,
+             lambda t: t.start("--down-after", "2", ready=False))
+    run_case("wrong model name (404)", token, lambda t: t.start("--name", "another-model"))
+    run_case("rejected token (401)", token, lambda t: t.start(token_file=other))
+    slow_case(token)
+    rtsp_case()
+    finish()
+
+
+if __name__ == "__main__":
+    main()
