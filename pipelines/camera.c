@@ -196,6 +196,10 @@ static gboolean on_process_message(GstBus *bus, GstMessage *msg, gpointer data)
     gst_message_parse_warning(msg, &error, &debug);
     g_printerr("distill-rtsp: %s: warning: %s\n", cam->name, error->message);
     break;
+  case GST_MESSAGE_INFO:  /* e.g. the teacher answering again after a burst of failures */
+    gst_message_parse_info(msg, &error, &debug);
+    g_printerr("distill-rtsp: %s: %s\n", cam->name, error->message);
+    break;
   case GST_MESSAGE_ERROR:
     /* The element's own failures (bad checkpoint, settings) do not heal by retrying. */
     gst_message_parse_error(msg, &error, &debug);
