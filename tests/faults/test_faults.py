@@ -25,6 +25,15 @@ def errors(s):
     return s["teacher-errors"]
 
 
+def once_per_burst(kinds, failed):
+    """kinds: the element's bus messages in order, "w" a warning, "i" an info. Restarting the
+    teacher is itself a short failure, and a loaded machine may time a query out, so a fault may
+    come as more than one burst: each must be one warning, closed by one message when the
+    teacher answers again, and fewer reports than failures."""
+    bursts = kinds.count("w")
+    return kinds == "wi" * bursts and 0 < bursts < failed
+
+
 def run_case(name, token, fault, from_start=False):
     """Healthy teacher, fault, healthy again, in one stream; asserts on each phase."""
     teacher = Teacher(free_port(), token_file=token)
@@ -65,16 +74,12 @@ def run_case(name, token, fault, from_start=False):
        f"{name}: frames keep arriving during the fault ({frames} in {fault_to - fault_from:.1f} s, "
        f"longest gap {gap:.0f} ms; before it {healthy_frames} in 5 s, {healthy_gap:.0f} ms)")
 
-    # Restarting the teacher is itself a short failure, so the fault may come as more than one
-    # burst; each must be one warning, closed by one message when the teacher answers again.
     said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
     kinds = "".join("w" if "warning" in e else "i" if "info" in e else "e" for e in said)
-    bursts = kinds.count("w")
-    failed = errors(after)
-    ok(kinds == "wi" * bursts and 0 < bursts < failed,
+    ok(once_per_burst(kinds, errors(after)),
        f"{name}: each burst of failures is one bus warning and one message when the teacher "
-       f"answers again: {bursts} for {failed} failed queries counted in distill-stats "
-       f"({[e.get('warning') or e.get('info') for e in said]})")
+       f"answers again ({errors(after)} failed queries counted in distill-stats: "
+       f"{[e.get('warning') or e.get('info') for e in said]})")
     ok(resumed, f"{name}: training resumes when the teacher is back (queries "
        f"{back['teacher-queries']} -> {after['teacher-queries']}, updates {back['updates']} -> "
        f"{after['updates']})")
@@ -85,8 +90,9 @@ def slow_case(token):
     wait for it, and the student learns from its late answers."""
     teacher = Teacher(free_port(), token_file=token)
     teacher.start("--latency-ms", str(SLOW_MS))
+    # A timeout well above the latency, so that a loaded machine does not turn late into lost.
     watch = Watch(distill_pipeline(teacher.url, "min-stride=4", "max-stride=8",
-                                   f"teacher-timeout={TIMEOUT_MS}", f"teacher-token-file={token}"))
+                                   f"teacher-timeout={3 * SLOW_MS}", f"teacher-token-file={token}"))
     try:
         start = time.monotonic()
         trained = watch.wait(lambda s: s["updates"] > 0 and s["teacher-queries"] >= 3, 120)
@@ -154,11 +160,12 @@ def rtsp_case():
     rtsp.stop()
     camera.stop()
     teacher.stop()
-    log = rtsp.stderr()
-    warned = re.findall(r"door: warning: The teacher failed.*", log)
-    ok(len(warned) == 1, f"distill-rtsp: one warning line for the burst ({warned})")
-    ok(len(re.findall(r"door: The teacher answers again", log)) == 1,
-       "distill-rtsp: one line when the teacher answers again")
+    said = re.findall(r"door: (warning: The teacher failed|The teacher answers again).*",
+                      rtsp.stderr())
+    kinds = "".join("w" if s.startswith("warning") else "i" for s in said)
+    ok(once_per_burst(kinds, after["distill_teacher_errors_total"]),
+       f"distill-rtsp: each burst is one warning line and one line when the teacher answers "
+       f"again ({kinds})")
 
 
 def main():
