@@ -640,7 +640,7 @@ GST_END_TEST;
 GST_START_TEST(test_stats_message)
 {
   RunResult r = {0};
-  guint64 frames = 0, queries = 1;
+  guint64 frames = 0, queries = 1, rollbacks = 1;
   guint stride = 0;
   gdouble fps = -1, student_ms = -1;
 
@@ -659,8 +659,10 @@ GST_START_TEST(test_stats_message)
   fail_unless(gst_structure_has_field_typed(s, "teacher-latency-ms", G_TYPE_DOUBLE));
   fail_unless(gst_structure_has_field_typed(s, "last-miou", G_TYPE_DOUBLE));
   fail_unless(gst_structure_has_field_typed(s, "train-ms", G_TYPE_DOUBLE));
+  fail_unless(gst_structure_get_uint64(s, "rollbacks", &rollbacks));
   fail_unless_equals_int(frames, 20); /* the last message comes at EOS */
   fail_unless_equals_int(queries, 0);  /* no teacher */
+  fail_unless_equals_int(rollbacks, 0);
   fail_unless_equals_int(stride, 8);
   fail_unless(student_ms > 0);
   run_result_clear(&r);
