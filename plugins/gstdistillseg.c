@@ -824,6 +824,9 @@ static gboolean gst_distill_seg_start(GstBaseTransform *trans)
     return FALSE;
   if (self->teacher_url && *self->teacher_url)
     ok = open_teacher(self);
+  /* A failed start is not followed by stop: nothing may stay behind. */
+  if (!ok)
+    g_clear_pointer(&self->initial, student_free);
   self->frame = 0;
   self->teacher_answered = 0;
   self->last_stats_time = self->last_save_time = g_get_monotonic_time();
