@@ -23,7 +23,8 @@ static inline FeatureMap feature_map(float *data, int h, int w, int c)
 /* Channels [first, first + count) of m, same pixels. */
 static inline FeatureMap feature_map_slice(FeatureMap m, int first, int count)
 {
-  FeatureMap s = { m.data + first, m.h, m.w, count, m.ld };
+  /* A map being measured (no data yet, student/arena.h) stays without: NULL + first is UB. */
+  FeatureMap s = { m.data ? m.data + first : NULL, m.h, m.w, count, m.ld };
   return s;
 }
 

@@ -612,7 +612,9 @@ static void inference_size(GstDistillSeg *self, int frame_w, int frame_h, int *w
 /* Packed RGB of width x height; the converter wants the rest (rate, aspect) as in in_info. */
 static void rgb_info_like(const GstVideoInfo *in_info, int width, int height, GstVideoInfo *rgb)
 {
-  gst_video_info_set_format(rgb, GST_VIDEO_FORMAT_RGB, width, height);
+  /* The converter refuses (a critical, then no converter) to change the interlace mode. */
+  gst_video_info_set_interlaced_format(rgb, GST_VIDEO_FORMAT_RGB, in_info->interlace_mode, width,
+                                       height);
   rgb->fps_n = in_info->fps_n;
   rgb->fps_d = in_info->fps_d;
   rgb->par_n = in_info->par_n;
