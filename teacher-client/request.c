@@ -496,20 +496,25 @@ static void probe_start(TeacherClient *client, Endpoint *ep)
 
 /* ---- infer exchanges ---- */
 
-/* Seconds or an HTTP date, as µs from now; 0 when absent or past. */
+/* A teacher asking for a longer pause gets this one: past it the client asks again, so that a
+ * wrong or hostile header cannot keep distillation off for long after the teacher is back. */
+#define RETRY_AFTER_MAX_S 300
+
+/* Seconds or an HTTP date, as µs from now, at most RETRY_AFTER_MAX_S; 0 when absent or past. */
 static gint64 retry_after_us(SoupMessageHeaders *headers)
 {
+  const gint64 max_us = (gint64)RETRY_AFTER_MAX_S * G_USEC_PER_SEC;
   const char *value = soup_message_headers_get_one(headers, "Retry-After");
   guint64 seconds;
   if (value == NULL)
     return 0;
-  if (g_ascii_string_to_unsigned(value, 10, 0, 7 * 24 * 3600, &seconds, NULL))
-    return (gint64)seconds * G_USEC_PER_SEC;
+  if (g_ascii_string_to_unsigned(value, 10, 0, G_MAXUINT64, &seconds, NULL))
+    return seconds > RETRY_AFTER_MAX_S ? max_us : (gint64)seconds * G_USEC_PER_SEC;
   g_autoptr(GDateTime) date = soup_date_time_new_from_http_string(value);
   if (date == NULL)
     return 0;
   g_autoptr(GDateTime) now = g_date_time_new_now_utc();
-  return MAX(0, g_date_time_difference(date, now));
+  return CLAMP(g_date_time_difference(date, now), 0, max_us);
 }
 
 static void parse_reply(Exchange *ex)
