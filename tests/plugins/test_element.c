@@ -593,7 +593,9 @@ GST_START_TEST(test_caps_renegotiation)
     }
     gboolean seen = FALSE;
     for (int i = 0; i < 30 && !seen; i++) {
-      GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 10 * GST_SECOND);
+      /* A bound on a hang, not a speed check: under valgrind (some 50 times slower) a frame at
+       * the new size can take more than 10 s. */
+      GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 60 * GST_SECOND);
       fail_unless(sample != NULL);
       GstVideoInfo info;
       gst_video_info_from_caps(&info, gst_sample_get_caps(sample));
