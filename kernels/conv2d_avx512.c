@@ -57,7 +57,10 @@
  * broadcast of channels (2j, 2j + 1) against weights packed the same way keeps all 16 lanes busy.
  * The epilogue adds the lane pairs. An odd last channel is broadcast alone (its odd-lane weights
  * are zero), so nothing past the pixel's channels is read. */
-#define PAIR_BCAST(p) _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_load_sd((const double *)(p))))
+/* _mm_loadl_epi64 reads 8 bytes at any alignment; _mm_load_sd would read a double at a float's
+ * alignment (undefined behaviour, reported by UBSan). */
+#define PAIR_BCAST(p) \
+  _mm512_castsi512_ps(_mm512_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(p))))
 
 /* One tap: a broadcast per pixel and FMA. */
 CONV_INLINE void pairs_tap(const ConvRowJob *job, int k, int p0, const int T, __m512 *vacc)

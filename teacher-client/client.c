@@ -40,7 +40,8 @@ static gboolean parse_endpoints(TeacherClient *client, const char *urls, GError 
     g_autoptr(GUri) uri = g_uri_parse(url, G_URI_FLAGS_NONE, &uri_error);
     const char *scheme = uri ? g_uri_get_scheme(uri) : NULL;
     if (uri == NULL || (g_strcmp0(scheme, "http") != 0 && g_strcmp0(scheme, "https") != 0) ||
-        g_uri_get_host(uri) == NULL || g_uri_get_query(uri) != NULL)
+        g_uri_get_host(uri) == NULL || *g_uri_get_host(uri) == '\0' ||
+        g_uri_get_query(uri) != NULL)
       return invalid(error,
                      "teacher URL '%.200s' is not an http:// or https:// base URL "
                      "(e.g. http://127.0.0.1:8000)%s%s",
