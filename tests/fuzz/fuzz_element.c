@@ -61,8 +61,11 @@ static void set_property_line(GstElement *element, const char *line)
   g_value_init(&wanted, G_PARAM_SPEC_VALUE_TYPE(pspec));
   gboolean valid = gst_value_deserialize_with_pspec(&wanted, text, pspec) &&
                    !g_param_value_validate(pspec, &wanted);
-  if (valid) {
+  if (valid)
     gst_util_set_object_arg(G_OBJECT(element), name, text);
+  /* The element's own properties read back as set; GStreamer's (name, qos, …) keep their own
+   * rules (a NULL name becomes a generated one). */
+  if (valid && pspec->owner_type == GST_TYPE_DISTILL_SEG) {
     GValue got = G_VALUE_INIT;
     g_value_init(&got, G_PARAM_SPEC_VALUE_TYPE(pspec));
     g_object_get_property(G_OBJECT(element), name, &got);
