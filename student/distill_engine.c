@@ -441,8 +441,11 @@ void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *
     train_inline(e);
   pick_up_weights(e);
   gint64 start = g_get_monotonic_time();
+  /* A whole frame per turn on a shared pool: handing it over kernel by kernel costs more. */
+  thread_pool_hold(e->pool);
   e->logits = student_forward(e->student, input, e->pool);
   argmax_channels(e->logits, classes, e->pool);
+  thread_pool_release(e->pool);
   double ms = (double)(g_get_monotonic_time() - start) / 1000.0;
   g_mutex_lock(&e->lock);
   e->stats.frames++;
