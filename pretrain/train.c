@@ -160,7 +160,7 @@ static gboolean checkpoint(Student *student, const TrainConfig *cfg, int step, G
     return TRUE;
   if (!student_save(student, cfg->checkpoint_out, error))
     return FALSE;
-  printf("saved %s at step %d\n", cfg->checkpoint_out, step);
+  fprintf(stderr, "saved %s at step %d\n", cfg->checkpoint_out, step);
   return TRUE;
 }
 
@@ -212,7 +212,7 @@ gboolean train_run(Student *student, const Dataset *set, const TrainConfig *cfg,
         result->first_loss = mean;
       result->last_loss = mean;
       if (cfg->log_every > 0)
-        printf("step %d loss %.4f lr %.2e %.2f s/step\n", step + 1, mean,
+        fprintf(stderr, "step %d loss %.4f lr %.2e %.2f s/step\n", step + 1, mean,
                schedule(cfg, step), (g_get_monotonic_time() - t0) / 1e6 / result->steps_done);
       fflush(stdout);
       window = 0;
@@ -222,7 +222,7 @@ gboolean train_run(Student *student, const Dataset *set, const TrainConfig *cfg,
       double miou;
       ok = train_evaluate(student, set, cfg->augment.confidence, pool, &miou, error);
       if (ok && miou >= 0)
-        printf("step %d held-out miou %.4f\n", step + 1, miou);
+        fprintf(stderr, "step %d held-out miou %.4f\n", step + 1, miou);
     }
     if (ok && cfg->save_every > 0 && (step + 1) % cfg->save_every == 0) {
       ok = checkpoint(student, cfg, step + 1, error);
@@ -241,7 +241,7 @@ gboolean train_run(Student *student, const Dataset *set, const TrainConfig *cfg,
     ok = checkpoint(student, cfg, step, error);
   result->seconds = (g_get_monotonic_time() - t0) / 1e6;
   if (ok && result->held_out_miou >= 0)
-    printf("step %d held-out miou %.4f\n", step, result->held_out_miou);
+    fprintf(stderr, "step %d held-out miou %.4f\n", step, result->held_out_miou);
 
   g_rand_free(rng);
   g_free(before);
