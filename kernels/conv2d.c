@@ -93,7 +93,8 @@ typedef struct {
   size_t floats;
 } PackBuffer;
 
-/* A thread's buffers: packed weights, and the bfloat16 copy of a pass's input. */
+/* A thread's buffers: packed weights; the bfloat16 copy of a pass's input (channel pairs); x as
+ * the pixel pairs of the bfloat16 weight gradient. */
 enum { BUFFER_WEIGHTS, BUFFER_BF16_INPUT, BUFFER_BF16_PAIRS, N_BUFFERS };
 
 static pthread_key_t pack_key;
@@ -272,7 +273,8 @@ static PackJob plan_pack(const ConvGeometry *g, const float *w, const float *bia
   p->block_step = pairs ? packed_tap_floats(p, blocks, 0) * taps
                         : (size_t)taps * packed_rows(p) * blocks->max_block;
   size_t weight_floats = p->block_step * blocks->n_blocks;
-  job.data = pack_buffer(BUFFER_WEIGHTS, weight_floats + (size_t)blocks->n_blocks * blocks->max_block);
+  job.data =
+    pack_buffer(BUFFER_WEIGHTS, weight_floats + (size_t)blocks->n_blocks * blocks->max_block);
   job.packed_bias = job.data + weight_floats;
   p->data = job.data;
   p->bias = job.packed_bias;
@@ -996,13 +998,13 @@ static void backward_run2_task(void *ctx, int index, int thread)
 
 static void backward_ref(const ConvGeometry *g, const FeatureMap *x, const float *w,
                          const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
-                         FeatureMap *dx, int accumulate)
+                         FeatureMap *dx, int accumulate, int bf16)
 {
   if (relu_y)
     relu_backward_ref(relu_y, dy);
-  conv2d_backward_weights_ref(g, x, dy, dw, dbias);
+  (bf16 ? conv2d_backward_weights_bf16_ref : conv2d_backward_weights_ref)(g, x, dy, dw, dbias);
   if (dx)
-    conv2d_backward_input_ref(g, dy, w, dx, accumulate);
+    (bf16 ? conv2d_backward_input_bf16_ref : conv2d_backward_input_ref)(g, dy, w, dx, accumulate);
 }
 
 /* What the fast backward pass does not take: the references run it. */
@@ -1064,7 +1066,7 @@ void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
                      FeatureMap *dx, int accumulate, ThreadPool *pool)
 {
   if (backward_needs_ref(g, dy, dx))
-    backward_ref(g, x, w, relu_y, dy, dw, dbias, dx, accumulate);
+    backward_ref(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, 0);
   else
     backward_pass(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool, 0);
 }
@@ -1076,11 +1078,7 @@ void conv2d_backward_bf16(const ConvGeometry *g, const FeatureMap *x, const floa
   if (!conv2d_bf16_backward_applies(g)) {
     conv2d_backward(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool);
   } else if (!kernels_have_bf16() || backward_needs_ref(g, dy, dx)) {
-    if (relu_y)
-      relu_backward_ref(relu_y, dy);
-    conv2d_backward_weights_bf16_ref(g, x, dy, dw, dbias);
-    if (dx)
-      conv2d_backward_input_bf16_ref(g, dy, w, dx, accumulate);
+    backward_ref(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, 1);
   } else {
     backward_pass(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool, 1);
   }

@@ -184,17 +184,12 @@ void thread_pool_run(ThreadPool *pool, int n_tasks, ThreadPoolTask task, void *c
 {
   if (n_tasks <= 0)
     return;
-  if (!pool) {
+  /* Held also when the caller runs every task itself: thread 0's scratch is the pool's. */
+  thread_pool_hold(pool);
+  if (!pool || pool->threads == 1 || n_tasks == 1) {
     for (int i = 0; i < n_tasks; i++)
       task(ctx, i, 0);
-    return;
-  }
-  /* Also when the caller runs every task itself: thread 0's scratch is the pool's. */
-  pthread_mutex_lock(&pool->run_lock);
-  if (pool->threads == 1 || n_tasks == 1) {
-    for (int i = 0; i < n_tasks; i++)
-      task(ctx, i, 0);
-    pthread_mutex_unlock(&pool->run_lock);
+    thread_pool_release(pool);
     return;
   }
   pool->task = task;
@@ -217,7 +212,7 @@ void thread_pool_run(ThreadPool *pool, int n_tasks, ThreadPoolTask task, void *c
     else
       sched_yield();
   }
-  pthread_mutex_unlock(&pool->run_lock);
+  thread_pool_release(pool);
 }
 
 static float *grow(Scratch *s, size_t floats)
