@@ -318,6 +318,7 @@ static void convert_to_rgb(GstVideoConverter *converter, GstVideoFrame *frame, g
 typedef struct {
   GstDistillSeg *self;
   guint64 ticket;
+  guint64 generation;  /* of the engine the ticket is from */
 } TeacherQuery;
 
 /* On the teacher client's thread. */
@@ -326,8 +327,15 @@ static void on_teacher_result(TeacherResult *result, const GError *error, gpoint
   TeacherQuery *query = user_data;
   GstDistillSeg *self = query->self;
   g_autoptr(GError) refused = NULL;
+  gboolean current;
 
-  if (result) {
+  /* The lock keeps the engine from being replaced (a size change) while it takes the answer;
+   * an answer for a replaced engine has no ticket left to match. */
+  g_mutex_lock(&self->teacher_lock);
+  current = query->generation == self->engine_generation;
+  if (!current) {
+    GST_DEBUG_OBJECT(self, "teacher answer for a frame of the previous size dropped");
+  } else if (result) {
     if (!distill_engine_teacher_result(self->engine, query->ticket, result->labels,
                                        result->height, result->width, &refused))
       GST_DEBUG_OBJECT(self, "teacher result dropped: %s", refused->message);
@@ -337,7 +345,6 @@ static void on_teacher_result(TeacherResult *result, const GError *error, gpoint
     distill_engine_teacher_failed(self->engine, query->ticket);
   }
 
-  g_mutex_lock(&self->teacher_lock);
   /* A teacher that fails fails many queries in a row: the bus hears of the first failure of a
    * burst and of the answer that ends it; distill-stats counts every one. */
   if (result && self->teacher_failures) {
@@ -351,7 +358,8 @@ static void on_teacher_result(TeacherResult *result, const GError *error, gpoint
                          "failures are counted in distill-stats teacher-errors. Check "
                          "teacher-url, teacher-model, teacher-token-file and the server."));
   }
-  self->teacher_answered = query->ticket;
+  if (current)
+    self->teacher_answered = query->ticket;
   g_cond_broadcast(&self->teacher_cond);
   g_mutex_unlock(&self->teacher_lock);
   g_free(query);
@@ -382,6 +390,7 @@ static void query_teacher(GstDistillSeg *self, GstVideoFrame *frame, guint64 tic
   TeacherQuery *query = g_new(TeacherQuery, 1);
   query->self = self;
   query->ticket = ticket;
+  query->generation = self->engine_generation;
   if (!teacher_member_request(self->teacher, &tf, on_teacher_result, query, &error)) {
     GST_DEBUG_OBJECT(self, "teacher query not sent: %s", error ? error->message : "busy");
     distill_engine_teacher_failed(self->engine, ticket);
@@ -415,13 +424,42 @@ static void frame_to_input(GstDistillSeg *self, GstVideoFrame *frame)
                          NULL, &self->input);
 }
 
+/* The run's statistics: the engine's added to those of the engines it replaced on size changes
+ * (self->past), so that the totals of distill-stats only grow until the element stops. */
+static void run_stats(GstDistillSeg *self, DistillStats *stats)
+{
+  const DistillStats *past = &self->past;
+  DistillStats now;
+
+  distill_engine_get_stats(self->engine, &now);
+  *stats = now;
+  stats->frames += past->frames;
+  stats->teacher_queries += past->teacher_queries;
+  stats->teacher_errors += past->teacher_errors;
+  stats->updates += past->updates;
+  stats->rounds += past->rounds;
+  stats->weights_version += past->weights_version;
+  stats->rollbacks += past->rollbacks;
+  /* The means are per engine: weighed by what each counted. */
+  stats->train_ms = stats->rounds ? (past->train_ms * past->rounds + now.train_ms * now.rounds) /
+                                        stats->rounds
+                                  : 0.0;
+  stats->student_ms = stats->frames ? (past->student_ms * past->frames +
+                                       now.student_ms * now.frames) / stats->frames
+                                    : 0.0;
+  if (now.last_miou < 0.0)
+    stats->last_miou = past->last_miou;
+  if (!now.rollbacks)
+    stats->last_collapse = past->last_collapse;
+}
+
 static void post_stats(GstDistillSeg *self, gint64 now)
 {
   DistillStats stats;
   TeacherCounters counters = {0};
   double seconds = (now - self->last_stats_time) / (double)G_TIME_SPAN_SECOND;
 
-  distill_engine_get_stats(self->engine, &stats);
+  run_stats(self, &stats);
   if (self->stream)
     teacher_stream_get_counters(self->stream, &counters);
   GstStructure *s = gst_structure_new(
@@ -446,6 +484,7 @@ static void warn_of_rollback(GstDistillSeg *self)
 
   if (!distill_engine_rollback_news(self->engine, &stats))
     return;
+  stats.rollbacks += self->past.rollbacks;
   GST_ELEMENT_WARNING(self, STREAM, FAILED,
                       ("Online training collapsed (%s): the student went back to its last good "
                        "weights (rollback %" G_GUINT64_FORMAT ").",
@@ -639,15 +678,30 @@ static void free_frame_buffers(GstDistillSeg *self)
   }
 }
 
-/* The stream goes on with the weights learned so far when the size changes. */
+/* The stream goes on with the weights learned so far when the size changes, and its
+ * statistics go on from the old engine's. A training round still running then is dropped, with
+ * its weights and its counts. */
 static gboolean make_engine(GstDistillSeg *self, int width, int height)
 {
   g_autoptr(GError) error = NULL;
   DistillConfig cfg;
-  Student *start = self->engine ? distill_engine_snapshot(self->engine) : NULL;
+  Student *start = NULL;
+  DistillEngine *old;
 
+  if (self->engine) {
+    DistillStats totals;
+    start = distill_engine_snapshot(self->engine);
+    warn_of_rollback(self);
+    run_stats(self, &totals);
+    self->past = totals;
+  }
   join_saver(self);
-  g_clear_pointer(&self->engine, distill_engine_free);
+  g_mutex_lock(&self->teacher_lock);
+  old = g_steal_pointer(&self->engine);
+  self->engine_generation++;
+  self->teacher_answered = 0;  /* the new engine's tickets start again at 1 */
+  g_mutex_unlock(&self->teacher_lock);
+  distill_engine_free(old);
   distill_config_default(&cfg, width, height);
   GST_OBJECT_LOCK(self);
   cfg.min_stride = self->min_stride;
@@ -757,6 +811,9 @@ static gboolean gst_distill_seg_sink_event(GstBaseTransform *trans, GstEvent *ev
     path = g_strdup(self->checkpoint_out);
     GST_OBJECT_UNLOCK(self);
     join_saver(self);
+    /* A rollback after the last frame is said too. */
+    if (self->engine)
+      warn_of_rollback(self);
     if (self->engine && self->last_stats_time && self->stats_interval)
       post_stats(self, g_get_monotonic_time());
     if (path)
@@ -833,6 +890,9 @@ static gboolean gst_distill_seg_start(GstBaseTransform *trans)
   self->teacher_answered = 0;
   self->last_stats_time = self->last_save_time = g_get_monotonic_time();
   self->last_stats_frames = 0;
+  /* A new run counts from zero (distill-stats). */
+  memset(&self->past, 0, sizeof self->past);
+  self->past.last_miou = -1.0;
   return ok;
 }
 

@@ -48,8 +48,10 @@ struct _GstDistillSeg {
   Student *initial;           /* the weights the stream starts from (checkpoint or shipped) */
   TeacherMember *teacher;     /* NULL: inference only */
   TeacherStream *stream;      /* the member's, for its counters */
-  GMutex teacher_lock;        /* sync mode: waiting for the teacher's answer */
+  GMutex teacher_lock;        /* sync mode: waiting for the teacher's answer; the engine
+                               * swap on a size change against the answers still coming */
   GCond teacher_cond;
+  guint64 engine_generation;  /* which engine a query was sent for (under teacher_lock) */
   guint64 teacher_answered;   /* ticket of the last answer (sync mode) */
   guint64 teacher_failures;   /* failed queries since the last answer (under teacher_lock) */
   GThread *saver;             /* a periodic checkpoint save in progress */
@@ -74,6 +76,7 @@ struct _GstDistillSeg {
   guint64 frame;
   gint64 last_stats_time, last_save_time;
   guint64 last_stats_frames;
+  DistillStats past;          /* totals of the engines this run replaced on size changes */
   gboolean error_posted;
 };
 

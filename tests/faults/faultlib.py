@@ -97,7 +97,8 @@ class Watch:
             for _, e in reversed(self.events):
                 if "stats" in e:
                     return e["stats"]
-        return {"frames": 0, "teacher-queries": 0, "teacher-errors": 0, "updates": 0}
+        return {"frames": 0, "teacher-queries": 0, "teacher-errors": 0, "updates": 0,
+                "rollbacks": 0}
 
     def wait(self, predicate, timeout):
         """Waits until predicate(stats) holds; False at the timeout or when the pipeline ended."""

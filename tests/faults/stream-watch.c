@@ -8,7 +8,8 @@
  *   {"t":…,"tick":{"frames":N,"gap_ms":G}}   every tick: frames so far, longest gap between two
  *                                             buffers within the tick (an open gap counts too)
  *   {"t":…,"warning":"…","from":"…"}          a bus warning (also "info", "error")
- *   {"t":…,"stats":{"frames":…,"teacher-queries":…,"teacher-errors":…,"updates":…}}
+ *   {"t":…,"stats":{"frames":…,"teacher-queries":…,"teacher-errors":…,"updates":…,
+ *                   "rollbacks":…,"fps":…,"last-miou":…}}
  *   {"t":…,"end":"eos|error|stuck","frames":N,"max_gap_ms":G,"first_ms":F}
  * --loop: an end of stream that was not asked for seeks back to the start (a file played for as
  * long as a test needs). SIGINT, SIGTERM or --seconds send EOS; a pipeline that does not reach
@@ -143,7 +144,8 @@ static void print_message(Watch *w, GstMessage *msg, const char *key)
 
 static void print_stats(Watch *w, const GstStructure *s)
 {
-  static const char *const counters[] = {"frames", "teacher-queries", "teacher-errors", "updates"};
+  static const char *const counters[] = {"frames", "teacher-queries", "teacher-errors", "updates",
+                                         "rollbacks"};
   JsonObject *o = json_object_new();
 
   for (guint i = 0; i < G_N_ELEMENTS(counters); i++) {
@@ -151,9 +153,11 @@ static void print_stats(Watch *w, const GstStructure *s)
     gst_structure_get_uint64(s, counters[i], &v);
     json_object_set_int_member(o, counters[i], v);
   }
-  double fps = 0;
+  double fps = 0, last_miou = -1;
   gst_structure_get_double(s, "fps", &fps);
   json_object_set_double_member(o, "fps", fps);
+  gst_structure_get_double(s, "last-miou", &last_miou);
+  json_object_set_double_member(o, "last-miou", last_miou);
   JsonObject *line = json_object_new();
   json_object_set_object_member(line, "stats", o);
   emit(w, line);

@@ -3,7 +3,8 @@
 resolution change mid-stream, a truncated and a corrupted copy of vtest.avi, and cameras that send
 garbage over HTTP and RTSP. Each pipeline runs under stream-watch with a time limit, learning from
 the replay teacher (sync=true, so that every teacher round happens within the run); each case
-says whether it works (EOS, every frame out, the teacher queried) or ends with a GStreamer error
+says whether it works (EOS, every frame out, the teacher queried, distill-stats counting every
+frame with totals that never go back, across a size change too) or ends with a GStreamer error
 naming what was wrong. TAP output."""
 import json
 import os
@@ -21,7 +22,8 @@ LIMIT = 180  # seconds; a case still running then has hung
 
 
 def watch(pipeline):
-    """Runs the pipeline to its end; (exit status or None when it hung, end line, stats, errors)."""
+    """Runs the pipeline to its end; (exit status or None when it hung, end line, every
+    distill-stats in order, errors)."""
     try:
         r = subprocess.run([STREAM_WATCH, pipeline], capture_output=True, text=True,
                            timeout=LIMIT)
@@ -32,8 +34,7 @@ def watch(pipeline):
     stats = [e["stats"] for e in lines if "stats" in e]
     if r.returncode < 0 or not ends:
         diag(r.stderr[-2000:])
-    return r.returncode, ends[-1] if ends else None, stats[-1] if stats else {}, \
-        [e for e in lines if "error" in e]
+    return r.returncode, ends[-1] if ends else None, stats, [e for e in lines if "error" in e]
 
 
 def distill(teacher_url, sync=True):
@@ -44,17 +45,31 @@ def distill(teacher_url, sync=True):
             "stats-interval=100 ! fakesink name=sink")
 
 
+COUNTERS = ("frames", "teacher-queries", "teacher-errors", "updates", "rollbacks")
+
+
+def went_back(stats):
+    """The distill-stats counters that fell from one message to the next, with the two values:
+    a total must only grow within a run, a new size (a new engine inside) included."""
+    return [(key, a[key], b[key]) for a, b in zip(stats, stats[1:]) for key in COUNTERS
+            if b[key] < a[key]]
+
+
 def expect_works(what, source, frames, teacher_url):
-    status, end, stats, errors = watch(f"{source} ! {distill(teacher_url)}")
+    status, end, history, errors = watch(f"{source} ! {distill(teacher_url)}")
+    stats = history[-1] if history else {}
     ok(status == 0 and end["end"] == "eos" and end["frames"] == frames and
        stats.get("teacher-queries", 0) > 0 and stats.get("teacher-errors", 1) == 0,
        f"{what}: works ({status=}, {end=}, {stats=}, {errors=})")
+    ok(stats.get("frames") == frames and not went_back(history),
+       f"{what}: distill-stats counts every frame of the run ({stats.get('frames')} of {frames}) "
+       f"and its totals never go back ({went_back(history)} in {len(history)} messages)")
 
 
 def expect_end(what, source, teacher_url, expected, error_words=()):
     """expected "eos": plays what it can to EOS; "error": stops with a GStreamer error holding one
     of error_words. Never a crash (killed by a signal) or a hang (LIMIT)."""
-    status, end, stats, errors = watch(f"{source} ! {distill(teacher_url, sync=False)}")
+    status, end, _, errors = watch(f"{source} ! {distill(teacher_url, sync=False)}")
     ok(status is not None, f"{what}: ends within {LIMIT} s")
     ok(status is None or status >= 0, f"{what}: no crash (exit status {status})")
     if expected == "eos":

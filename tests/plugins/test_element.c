@@ -29,6 +29,7 @@ typedef struct {
   GstBuffer *last;              /* the last buffer */
   gchar *error, *warning;       /* first of each, "message | debug" */
   guint stats_messages;
+  guint stats_went_back;        /* messages whose frames were fewer than the previous one's */
   GstStructure *last_stats;
 } RunResult;
 
@@ -79,6 +80,11 @@ static gboolean drain_bus(GstBus *bus, RunResult *r)
       break;
     case GST_MESSAGE_ELEMENT:
       if (gst_message_has_name(msg, "distill-stats")) {
+        guint64 before = 0, now = 0;
+        if (r->last_stats)
+          gst_structure_get_uint64(r->last_stats, "frames", &before);
+        gst_structure_get_uint64(gst_message_get_structure(msg), "frames", &now);
+        r->stats_went_back += now < before;
         r->stats_messages++;
         g_clear_pointer(&r->last_stats, gst_structure_free);
         r->last_stats = gst_structure_copy(gst_message_get_structure(msg));
@@ -614,6 +620,41 @@ GST_START_TEST(test_caps_renegotiation)
 }
 GST_END_TEST;
 
+/* distill-stats counts the whole run across a size change (the element makes a new engine for
+ * it), and a new run (after NULL) from zero. */
+GST_START_TEST(test_stats_across_size_change)
+{
+  RunResult r = {0};
+  guint64 frames = 0;
+
+  run_pipeline("concat name=c ! distillseg threads=1 stats-interval=1 ! appsink name=sink "
+               "videotestsrc num-buffers=5 ! video/x-raw,width=80,height=60 ! c. "
+               "videotestsrc num-buffers=7 ! video/x-raw,width=128,height=96 ! c.", &r);
+  fail_unless(r.error == NULL, "%s", r.error);
+  fail_unless_equals_int(r.buffers, 12);
+  fail_unless(r.stats_messages >= 2);
+  fail_unless_equals_int(r.stats_went_back, 0);
+  fail_unless(gst_structure_get_uint64(r.last_stats, "frames", &frames));
+  fail_unless_equals_int(frames, 12); /* the last message comes at EOS */
+  run_result_clear(&r);
+
+  GstElement *pipeline = gst_parse_launch(
+      "videotestsrc num-buffers=4 ! video/x-raw,width=80,height=60 ! distillseg threads=1 "
+      "stats-interval=1 ! appsink name=sink", NULL);
+  for (int run = 0; run < 2; run++) {
+    gst_element_set_state(pipeline, GST_STATE_PLAYING);
+    pull_until_done(pipeline, &r, 0);
+    gst_element_set_state(pipeline, GST_STATE_NULL);
+    fail_unless(r.error == NULL, "%s", r.error);
+    fail_unless(gst_structure_get_uint64(r.last_stats, "frames", &frames));
+    fail_unless_equals_int(frames, 4);
+    run_result_clear(&r);
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_flushing_seek)
 {
   GstElement *pipeline = gst_parse_launch(
@@ -690,6 +731,7 @@ static Suite *distillseg_suite(void)
   tcase_add_test(tc, test_eos_saves_checkpoint);
   tcase_add_test(tc, test_full_disk_save_warns);
   tcase_add_test(tc, test_caps_renegotiation);
+  tcase_add_test(tc, test_stats_across_size_change);
   tcase_add_test(tc, test_flushing_seek);
   tcase_add_test(tc, test_stats_message);
   return s;
