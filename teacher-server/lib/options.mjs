@@ -6,7 +6,8 @@ export const USAGE = `usage: teacher-server/run --model isnet|replay [--name tea
          [--port 8000] [--output labels|probabilities] [--threads N] [--token-file F]
          [--tls-cert F --tls-key F] [--max-queue N]
        replay: --video V --labels L [--latency-ms N] [--fail-rate F] [--garbage-rate F]
-         [--hang-rate F] [--down-after N] [--seed S]`;
+         [--hang-rate F] [--down-after N] [--wrong-labels-after N]
+         [--wrong-labels noise|inverted] [--seed S]`;
 
 const FLAGS = {
   model: { kind: 'choice', choices: ['isnet', 'replay'] },
@@ -26,6 +27,10 @@ const FLAGS = {
   'garbage-rate': { kind: 'rate', default: 0, replay: true },
   'hang-rate': { kind: 'rate', default: 0, replay: true },
   'down-after': { kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, replay: true },
+  'wrong-labels-after': { kind: 'int', default: 0, min: 0, max: Number.MAX_SAFE_INTEGER,
+    replay: true },
+  'wrong-labels': { kind: 'choice', choices: ['noise', 'inverted'], default: 'noise',
+    replay: true },
   seed: { kind: 'int', default: 1, min: 0, max: 0xffffffff, replay: true },
 };
 
@@ -50,7 +55,8 @@ function parseValue(flag, spec, text) {
 
 // Returns { model, name, host, port, output, threads, tokenFile, tlsCert, tlsKey, maxQueue,
 // video, labels,
-// latencyMs, failRate, garbageRate, hangRate, downAfter, seed }; throws on a bad command line.
+// latencyMs, failRate, garbageRate, hangRate, downAfter, wrongLabelsAfter, wrongLabels, seed };
+// throws on a bad command line.
 export function parseOptions(argv) {
   const given = {};
   for (let i = 0; i < argv.length; i++) {

@@ -100,6 +100,18 @@ function maskTensor(map, width, height, output) {
   return { datatype: 'UINT8', shape: [1, height, width], data };
 }
 
+// --wrong-labels: a bad teacher's map, well-formed but wrong. 'inverted' swaps foreground and
+// background (a model with its classes in the other order); 'noise' is a fixed pattern of
+// foreground and background pixels, half each, drawn from --seed (the same for every answer of a
+// size).
+function wrongMap(map, width, height, kind, seed) {
+  const wrong = new Float32Array(width * height);
+  const random = seededRandom(seed);
+  for (let i = 0; i < wrong.length; i++)
+    wrong[i] = kind === 'inverted' ? 255 - map[i] : random() < 0.5 ? 0 : 255;
+  return wrong;
+}
+
 // A malformed escape stays as sent: it then names no route or model, which gives a clear 404.
 function decodePathPart(part) {
   try {
@@ -211,7 +223,7 @@ export function createTeacherServer(options, modelPromise, log) {
   }
 
   async function infer(req, res) {
-    inferRequests++;
+    const number = ++inferRequests;
     if (options.downAfter && inferRequests >= options.downAfter) {
       res.on('finish', goDown);
       // A hung request never finishes: it takes the server down when its client gives up.
@@ -238,7 +250,10 @@ export function createTeacherServer(options, modelPromise, log) {
       metrics.observeInference(Number(process.hrtime.bigint() - start) / 1e9);
       return r;
     });
-    const tensor = maskTensor(result.map, frame.width, frame.height, options.output);
+    const map = options.wrongLabelsAfter && number > options.wrongLabelsAfter ?
+      wrongMap(result.map, frame.width, frame.height, options.wrongLabels, options.seed ?? 1) :
+      result.map;
+    const tensor = maskTensor(map, frame.width, frame.height, options.output);
     const { body, headers } = encodeInferResponse({
       modelName: options.name, modelVersion: MODEL_VERSION, id: parsed.id,
       parameters: result.parameters,

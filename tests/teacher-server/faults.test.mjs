@@ -1,11 +1,12 @@
 // The replay server's injected faults, which a real model cannot produce on demand: errors with
-// and without Retry-After, malformed 200 replies, hangs, latency, and a server that goes away.
-// Seeded, so that two runs see the same sequence.
+// and without Retry-After, malformed 200 replies, hangs, latency, a server that goes away, and a
+// teacher that turns bad (well-formed but wrong labels). Seeded, so that two runs see the same
+// sequence.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  HEIGHT, LABELS, VIDEO, WIDTH, binaryRequest, checkPrerequisites, decodeFrames, parseReply,
-  request, startServer,
+  HEIGHT, LABELS, VIDEO, WIDTH, binaryRequest, checkPrerequisites, decodeFrames, foregroundIou,
+  parseReply, request, startServer,
 } from './harness.mjs';
 
 const REPLAY = ['--model', 'replay', '--video', VIDEO, '--labels', LABELS];
@@ -89,4 +90,45 @@ test('--latency-ms delays answers, --down-after closes the listener', async () =
   await assert.rejects(request(server.url, 'GET', '/v2/health/live'),
     (err) => ['ECONNREFUSED', 'ECONNRESET'].includes(err.code));
   assert.equal(await outcome(server), 'connection error ECONNREFUSED');
+});
+
+// The mask of one well-formed reply (200, its binary tensor as announced).
+async function mask(server) {
+  const reply = await request(server.url, 'POST', '/v2/models/teacher/infer', req);
+  assert.equal(reply.status, 200, reply.body.toString());
+  const { header, binary } = parseReply(reply);
+  assert.deepEqual(header.outputs[0].shape, [1, 144, 192]);
+  return new Uint8Array(binary.mask);
+}
+
+const foreground = (m) => m.reduce((sum, v) => sum + v, 0) / m.length;
+
+test('--wrong-labels-after: right labels, then well-formed wrong ones (noise from --seed, or ' +
+  'inverted)', async () => {
+  const after2 = ['--wrong-labels-after', '2'];
+  const [noise, sameSeed, otherSeed, inverted] = await Promise.all([
+    start([...after2, '--seed', '5']), start([...after2, '--seed', '5']),
+    start([...after2, '--seed', '6']), start([...after2, '--wrong-labels', 'inverted'])]);
+  const masks = async (server) => [await mask(server), await mask(server), await mask(server),
+    await mask(server)];
+  const [n, s, o, inv] = await Promise.all([noise, sameSeed, otherSeed, inverted].map(masks));
+  const right = n[0];
+  assert.ok(foreground(right) > 0.01 && foreground(right) < 0.5,
+    `frame 40 has some people: ${foreground(right)}`);
+  for (const m of [n[1], s[0], s[1], o[0], o[1], inv[0], inv[1]])
+    assert.deepEqual(m, right, 'the first two answers are right');
+
+  // Noise: a fixed pattern, half foreground, unrelated to the frame, the same for a seed.
+  assert.deepEqual(n[2], n[3]);
+  assert.deepEqual(n[2], s[2]);
+  assert.notDeepEqual(n[2], o[2]);
+  assert.ok(Math.abs(foreground(n[2]) - 0.5) < 0.02, `noise foreground ${foreground(n[2])}`);
+  const iou = foregroundIou(n[2], right);
+  assert.ok(iou < 0.2, `noise against the right labels: foreground IoU ${iou}`);
+
+  // Inverted: foreground and background swapped.
+  for (const m of inv.slice(2)) {
+    const swapped = m.filter((v, i) => v === 1 - right[i]).length;
+    assert.ok(swapped >= 0.999 * m.length, `${swapped} of ${m.length} pixels swapped`);
+  }
 });
