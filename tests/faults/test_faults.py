@@ -4,9 +4,11 @@ learns from vtest paced at its 10 fps with the replay teacher healthy, the teach
 (restarted on the same port with a fault flag, another token or model name, or stopped), and then
 healthy again. Checked: frames keep arriving through the fault (no gap as long as a teacher
 request lasts), the fault is reported once per burst on the bus (one warning however many queries
-fail, one info message when it answers again) while distill-stats counts every failure, and
-training resumes (queries and updates move again). Last, the same through distill-rtsp and its
-/metrics. Durations are seconds here; bench/faults runs the long version. TAP output."""
+fail, one info message when it answers again) while distill-stats counts every failure, training
+resumes (queries and updates move again), and no healthy answer ever rolls training back. A
+teacher that turns bad (well-formed but wrong labels) makes training collapse and go back to its
+last good weights, said once per rollback. Last, the same through distill-rtsp and its /metrics.
+Durations are seconds here; bench/faults runs the long version. TAP output."""
 import os
 import re
 import tempfile
@@ -19,6 +21,7 @@ from harness import diag, file_camera, finish, free_port, ok
 TIMEOUT_MS = 3000     # teacher-timeout: how long a hanging request can last
 SLOW_MS = 2000        # the slow teacher's latency, under the timeout: late answers, not failures
 FAULT_SECONDS = 6     # a fault lasts at least this long, and until three queries failed in it
+GOOD_ANSWERS = 8      # the bad teacher's right answers before its wrong ones: a usual agreement
 
 
 def errors(s):
@@ -85,6 +88,8 @@ def run_case(name, token, fault, from_start=False):
     ok(resumed, f"{name}: training resumes when the teacher is back (queries "
        f"{back['teacher-queries']} -> {after['teacher-queries']}, updates {back['updates']} -> "
        f"{after['updates']})")
+    ok(after["rollbacks"] == 0, f"{name}: no rollback, every answer trained on was right "
+       f"({after['rollbacks']} rollbacks)")
 
 
 def slow_case(token):
@@ -108,8 +113,51 @@ def slow_case(token):
        f"very slow answers ({SLOW_MS} ms): frames keep arriving ({frames} in {end - start:.1f} s, "
        f"longest gap {gap:.0f} ms) and the student learns from the late answers ({stats})")
     said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
-    ok(not said and errors(stats) == 0,
-       f"very slow answers: late answers are no failures ({said}, {errors(stats)} errors)")
+    ok(not said and errors(stats) == 0 and stats["rollbacks"] == 0,
+       f"very slow answers: late answers are no failures and roll nothing back ({said}, "
+       f"{errors(stats)} errors, {stats['rollbacks']} rollbacks)")
+
+
+def bad_teacher_case(token):
+    """A teacher that turns bad over the real protocol: after GOOD_ANSWERS right answers, labels
+    that are well-formed but wrong (--wrong-labels-after, a fixed noise pattern). The student's
+    agreement with it stays far below its usual level, so training goes back to its last good
+    weights: a bus warning for each rollback (not for each frame or answer), counted in
+    distill-stats; no teacher error (nothing malformed), and the stream flows on to EOS."""
+    teacher = Teacher(free_port(), token_file=token)
+    teacher.start("--wrong-labels-after", str(GOOD_ANSWERS))
+    watch = Watch(distill_pipeline(teacher.url, "min-stride=2", "max-stride=4",
+                                   f"teacher-token-file={token}"))
+    try:
+        rolled = watch.wait(lambda s: s["rollbacks"] >= 1, 120)
+        rolled_at = time.monotonic()
+        time.sleep(3)  # frames go on after the rollback, with the weights it went back to
+        stopped_at = time.monotonic()
+    finally:
+        end = watch.stop()
+        teacher.stop()
+    stats = watch.stats()
+    if not ok(rolled and end is not None and end["end"] == "eos" and
+              end["frames"] == stats["frames"],
+              f"bad teacher: training rolls back and the stream runs on to EOS, every frame "
+              f"counted ({end}, {stats})"):
+        diag("".join(watch.stderr)[-1500:])
+    frames, gap = watch.flow(rolled_at, stopped_at)
+    ok(frames > 0, f"bad teacher: frames keep arriving after the rollback ({frames} in "
+       f"{stopped_at - rolled_at:.1f} s, longest gap {gap:.0f} ms)")
+    said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
+    warnings = [e.get("warning") for e in said]
+    numbers = [int(m.group(1)) for w in warnings if w and
+               (m := re.search(r"^Online training collapsed .* went back to its last good "
+                               r"weights \(rollback (\d+)\)", w))]
+    # Rollbacks that come between two frames are said once, so there may be fewer warnings.
+    ok(len(numbers) == len(said) and 1 <= len(numbers) <= stats["rollbacks"] and
+       numbers == sorted(set(numbers)) and numbers[-1] <= stats["rollbacks"],
+       f"bad teacher: one bus warning per rollback, numbered, and nothing else "
+       f"({len(said)} messages for {stats['rollbacks']} rollbacks in {stats['frames']} frames "
+       f"and {stats['teacher-queries']} queries: {warnings[:3]})")
+    ok(stats["rollbacks"] >= 1 and errors(stats) == 0 and stats["updates"] > 0,
+       f"bad teacher: distill-stats counts the rollbacks and no teacher error ({stats})")
 
 
 def scrape(url):
@@ -187,6 +235,7 @@ def main():
     run_case("wrong model name (404)", token, lambda t: t.start("--name", "another-model"))
     run_case("rejected token (401)", token, lambda t: t.start(token_file=other))
     slow_case(token)
+    bad_teacher_case(token)
     rtsp_case()
     finish()
 
