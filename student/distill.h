@@ -80,11 +80,11 @@ typedef struct {
 
   /* The paper's policy (element properties of the same names). */
   guint min_stride, max_stride; /* 8, 64 */
-  double accuracy_threshold;    /* 0.8 */
-  guint max_updates;            /* 8 */
+  double accuracy_threshold;    /* 0.9 */
+  guint max_updates;            /* 16 */
 
   gboolean train;               /* TRUE; FALSE = measure and adapt the stride, never update */
-  OptimizerConfig optimizer;    /* Adam, lr 2e-3 (measured in student/README.md) */
+  OptimizerConfig optimizer;    /* Adam, lr 5e-4 (measured in student/README.md) */
   gboolean train_bf16;          /* TRUE: backward products in bfloat16 where the CPU has them
                                  * (student_set_bf16); the forward passes stay fp32 */
   gboolean sync;                /* FALSE */

@@ -9,8 +9,8 @@ void distill_config_default(DistillConfig *cfg, int width, int height)
     .input_height = height,
     .min_stride = 8,
     .max_stride = 64,
-    .accuracy_threshold = 0.8,
-    .max_updates = 8,
+    .accuracy_threshold = 0.9,
+    .max_updates = 16,
     .train = TRUE,
     .sync = FALSE,
     .threads = 0,
@@ -26,7 +26,7 @@ void distill_config_default(DistillConfig *cfg, int width, int height)
     .rollback_drop = 0.25,
   };
   optimizer_config_default(&cfg->optimizer, OPTIMIZER_ADAM);
-  cfg->optimizer.learning_rate = 2e-3f;
+  cfg->optimizer.learning_rate = 5e-4f;
 }
 
 double distill_miou(const uint8_t *pred, const uint8_t *reference, size_t n, int num_classes)

@@ -19,9 +19,9 @@
 #include "scene_stream.h"
 
 static int frames = 480, score_from = -1, seed = 1, min_stride = 8, max_stride = 64,
-           max_updates = 8, replay = -1, train_threads = 0, train_nice = -1, threads = 0, fps = 30,
+           max_updates = 16, replay = -1, train_threads = 0, train_nice = -1, threads = 0, fps = 30,
            teacher_delay_ms = 200, cut = 0, student_seed = 5;
-static double threshold = 0.8, lr = 0, fg_weight = -1, scene_change = -1, pan = 0.0;
+static double threshold = 0.9, lr = 0, fg_weight = -1, scene_change = -1, pan = 0.0;
 static char *optimizer = NULL, *absent = NULL, *scene_size = NULL, *input_size = NULL;
 static gboolean async_mode = FALSE, no_train = FALSE;
 
@@ -34,8 +34,8 @@ static GOptionEntry entries[] = {
   { "input", 0, 0, G_OPTION_ARG_STRING, &input_size, "student input size (160x96)", "WxH" },
   { "min-stride", 0, 0, G_OPTION_ARG_INT, &min_stride, "(8)", "N" },
   { "max-stride", 0, 0, G_OPTION_ARG_INT, &max_stride, "(64)", "N" },
-  { "threshold", 0, 0, G_OPTION_ARG_DOUBLE, &threshold, "accuracy threshold (0.8)", "X" },
-  { "max-updates", 0, 0, G_OPTION_ARG_INT, &max_updates, "(8)", "N" },
+  { "threshold", 0, 0, G_OPTION_ARG_DOUBLE, &threshold, "accuracy threshold (0.9)", "X" },
+  { "max-updates", 0, 0, G_OPTION_ARG_INT, &max_updates, "(16)", "N" },
   { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &lr, "learning rate (engine default)", "X" },
   { "optimizer", 0, 0, G_OPTION_ARG_STRING, &optimizer, "sgd or adam (engine default)", "O" },
   { "scene-change", 0, 0, G_OPTION_ARG_DOUBLE, &scene_change, "trigger threshold (0 = off; engine default)", "T" },
