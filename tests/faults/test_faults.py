@@ -28,6 +28,11 @@ def errors(s):
     return s["teacher-errors"]
 
 
+def element_messages(watch):
+    """Every bus message distillseg (named seg) posted during the run, in order."""
+    return [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
+
+
 def once_per_burst(kinds, failed):
     """kinds: the element's bus messages in order, "w" a warning, "i" an info. Restarting the
     teacher is itself a short failure, and a loaded machine may time a query out, so a fault may
@@ -79,7 +84,7 @@ def run_case(name, token, fault, from_start=False):
        f"{name}: frames keep arriving during the fault ({frames} in {fault_to - fault_from:.1f} s, "
        f"longest gap {gap:.0f} ms; before it {healthy_frames} in 5 s, {healthy_gap:.0f} ms)")
 
-    said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
+    said = element_messages(watch)
     kinds = "".join("w" if "warning" in e else "i" if "info" in e else "e" for e in said)
     ok(once_per_burst(kinds, errors(after)),
        f"{name}: each burst of failures is one bus warning and one message when the teacher "
@@ -112,7 +117,7 @@ def slow_case(token):
     ok(trained and frames > 0 and gap < SLOW_MS,
        f"very slow answers ({SLOW_MS} ms): frames keep arriving ({frames} in {end - start:.1f} s, "
        f"longest gap {gap:.0f} ms) and the student learns from the late answers ({stats})")
-    said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
+    said = element_messages(watch)
     ok(not said and errors(stats) == 0 and stats["rollbacks"] == 0,
        f"very slow answers: late answers are no failures and roll nothing back ({said}, "
        f"{errors(stats)} errors, {stats['rollbacks']} rollbacks)")
@@ -145,7 +150,7 @@ def bad_teacher_case(token):
     frames, gap = watch.flow(rolled_at, stopped_at)
     ok(frames > 0, f"bad teacher: frames keep arriving after the rollback ({frames} in "
        f"{stopped_at - rolled_at:.1f} s, longest gap {gap:.0f} ms)")
-    said = [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
+    said = element_messages(watch)
     warnings = [e.get("warning") for e in said]
     numbers = [int(m.group(1)) for w in warnings if w and
                (m := re.search(r"^Online training collapsed .* went back to its last good "
