@@ -164,9 +164,11 @@ def main():
     ok(queries and queries >= 1, "the second camera queries the shared teacher")
     before = os.path.getmtime(saved)
     rtsp.signal(signal.SIGTERM)
-    ok(rtsp.wait(20) == 0 and os.path.getmtime(saved) >= before
-       and os.path.exists(os.path.join(checkpoints, "cam1.safetensors")),
-       "SIGTERM stops it cleanly too, saving each camera's student")
+    status = rtsp.wait(20)
+    if not ok(status == 0 and os.path.getmtime(saved) >= before
+              and os.path.exists(os.path.join(checkpoints, "cam1.safetensors")),
+              f"SIGTERM stops it cleanly too, saving each camera's student (exit status {status})"):
+        diag(rtsp.stderr()[-2500:])
 
     with open(csv) as f:
         rows = f.read().splitlines()
