@@ -102,10 +102,15 @@ class Watch:
 
     def wait(self, predicate, timeout):
         """Waits until predicate(stats) holds; False at the timeout or when the pipeline ended."""
+        return self.wait_for(lambda: predicate(self.stats()), timeout)
+
+    def wait_for(self, condition, timeout):
+        """Waits until condition() holds, checked at each line the pipeline prints; False at the
+        timeout or when the pipeline ended."""
         deadline = time.monotonic() + timeout
         with self.lock:
             while True:
-                if predicate(self.stats()):
+                if condition():
                     return True
                 if self.ended() or time.monotonic() >= deadline:
                     return False

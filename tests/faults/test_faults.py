@@ -39,16 +39,6 @@ def element_messages(watch):
     return [e for e in watch.between(0, float("inf"), "from") if e["from"] == "seg"]
 
 
-def answered_again(watch, timeout):
-    """Waits until the element's last bus message is the one saying the teacher answers again."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not watch.ended():
-        said = element_messages(watch)
-        if said and "info" in said[-1]:
-            return
-        time.sleep(0.2)
-
-
 def once_per_burst(kinds, failed):
     """kinds: the element's bus messages in order, "w" a warning, "i" an info. Restarting the
     teacher is itself a short failure, and a loaded machine may time a query out, so a fault may
@@ -87,7 +77,7 @@ def run_case(name, token, fault, from_start=False):
                              s["teacher-queries"] > back["teacher-queries"], 90)
         # Those updates may still be a slow trainer's backlog of answers from before the fault:
         # the stream runs on until the teacher's first answer, which ends the burst, came too.
-        answered_again(watch, 60)
+        watch.wait_for(lambda: "info" in (element_messages(watch) or [{}])[-1], 60)
         after = watch.stats()
     finally:
         end = watch.stop()
