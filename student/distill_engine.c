@@ -50,7 +50,7 @@ struct DistillEngine {
   Slot *slots;
   guint n_slots;
   guint stride;
-  gboolean stopping;
+  gint stopping;          /* set under the lock, read atomically by a training round too */
   DistillStats stats;     /* counters; the means are computed from the totals below */
   double train_ms_total, student_ms_total;
 
@@ -63,6 +63,9 @@ struct DistillEngine {
 
   DistillTrainer trainer;
   GThread *thread;        /* the trainer, asynchronous mode */
+  /* The trainer's own pool, made by the trainer thread (its workers inherit its priority) and
+   * kept here rather than on that thread's stack, so that all the engine owns hangs from it. */
+  ThreadPool *train_pool;
 };
 
 G_DEFINE_QUARK(distill-error-quark, distill_error)
@@ -138,7 +141,7 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   if (e->cfg.round_started)
     e->cfg.round_started(&round, e->cfg.round_user_data);
   gint64 start = g_get_monotonic_time();
-  distill_trainer_round(&e->trainer, &round, pool);
+  distill_trainer_round(&e->trainer, &round, pool, &e->stopping);
   /* After a rollback the stream, too, goes back to the last good weights. */
   if (round.updates || round.verdict == DISTILL_ROUND_ROLLED_BACK)
     publish(e);
@@ -191,8 +194,8 @@ static gpointer trainer_main(gpointer data)
 {
   DistillEngine *e = data;
   lower_priority(e->cfg.train_nice);
-  ThreadPool *pool = thread_pool_new(e->cfg.train_threads > 0 ? e->cfg.train_threads
-                                                              : default_train_threads());
+  e->train_pool = thread_pool_new(e->cfg.train_threads > 0 ? e->cfg.train_threads
+                                                           : default_train_threads());
   for (;;) {
     g_mutex_lock(&e->lock);
     Slot *slot;
@@ -204,9 +207,8 @@ static gpointer trainer_main(gpointer data)
     }
     slot->state = SLOT_TRAINING;
     g_mutex_unlock(&e->lock);
-    train_slot(e, slot, pool);
+    train_slot(e, slot, e->train_pool);
   }
-  thread_pool_free(pool);
   return NULL;
 }
 
@@ -257,10 +259,11 @@ void distill_engine_free(DistillEngine *e)
     return;
   if (e->thread) {
     g_mutex_lock(&e->lock);
-    e->stopping = TRUE;
+    g_atomic_int_set(&e->stopping, TRUE);
     g_cond_broadcast(&e->work);
     g_mutex_unlock(&e->lock);
     g_thread_join(e->thread);
+    thread_pool_free(e->train_pool);
   }
   distill_trainer_clear(&e->trainer);
   for (guint i = 0; i < e->n_slots; i++) {

@@ -35,5 +35,9 @@ void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Stu
 void distill_trainer_clear(DistillTrainer *t);
 /* The paper's update loop on round->input and round->labels; fills miou_before, miou_after,
  * updates, verdict and collapse, and keeps the frame for replay. After a rollback the trainer's
- * weights are the last good ones. */
-void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool);
+ * weights are the last good ones. stop (may be NULL): a flag that another thread sets
+ * (g_atomic_int_set) to end the round before its next step, the steps taken so far kept: a
+ * round of the default 16 steps lasts seconds on a small box, too long to wait for when the
+ * stream stops. */
+void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool,
+                           const gint *stop);

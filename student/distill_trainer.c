@@ -157,7 +157,8 @@ static DistillCollapse judge_loss(double loss, double replay_loss, double first_
 
 /* ---- the round ------------------------------------------------------------------------------ */
 
-void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool)
+void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool,
+                           const gint *stop)
 {
   const DistillConfig *cfg = t->cfg;
   size_t n = (size_t)t->label_h * t->label_w;
@@ -174,7 +175,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
       round->miou_before = miou;
       round->verdict = cfg->train ? judge_entry(t, miou) : DISTILL_ROUND_UNCHECKED;
     }
-    if (!distill_policy_keep_training(cfg, updates, miou))
+    if (!distill_policy_keep_training(cfg, updates, miou) || (stop && g_atomic_int_get(stop)))
       break;
     student_zero_grads(t->student);
     double loss = student_backward(t->student, round->labels, pixel_weights(t, round->labels),

@@ -3,7 +3,8 @@
  * round is in progress (the round is held open by its start callback until the stream has
  * produced more frames: were distill_engine_process to wait for training, the test would never
  * end); new weights reach the stream only when the round ends; checkpoints can be saved
- * meanwhile; a request nobody answers is given up after teacher_timeout_ms. */
+ * meanwhile; a request nobody answers is given up after teacher_timeout_ms; stopping ends a round
+ * in progress. */
 #include <glib/gstdio.h>
 #include <string.h>
 
@@ -249,11 +250,74 @@ static void test_unanswered_request_given_up(void)
   student_free(initial);
 }
 
+static void on_round_started_signal(const DistillRound *round, gpointer data)
+{
+  Observer *o = data;
+  g_mutex_lock(&o->lock);
+  o->rounds_started++;
+  g_cond_broadcast(&o->changed);
+  g_mutex_unlock(&o->lock);
+}
+
+/* Freeing the engine (the stream stops) ends a training round in progress between two steps
+ * instead of waiting for all of them: this round would take millions. Were the round not to
+ * end, distill_engine_free would not return. */
+static void test_stop_ends_a_running_round(void)
+{
+  Observer o = { 0 };
+  g_mutex_init(&o.lock);
+  g_cond_init(&o.changed);
+  Student *initial = new_student();
+  DistillConfig cfg;
+  distill_config_default(&cfg, W, H);
+  cfg.max_updates = G_MAXUINT;
+  cfg.accuracy_threshold = 1.0;
+  cfg.rollback_rounds = 0;
+  cfg.threads = 1;
+  cfg.train_threads = 1;
+  cfg.round_started = on_round_started_signal;
+  cfg.round_finished = on_round_finished;
+  cfg.round_user_data = &o;
+  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  SyntheticSceneConfig scene_cfg;
+  synthetic_scene_config_default(&scene_cfg, W, H, 5);
+  SceneStream s;
+  scene_stream_init(&s, &scene_cfg, engine);
+
+  scene_stream_load(&s, 0);
+  guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
+  g_assert_cmpuint(ticket, !=, 0);
+  distill_engine_process(engine, &s.input, s.classes);
+  /* Labels no student fits exactly (noise), so that nothing but the stop ends the round. */
+  gsize n = (gsize)s.label_h * s.label_w;
+  uint8_t *noise = g_malloc(n);
+  GRand *rand = g_rand_new_with_seed(3);
+  for (gsize i = 0; i < n; i++)
+    noise[i] = (uint8_t)g_rand_int_range(rand, 0, 3);
+  g_rand_free(rand);
+  g_assert_true(distill_engine_teacher_result(engine, ticket, noise, s.label_h, s.label_w, NULL));
+  g_mutex_lock(&o.lock);
+  while (o.rounds_started == 0)
+    g_cond_wait(&o.changed, &o.lock);
+  g_mutex_unlock(&o.lock);
+
+  distill_engine_free(engine);
+  g_assert_cmpuint(o.rounds_finished, ==, 1);
+  g_assert_cmpuint(o.updates, <, cfg.max_updates);
+  g_test_message("the round ended after %u steps", o.updates);
+  g_free(noise);
+  scene_stream_clear(&s);
+  student_free(initial);
+  g_mutex_clear(&o.lock);
+  g_cond_clear(&o.changed);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/distill/async/late-results-non-blocking-stream",
                   test_late_results_and_non_blocking_stream);
   g_test_add_func("/distill/async/unanswered-request-given-up", test_unanswered_request_given_up);
+  g_test_add_func("/distill/async/stop-ends-a-running-round", test_stop_ends_a_running_round);
   return g_test_run();
 }

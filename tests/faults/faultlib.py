@@ -55,13 +55,15 @@ class Teacher:
             self.process = None
 
 
-def distill_pipeline(teacher_url, *props, video=VTEST, sink_sync=True):
-    """vtest decoded -> distillseg (a small student input so that two shared cores keep the
-    video's rate while training) -> fakesink named sink, paced at the video's rate."""
+def distill_pipeline(teacher_url, *props, video=VTEST, sink_sync=True, size=(320, 240)):
+    """vtest decoded -> distillseg -> fakesink named sink, paced at the video's rate. size: the
+    student's input, small by default so that two shared cores keep the video's rate while
+    training; None for the element's own."""
+    if size:
+        props = (f"inference-width={size[0]}", f"inference-height={size[1]}") + props
     return (f"filesrc location={video} ! decodebin ! videoconvert ! distillseg name=seg "
-            f"teacher-url={teacher_url} inference-width=320 inference-height=240 "
-            f"stats-interval=250 {' '.join(props)} ! fakesink name=sink "
-            f"sync={'true' if sink_sync else 'false'}")
+            f"teacher-url={teacher_url} stats-interval=250 {' '.join(props)} ! "
+            f"fakesink name=sink sync={'true' if sink_sync else 'false'}")
 
 
 class Watch:

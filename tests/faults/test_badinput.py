@@ -38,9 +38,12 @@ def watch(pipeline):
 
 
 def distill(teacher_url, sync=True):
-    """sync=true: every teacher round within the run; whole files go as a stream goes (async,
-    a small student input), to keep them short."""
-    mode = "sync=true" if sync else "sync=false inference-width=320 inference-height=240"
+    """sync=true: every teacher round within the run, two steps each (each step a forward and
+    backward pass at the frame's own input size, which is what odd sizes must survive; the
+    default 16 steps would only repeat them); whole files go as a stream goes (async, a small
+    student input), to keep them short."""
+    mode = ("sync=true max-updates=2" if sync else
+            "sync=false inference-width=160 inference-height=120")
     return (f"distillseg name=seg teacher-url={teacher_url} {mode} min-stride=2 max-stride=4 "
             "stats-interval=100 ! fakesink name=sink")
 

@@ -28,6 +28,9 @@ GOOD_ANSWERS = 8      # the bad teacher's right answers before its wrong ones: a
 # for a minute. The bad-teacher case keeps the default: a student that fits the good answers
 # closely is what makes the wrong ones stand out.
 SHORT_ROUNDS = "max-updates=4"
+# A small student input for the same reason, in every case: rounds that take a fraction of a
+# second even sanitized, and a stream that keeps its rate beside them.
+SMALL_INPUT = (160, 120)
 
 
 def errors(s):
@@ -55,7 +58,7 @@ def run_case(name, token, fault, from_start=False):
         teacher.start()
     watch = Watch(distill_pipeline(teacher.url, "min-stride=4", "max-stride=8", SHORT_ROUNDS,
                                    f"teacher-timeout={TIMEOUT_MS}",
-                                   f"teacher-token-file={token}"))
+                                   f"teacher-token-file={token}", size=SMALL_INPUT))
     try:
         if not from_start and not watch.wait(lambda s: s["updates"] > 0, 120):
             ok(False, f"{name}: the student trains before the fault ({watch.stats()})")
@@ -113,7 +116,8 @@ def slow_case(token):
     teacher.start("--latency-ms", str(SLOW_MS))
     # A timeout well above the latency, so that a loaded machine does not turn late into lost.
     watch = Watch(distill_pipeline(teacher.url, "min-stride=4", "max-stride=8", SHORT_ROUNDS,
-                                   f"teacher-timeout={3 * SLOW_MS}", f"teacher-token-file={token}"))
+                                   f"teacher-timeout={3 * SLOW_MS}", f"teacher-token-file={token}",
+                                   size=SMALL_INPUT))
     try:
         start = time.monotonic()
         trained = watch.wait(lambda s: s["updates"] > 0 and s["teacher-queries"] >= 3, 120)
@@ -143,9 +147,8 @@ def bad_teacher_case(token):
     with sync=false, its trainer at nice 10 behind the stream)."""
     teacher = Teacher(free_port(), token_file=token)
     teacher.start("--wrong-labels-after", str(GOOD_ANSWERS))
-    watch = Watch(distill_pipeline(teacher.url, "sync=true", "inference-width=160",
-                                   "inference-height=120", "min-stride=2", "max-stride=4",
-                                   f"teacher-token-file={token}"))
+    watch = Watch(distill_pipeline(teacher.url, "sync=true", "min-stride=2", "max-stride=4",
+                                   f"teacher-token-file={token}", size=SMALL_INPUT))
     try:
         rolled = watch.wait(lambda s: s["rollbacks"] >= 1, 240)
         rolled_at = time.monotonic()
@@ -203,8 +206,9 @@ def rtsp_case():
     rtsp = Process([os.path.join(BUILD, "pipelines", "distill-rtsp"), "--input",
                     f"door={camera_url}", "--teacher", teacher.url, "--port", "0",
                     "--metrics-port", "0", "--checkpoint-dir", work.name,
-                    "--stats-interval", "500", "-o", "inference-width=320",
-                    "-o", "inference-height=240", "-o", "min-stride=4", "-o", "max-stride=8",
+                    "--stats-interval", "500", "-o", f"inference-width={SMALL_INPUT[0]}",
+                    "-o", f"inference-height={SMALL_INPUT[1]}", "-o", "min-stride=4",
+                    "-o", "max-stride=8",
                     "-o", SHORT_ROUNDS,
                     "-o", f"teacher-timeout={TIMEOUT_MS}"],
                    r"metrics at (http://\S+)")

@@ -78,7 +78,8 @@ def main():
         recorder.wait()
     codec, frames = frame_count(out) if os.path.exists(out) else ("", 0)
     if not ok(recorder.returncode == 0 and codec == "h264" and frames >= 20,
-              f"rtsp-to-h264-file.sh records the camera to H.264 MP4 ({codec}, {frames} frames)"):
+              f"rtsp-to-h264-file.sh records the camera to H.264 MP4 ({codec}, {frames} frames, "
+              f"exit status {recorder.returncode})"):
         diag(recorder.stderr.read()[-1500:])
     camera.stop()
     teacher.stop()
