@@ -303,16 +303,20 @@ static void join_saver(GstDistillSeg *self)
 
 /* ---- teacher -------------------------------------------------------------------------------- */
 
-/* Converts frame into packed RGB pixels of the converter's output size (rgb_info_like). */
+/* Converts frame into packed RGB pixels of the converter's output size (rgb_info_like). An
+ * interlaced frame goes as the progressive one it is laid out as (see set_info). */
 static void convert_to_rgb(GstVideoConverter *converter, GstVideoFrame *frame, guint8 *pixels,
                            int width, int height)
 {
-  GstVideoFrame rgb = {0};
+  GstVideoFrame whole = *frame, rgb = {0};
 
+  whole.info.interlace_mode = GST_VIDEO_INTERLACE_MODE_PROGRESSIVE;
+  whole.flags &= ~(GST_VIDEO_FRAME_FLAG_INTERLACED | GST_VIDEO_FRAME_FLAG_TFF |
+                   GST_VIDEO_FRAME_FLAG_RFF | GST_VIDEO_FRAME_FLAG_ONEFIELD);
   gst_video_info_set_format(&rgb.info, GST_VIDEO_FORMAT_RGB, width, height);
   rgb.info.stride[0] = width * 3;
   rgb.data[0] = pixels;
-  gst_video_converter_frame(converter, frame, &rgb);
+  gst_video_converter_frame(converter, &whole, &rgb);
 }
 
 typedef struct {
@@ -651,9 +655,7 @@ static void inference_size(GstDistillSeg *self, int frame_w, int frame_h, int *w
 /* Packed RGB of width x height; the converter wants the rest (rate, aspect) as in in_info. */
 static void rgb_info_like(const GstVideoInfo *in_info, int width, int height, GstVideoInfo *rgb)
 {
-  /* The converter refuses (a critical, then no converter) to change the interlace mode. */
-  gst_video_info_set_interlaced_format(rgb, GST_VIDEO_FORMAT_RGB, in_info->interlace_mode, width,
-                                       height);
+  gst_video_info_set_format(rgb, GST_VIDEO_FORMAT_RGB, width, height);
   rgb->fps_n = in_info->fps_n;
   rgb->fps_d = in_info->fps_d;
   rgb->par_n = in_info->par_n;
@@ -741,6 +743,11 @@ static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
   int fw = GST_VIDEO_INFO_WIDTH(in_info), fh = GST_VIDEO_INFO_HEIGHT(in_info);
   const GstVideoFormatInfo *finfo = in_info->finfo;
+  /* The student and the teacher see whole frames, both fields of interlaced ones (their layout
+   * in memory is a progressive frame's): the converters scale them as progressive. Field by
+   * field, GStreamer's scaler fails assertions on odd heights and crashes on 1-row frames. */
+  GstVideoInfo frame_info = *in_info;
+  frame_info.interlace_mode = GST_VIDEO_INTERLACE_MODE_PROGRESSIVE;
 
   /* passthrough and overlay work on the frame itself (made writable for the meta); mask writes
    * a new GRAY8 frame. */
@@ -768,9 +775,9 @@ static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps
       self->rgb_offset[c] = (int)GST_VIDEO_FORMAT_INFO_POFFSET(finfo, c);
   } else {
     GstVideoInfo small;
-    rgb_info_like(in_info, self->input_w, self->input_h, &small);
+    rgb_info_like(&frame_info, self->input_w, self->input_h, &small);
     self->to_rgb_small = gst_video_converter_new(
-        in_info, &small,
+        &frame_info, &small,
         gst_structure_new("options", GST_VIDEO_CONVERTER_OPT_RESAMPLER_METHOD,
                           GST_TYPE_VIDEO_RESAMPLER_METHOD, GST_VIDEO_RESAMPLER_METHOD_LINEAR,
                           NULL));
@@ -778,8 +785,8 @@ static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps
   }
   if (self->teacher && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
     GstVideoInfo full;
-    rgb_info_like(in_info, fw, fh, &full);
-    self->to_rgb_full = gst_video_converter_new(in_info, &full, NULL);
+    rgb_info_like(&frame_info, fw, fh, &full);
+    self->to_rgb_full = gst_video_converter_new(&frame_info, &full, NULL);
     self->rgb_full = g_malloc((size_t)fw * fh * 3);
   }
 
