@@ -25,6 +25,7 @@
 
 #define MAX_FRAME_PIXELS 4096  /* frames pushed through: the student runs in well under 1 ms */
 #define MAX_CAPS_PIXELS (1 << 24)  /* 16 Mpixels (4096 x 4096): caps sent to the element */
+#define MAX_CAPS_NESTING 8
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -120,8 +121,27 @@ static GstBuffer *make_frame(const GstVideoInfo *info)
   return buffer;
 }
 
+/* How deep brackets nest in text: lists, arrays, ranges, nested structures. */
+static int nesting(const char *text)
+{
+  int depth = 0, deepest = 0;
+  for (const char *c = text; *c; c++) {
+    if (strchr("{<[(", *c))
+      deepest = MAX(deepest, ++depth);
+    else if (strchr("}>])", *c) && depth > 0)
+      depth--;
+  }
+  return deepest;
+}
+
 static void fuzz_caps(GstHarness *h, const char *text)
 {
+  /* GStreamer 1.22's caps parser leaks what it parsed of a list it then refuses
+   * (tests/sanitize/lsan.supp), two stack frames per level: nested deeper than this, the
+   * allocation's stack no longer reaches gst_caps_from_string within the 64 frames the long runs
+   * keep (malloc_context_size), and the suppression cannot match. No video caps nest this deep. */
+  if (nesting(text) > MAX_CAPS_NESTING)
+    return;
   /* GStreamer's caps parser itself warns with a critical on some names it then refuses. */
   in_caps_parser = TRUE;
   GstCaps *caps = gst_caps_from_string(text);
