@@ -250,15 +250,6 @@ static void test_unanswered_request_given_up(void)
   student_free(initial);
 }
 
-static void on_round_started_signal(const DistillRound *round, gpointer data)
-{
-  Observer *o = data;
-  g_mutex_lock(&o->lock);
-  o->rounds_started++;
-  g_cond_broadcast(&o->changed);
-  g_mutex_unlock(&o->lock);
-}
-
 /* Freeing the engine (the stream stops) ends a training round in progress between two steps
  * instead of waiting for all of them: this round would take millions. Were the round not to
  * end, distill_engine_free would not return. */
@@ -275,7 +266,7 @@ static void test_stop_ends_a_running_round(void)
   cfg.rollback_rounds = 0;
   cfg.threads = 1;
   cfg.train_threads = 1;
-  cfg.round_started = on_round_started_signal;
+  cfg.round_started = on_round_started;
   cfg.round_finished = on_round_finished;
   cfg.round_user_data = &o;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
@@ -283,6 +274,7 @@ static void test_stop_ends_a_running_round(void)
   synthetic_scene_config_default(&scene_cfg, W, H, 5);
   SceneStream s;
   scene_stream_init(&s, &scene_cfg, engine);
+  o.scene = s.scene;
 
   scene_stream_load(&s, 0);
   guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
