@@ -1265,7 +1265,7 @@ static void install_properties(GObjectClass *gobject_class)
   g_object_class_install_property(gobject_class, PROP_TRAIN_THREADS,
       g_param_spec_uint("train-threads", "Training threads",
           "Compute threads of the online training (sync=false), beside the threads of "
-          "inference; 0 = 1 on up to 2 cores, half the cores otherwise", 0, 256,
+          "inference; 0 = 2, or half the cores above 4 (1 on a single core)", 0, 256,
           DEFAULT_PROP_TRAIN_THREADS, READY_ONLY));
   g_object_class_install_property(gobject_class, PROP_TRAIN_NICE,
       g_param_spec_uint("train-nice", "Training nice value",

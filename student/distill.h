@@ -91,10 +91,11 @@ typedef struct {
 
   /* Compute threads of inference (0 = the process's shared pool of one per online core, which
    * the engines of several cameras take in turns: kernels/threadpool.h). The trainer has its own
-   * pool of train_threads (0 = 1 on up to 2 cores, half the cores otherwise) running at nice value
-   * train_nice (0..19), so that on a small box training mostly takes the cores inference leaves
-   * idle (at nice 10 it gets about a tenth of a contended core: it slows inference little and
-   * is not starved; student/README.md). In sync mode training uses the inference pool. */
+   * pool of train_threads (0 = 2, or half the cores above 4; 1 on a single core) running at
+   * nice value train_nice (0..19), so that on a small box training mostly takes the cores
+   * inference leaves idle (at nice 10 it gets about a tenth of a contended core: it slows
+   * inference little and is not starved; student/README.md). In sync mode training uses the
+   * inference pool. */
   int threads;
   int train_threads;
   int train_nice;               /* 10 */

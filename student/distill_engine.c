@@ -184,10 +184,12 @@ static void lower_priority(int nice_value)
     g_warning("distill: could not lower the trainer's priority: %s", g_strerror(errno));
 }
 
+/* Two threads even on 2 cores: at nice 10 the second takes what inference leaves idle without
+ * slowing the stream, and real time is short of training compute (student/README.md). */
 static int default_train_threads(void)
 {
   int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  return cores <= 2 ? 1 : cores / 2;
+  return MAX(1, MIN(cores, MAX(2, cores / 2)));
 }
 
 static gpointer trainer_main(gpointer data)
