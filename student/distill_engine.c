@@ -189,7 +189,7 @@ static void lower_priority(int nice_value)
 static int default_train_threads(void)
 {
   int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  return MAX(1, MIN(cores, MAX(2, cores / 2)));
+  return cores <= 1 ? 1 : MAX(2, cores / 2);
 }
 
 static gpointer trainer_main(gpointer data)
