@@ -19,7 +19,7 @@
  *
  * Asynchronous mode (sync = FALSE, the default): the frame's input is copied into one of a few
  * preallocated slots; when its labels arrive, a trainer thread trains its own copy of the weights
- * on that frame and publishes them when the round ends. distill_engine_process only runs
+ * on that frame and publishes them after every step. distill_engine_process only runs
  * inference, with the newest published weights, picked up at the start of a frame without
  * waiting: the stream never waits for the teacher or for training.
  *

@@ -29,6 +29,10 @@ typedef struct {
   float *good_params;
   double usual_miou;
   guint rounds_below;
+  /* Called after every step with finite weights (NULL: none): the asynchronous engine publishes
+   * them, so that the stream gains from a round while it runs. */
+  void (*stepped)(gpointer user_data);
+  gpointer stepped_user_data;
 } DistillTrainer;
 
 void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial);

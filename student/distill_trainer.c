@@ -188,6 +188,8 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
       break;
     optimizer_step(t->optimizer, student_params(t->student), student_grads(t->student));
     updates++;
+    if (t->stepped && params_finite(t))
+      t->stepped(t->stepped_user_data);
   }
   if (!collapse && updates && !params_finite(t))
     collapse = DISTILL_COLLAPSE_NON_FINITE;
