@@ -4,9 +4,10 @@
  *   distill-bench [--threads N] [--runs N] [--size WxH]... [--classes N] [--checkpoint F]
  *                 [--json-only]
  *
- * For each size, one JSON line for the forward pass and one for the train step (zero grads,
- * forward, backward, SGD-momentum step) as the engine trains ("precision": bf16 products where
- * the CPU has AVX512-BF16, else fp32), plus "train-step-fp32" beside it on such CPUs: the median
+ * For each size, one JSON line for the forward pass as the engine runs it and one for the train
+ * step (zero grads, forward, backward, SGD-momentum step) as the engine trains ("precision": bf16
+ * products where the CPU has AVX512-BF16, else fp32), plus "forward-fp32" and "train-step-fp32"
+ * beside them on such CPUs: the median
  * time of --runs runs after warm-up, the work
  * per frame, the throughput achieved and its fraction of the fp32 FMA peak measured in the same
  * run, the peak RSS, and the memory growth over steady-state frames (nonzero means frames
@@ -174,21 +175,35 @@ static void run_size(Bench *bench, int w, int h, const BenchOptions *opts, doubl
   bench_fill_frame(bench, w, h);
   double forward_gflop = student_forward_flops(bench->student, h, w) * 1e-9;
 
-  FrameTimes t = time_frames(bench, forward_frame, opts->runs);
-  print_measurement("forward", w, h, opts, "fp32", forward_gflop, peak_gflops, &t);
+  FrameTimes t;
+  /* As the engine runs it: bfloat16 products in the wide layers where the CPU has them, the
+   * all-fp32 pass beside it. */
+  if (student_set_bf16_forward(bench->student, TRUE)) {
+    student_set_bf16_forward(bench->student, FALSE);
+    t = time_frames(bench, forward_frame, opts->runs);
+    print_measurement("forward-fp32", w, h, opts, "fp32", forward_gflop, peak_gflops, &t);
+    student_set_bf16_forward(bench->student, TRUE);
+  }
+  t = time_frames(bench, forward_frame, opts->runs);
+  print_measurement("forward", w, h, opts,
+                    student_get_bf16_forward(bench->student) ? "bf16" : "fp32", forward_gflop,
+                    peak_gflops, &t);
   /* Backward costs about two forwards (input and weight gradients); stem.0 skips its input
    * gradient, so 3x slightly overcounts. */
   if (student_set_bf16(bench->student, TRUE)) {
     student_set_bf16(bench->student, FALSE);
+    student_set_bf16_forward(bench->student, FALSE);
     t = time_frames(bench, train_frame, opts->runs);
     print_measurement("train-step-fp32", w, h, opts, "fp32", 3.0 * forward_gflop, peak_gflops,
                       &t);
     student_set_bf16(bench->student, TRUE);
+    student_set_bf16_forward(bench->student, TRUE);
   }
   t = time_frames(bench, train_frame, opts->runs);
   print_measurement("train-step", w, h, opts, student_get_bf16(bench->student) ? "bf16" : "fp32",
                     3.0 * forward_gflop, peak_gflops, &t);
   student_set_bf16(bench->student, FALSE);
+  student_set_bf16_forward(bench->student, FALSE);
 
   g_free(bench->input.data);
   g_free(bench->labels);

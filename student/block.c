@@ -107,7 +107,9 @@ void backward_block(Block *b, const FeatureMap *x, const float *params, float *g
   backward_shortcut(b, x, params, grads, dx, 1, pool);
 }
 
-void block_set_bf16(Block *b, int on)
+void block_set_bf16(Block *b, int backward, int forward)
 {
-  b->conv1.bf16 = b->conv2.bf16 = b->conv3.bf16 = b->shortcut.bf16 = on;
+  b->conv1.bf16 = b->conv2.bf16 = b->conv3.bf16 = b->shortcut.bf16 = backward;
+  b->conv1.bf16_forward = b->conv2.bf16_forward = b->conv3.bf16_forward =
+    b->shortcut.bf16_forward = forward;
 }

@@ -26,8 +26,9 @@ void plan_block(Block *b, int in_h, int in_w, FeatureMap output, FeatureMap delt
                 Arena *arena);
 double block_flops(const Block *b, int in_h, int in_w);
 
-/* Every convolution of the block in bfloat16 products or not (ConvLayer.bf16). */
-void block_set_bf16(Block *b, int on);
+/* Every convolution of the block with bfloat16 products in its backward and its forward passes
+ * or not (ConvLayer.bf16, .bf16_forward). */
+void block_set_bf16(Block *b, int backward, int forward);
 
 void forward_block(Block *b, const FeatureMap *x, const float *params, ThreadPool *pool);
 /* From the gradient in the block's delta: adds to grads, and writes (or with accumulate adds)

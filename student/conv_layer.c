@@ -38,11 +38,18 @@ double conv_layer_flops(const ConvLayer *l, int out_h, int out_w)
   return 2.0 * out_h * out_w * g->cout * g->cin * g->kh * g->kw;
 }
 
+int conv_layer_bf16_forward_pays(const ConvLayer *l, int out_h, int out_w)
+{
+  return l->geom.cin >= 16 && l->geom.cout >= 16 && out_h * out_w >= 1024;
+}
+
 void forward_conv_layer(ConvLayer *l, const FeatureMap *x, const FeatureMap *residual,
                         const float *params, ThreadPool *pool)
 {
-  conv2d_forward(&l->geom, x, params + l->weight_offset, params + l->bias_offset, residual,
-                 l->relu, &l->output, pool);
+  int bf16 = l->bf16_forward && conv_layer_bf16_forward_pays(l, l->output.h, l->output.w);
+  (bf16 ? conv2d_forward_bf16 : conv2d_forward)(&l->geom, x, params + l->weight_offset,
+                                                params + l->bias_offset, residual, l->relu,
+                                                &l->output, pool);
 }
 
 void backward_conv_layer(ConvLayer *l, const FeatureMap *x, const float *params, float *grads,

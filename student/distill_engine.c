@@ -235,6 +235,7 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   e->cfg = *cfg;
   e->num_classes = student_get_config(initial)->num_classes;
   e->student = student_new(student_get_config(initial), 0);
+  student_set_bf16_forward(e->student, cfg->forward_bf16);
   memcpy(student_params(e->student), student_params((Student *)initial), param_bytes(e));
   student_logits_size(e->student, cfg->input_height, cfg->input_width, &e->label_h, &e->label_w);
   /* Engines in one process (cameras) share one pool unless given their own thread count. */

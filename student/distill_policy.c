@@ -16,6 +16,7 @@ void distill_config_default(DistillConfig *cfg, int width, int height)
     .threads = 0,
     .train_threads = 0,
     .train_bf16 = TRUE,
+    .forward_bf16 = TRUE,
     .train_nice = 10,
     .max_pending = 2,
     .teacher_timeout_ms = 10000,

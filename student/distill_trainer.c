@@ -24,6 +24,7 @@ void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Stu
   t->student = student_new(student_get_config(initial), 0);
   memcpy(student_params(t->student), student_params((Student *)initial), param_bytes(t));
   student_set_bf16(t->student, cfg->train_bf16);
+  student_set_bf16_forward(t->student, cfg->forward_bf16);
   t->optimizer = optimizer_new(&cfg->optimizer, student_param_count(t->student));
   t->input_h = cfg->input_height;
   t->input_w = cfg->input_width;

@@ -27,6 +27,7 @@ struct Student {
   /* The upsampled d0, d1, d2: slices of concat[0..2]. */
   FeatureMap up[3], up_delta[3];
   FeatureMap input; /* of the last forward, read again by backward */
+  int bf16_backward, bf16_forward; /* student_set_bf16, student_set_bf16_forward */
 };
 
 static void make_layers(Student *s)
@@ -70,22 +71,41 @@ void student_free(Student *s)
   g_free(s);
 }
 
-gboolean student_set_bf16(Student *s, gboolean on)
+static void set_layer_precision(ConvLayer *l, const Student *s)
 {
-  int bf16 = on && kernels_have_bf16();
-  s->stem[0].bf16 = s->stem[1].bf16 = bf16;
-  for (int i = 0; i < 3; i++) {
-    block_set_bf16(&s->encoder[i], bf16);
-    block_set_bf16(&s->decoder[i], bf16);
-  }
-  s->head[0].bf16 = s->head[1].bf16 = s->classifier.bf16 = bf16;
-  return bf16;
+  l->bf16 = s->bf16_backward;
+  l->bf16_forward = s->bf16_forward;
 }
 
-gboolean student_get_bf16(const Student *s)
+static void apply_precision(Student *s)
 {
-  return s->stem[1].bf16;
+  set_layer_precision(&s->stem[0], s);
+  set_layer_precision(&s->stem[1], s);
+  for (int i = 0; i < 3; i++) {
+    block_set_bf16(&s->encoder[i], s->bf16_backward, s->bf16_forward);
+    block_set_bf16(&s->decoder[i], s->bf16_backward, s->bf16_forward);
+  }
+  set_layer_precision(&s->head[0], s);
+  set_layer_precision(&s->head[1], s);
+  set_layer_precision(&s->classifier, s);
 }
+
+static gboolean set_bf16(Student *s, int *flag, gboolean on)
+{
+  *flag = on && kernels_have_bf16();
+  apply_precision(s);
+  return *flag;
+}
+
+gboolean student_set_bf16(Student *s, gboolean on) { return set_bf16(s, &s->bf16_backward, on); }
+gboolean student_get_bf16(const Student *s) { return s->bf16_backward; }
+
+gboolean student_set_bf16_forward(Student *s, gboolean on)
+{
+  return set_bf16(s, &s->bf16_forward, on);
+}
+
+gboolean student_get_bf16_forward(const Student *s) { return s->bf16_forward; }
 
 const StudentConfig *student_get_config(const Student *s) { return &s->config; }
 float *student_params(Student *s) { return s->params; }

@@ -75,12 +75,17 @@ void student_zero_grads(Student *student);
 
 /* Mixed-precision training: the backward pass's convolutions (input and weight gradients) take
  * their products in bfloat16 and their sums in fp32 (kernels.h), about twice as fast where the
- * CPU has AVX512-BF16. The forward pass stays fp32: rounding activations flips ReLUs near zero
- * and moves the early layers' gradients by up to a quarter on the parity frames, where bfloat16
- * gradients alone stay within about 1% of fp32's. Only on such CPUs: returns whether it is on.
- * Off by default. */
+ * CPU has AVX512-BF16. Only on such CPUs: returns whether it is on. Off by default. */
 gboolean student_set_bf16(Student *student, gboolean on);
 gboolean student_get_bf16(const Student *student);
+/* The same for the forward pass, in the layers where it pays (conv_layer_bf16_forward_pays: the
+ * wide layers at the larger sizes; the others stay fp32): 1.2-1.4x faster at 640x480. The
+ * shipped weights' logits move by 0.04% (RMS) and their class maps on 4 pixels in 100,000
+ * (tests/distill/test_precision), but rounding activations flips ReLUs near zero, and gradients
+ * through such a forward pass move by up to a quarter in the early layers on the parity frames:
+ * the parity tests keep it off, and it is a switch apart from student_set_bf16. Off by default. */
+gboolean student_set_bf16_forward(Student *student, gboolean on);
+gboolean student_get_bf16_forward(const Student *student);
 
 /* Checkpoints (safetensors; format in student/README.md). Saving writes a temporary file beside
  * path, fsyncs it, renames it over path and fsyncs the folder. */
