@@ -15,7 +15,7 @@ typedef struct {
   size_t weight_offset, bias_offset; /* floats into params / grads */
   int relu;
   int bf16;         /* the backward pass's products in bfloat16 (conv2d_backward_bf16) */
-  int bf16_forward; /* the forward pass's, where conv_layer_bf16_forward_pays */
+  int bf16_forward; /* the forward pass's, in the layers where that pays (conv_layer.c) */
   FeatureMap output, delta;
 } ConvLayer;
 
@@ -26,12 +26,6 @@ void conv_layer_output_size(const ConvLayer *l, int in_h, int in_w, int *out_h, 
 /* Sets output and delta to fresh buffers of the output size for an in_h x in_w input. */
 void plan_conv_layer(ConvLayer *l, int in_h, int in_w, Arena *arena);
 double conv_layer_flops(const ConvLayer *l, int out_h, int out_w);
-
-/* Whether the forward pass gains from bfloat16 products on an output of out_h x out_w: at least
- * 16 input and output channels (the pairs cost more than they save below) and 1024 pixels (the
- * weights are packed into pairs on every call: on the 20x15 maps of a 640x480 input that costs
- * more than the products save). distill-bench-conv, 640x360: 1.3-1.8x on the wide layers. */
-int conv_layer_bf16_forward_pays(const ConvLayer *l, int out_h, int out_w);
 
 /* output = act(conv(x) + bias + residual); residual may be NULL. */
 void forward_conv_layer(ConvLayer *l, const FeatureMap *x, const FeatureMap *residual,

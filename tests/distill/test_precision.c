@@ -19,15 +19,6 @@ static Student *shipped_student(void)
   return s;
 }
 
-static void argmax2(const FeatureMap *logits, uint8_t *classes)
-{
-  for (int y = 0; y < logits->h; y++)
-    for (int x = 0; x < logits->w; x++) {
-      const float *l = feature_map_at(logits, y, x);
-      classes[y * logits->w + x] = l[1] > l[0];
-    }
-}
-
 static void test_bf16_forward_agrees(void)
 {
   if (!kernels_have_bf16()) {
@@ -65,8 +56,8 @@ static void test_bf16_forward_agrees(void)
           err2 += (a - b) * (a - b);
           ref2 += a * a;
         }
-    argmax2(l32, classes32);
-    argmax2(l16, classes16);
+    argmax_channels(l32, classes32, pool);
+    argmax_channels(l16, classes16, pool);
     for (size_t i = 0; i < n; i++)
       differ += classes32[i] != classes16[i];
     miou32 += distill_miou(classes32, truth, n, 2) / FRAMES;
