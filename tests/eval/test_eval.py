@@ -54,7 +54,7 @@ class Eval(unittest.TestCase):
         self.assertEqual(line["video"], self.video)
         self.assertEqual(line["label_frames"], FRAMES)
         self.assertEqual(line["frames_scored"], FRAMES)  # a mask for every frame
-        for key in ("miou", "fg_iou", "teacher_fraction"):
+        for key in ("miou", "fg_iou", "teacher_fraction", "miou_second_half"):
             self.assertGreaterEqual(line[key], 0)
             self.assertLessEqual(line[key], 1)
         self.assertAlmostEqual(line["teacher_fraction"],
@@ -86,8 +86,8 @@ class Eval(unittest.TestCase):
         _, lines = self.eval("--runs", "hold", "--hold-every", "1")
         self.assertEqual(len(lines), 1)
         self.check_line(lines[0], "hold")
-        self.assertEqual((lines[0]["miou"], lines[0]["fg_iou"], lines[0]["teacher_fraction"]),
-                         (1.0, 1.0, 1.0))
+        self.assertEqual((lines[0]["miou"], lines[0]["fg_iou"], lines[0]["teacher_fraction"],
+                          lines[0]["miou_second_half"]), (1.0, 1.0, 1.0, 1.0))
 
     def test_async_with_a_late_teacher(self):
         # 250 ms at 10 fps: a teacher mask arrives 3 frames after its own.
