@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """bench/label-video with the real ISNet teacher on loopback: the first frames of vtest come out
 as the shipped labels (data/vtest/labels.mkv, made the same way) in the same format; a rerun asks
-the teacher nothing; an unreachable teacher and a pretraining video are said so.
+the teacher nothing, and --binary gives their classes; an unreachable teacher and a pretraining
+video are said so.
 
     test_label_video.py SOURCE_ROOT TMPDIR
 """
@@ -57,6 +58,10 @@ class LabelVideo(unittest.TestCase):
         again = os.path.join(TMP, "vtest-again.mkv")
         self.label(VTEST, again, "--teacher-url", UNREACHABLE)
         self.assertEqual(grey_frames(again, FRAMES + 1), got)
+        binary = os.path.join(TMP, "vtest-binary.mkv")
+        self.label(VTEST, binary, "--binary", "--teacher-url", UNREACHABLE)
+        for b, g in zip(grey_frames(binary, FRAMES + 1), got):
+            self.assertEqual(b, bytes(255 if v >= 128 else 0 for v in g))
 
     def test_an_unreachable_teacher_is_said_so(self):
         out = os.path.join(TMP, "unreachable.mkv")
