@@ -33,10 +33,13 @@ function probeSize(file) {
 }
 
 // Decodes every frame of `file` with ffmpeg (optionally filtered) and hands each raw frame of
-// frameBytes to onFrame(buffer, index); the buffer is only valid during the call.
+// frameBytes to onFrame(buffer, index); the buffer is only valid during the call. Frames come as
+// the decoder presents them, none repeated or dropped to even out the rate, as GStreamer's
+// decodebin gives them to distillseg (opencv-doc's Megamind.avi: 270 frames, 271 at a constant
+// rate).
 function decodeFrames(file, filter, pixFmt, frameBytes, onFrame) {
   return new Promise((resolve, reject) => {
-    const args = ['-v', 'error', '-nostdin', '-i', file];
+    const args = ['-v', 'error', '-nostdin', '-i', file, '-map', '0:v:0', '-fps_mode', 'passthrough'];
     if (filter)
       args.push('-vf', filter);
     args.push('-f', 'rawvideo', '-pix_fmt', pixFmt, '-');
