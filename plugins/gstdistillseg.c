@@ -719,7 +719,7 @@ static gboolean make_engine(GstDistillSeg *self, int width, int height)
     optimizer_config_default(&cfg.optimizer, (OptimizerKind)self->optimizer);
   if (self->learning_rate_set)
     cfg.optimizer.learning_rate = (float)self->learning_rate;
-  cfg.max_pending = self->teacher_inflight + 1;
+  cfg.max_pending = self->teacher_inflight + 2; /* + one in training, one answered */
   cfg.teacher_timeout_ms = self->teacher_timeout;
   GST_OBJECT_UNLOCK(self);
 

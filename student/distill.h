@@ -104,8 +104,10 @@ typedef struct {
   int train_nice;               /* 10 */
 
   /* Frames sent to the teacher and not yet trained on, at most (the element: teacher-inflight
-   * + 1). A frame due for the teacher while all are in use waits for the next frame. */
-  guint max_pending;            /* 2 */
+   * + 2: one in training, one answered, the rest asked). A frame due for the teacher while all
+   * are in use waits for the next frame. Asynchronous mode trains the newest answered frame
+   * next; the older ones join the replay frames. */
+  guint max_pending;            /* 3 */
   /* A request older than this (ms) without a result or failure is given up and counted as a
    * teacher error, so a lost callback cannot leak a slot; 0 = never. */
   guint teacher_timeout_ms;     /* 10000 */

@@ -173,13 +173,32 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
     e->cfg.round_finished(&round, e->cfg.round_user_data);
 }
 
-static Slot *oldest_labeled(DistillEngine *e)
+static Slot *newest_labeled(DistillEngine *e)
 {
-  Slot *oldest = NULL;
+  Slot *newest = NULL;
   for (guint i = 0; i < e->n_slots; i++)
-    if (e->slots[i].state == SLOT_LABELED && (!oldest || e->slots[i].ticket < oldest->ticket))
-      oldest = &e->slots[i];
-  return oldest;
+    if (e->slots[i].state == SLOT_LABELED && (!newest || e->slots[i].ticket > newest->ticket))
+      newest = &e->slots[i];
+  return newest;
+}
+
+/* Under lock, called with it held and returning with it held: the teacher frames that came in
+ * while a round ran, but the newest, join the replay frames without a round of their own. A
+ * round lasts longer than the teacher's stride on a small box; training on the backlog in order
+ * would have the stream learn seconds-old frames (vtest in real time: 0.693 against 0.678, means
+ * of three runs, at the teacher fraction of sync mode, 0.08-0.10, instead of 0.044-0.052). */
+static void replay_older_labeled(DistillEngine *e, const Slot *newest)
+{
+  for (guint i = 0; i < e->n_slots; i++) {
+    Slot *s = &e->slots[i];
+    if (s->state != SLOT_LABELED || s->ticket >= newest->ticket)
+      continue; /* one answered while the lock was let go is newer: the next round's */
+    s->state = SLOT_TRAINING;
+    g_mutex_unlock(&e->lock);
+    distill_trainer_keep(&e->trainer, &s->input, s->labels);
+    g_mutex_lock(&e->lock);
+    s->state = SLOT_FREE;
+  }
 }
 
 static void lower_priority(int nice_value)
@@ -210,13 +229,14 @@ static gpointer trainer_main(gpointer data)
   for (;;) {
     g_mutex_lock(&e->lock);
     Slot *slot;
-    while (!e->stopping && !(slot = oldest_labeled(e)))
+    while (!e->stopping && !(slot = newest_labeled(e)))
       g_cond_wait(&e->work, &e->lock);
     if (e->stopping) {
       g_mutex_unlock(&e->lock);
       break;
     }
     slot->state = SLOT_TRAINING;
+    replay_older_labeled(e, slot);
     g_mutex_unlock(&e->lock);
     train_slot(e, slot, e->train_pool);
   }

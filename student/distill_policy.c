@@ -18,7 +18,7 @@ void distill_config_default(DistillConfig *cfg, int width, int height)
     .train_bf16 = TRUE,
     .forward_bf16 = TRUE,
     .train_nice = 10,
-    .max_pending = 2,
+    .max_pending = 3,
     .teacher_timeout_ms = 10000,
     .scene_change_threshold = 0.03,
     .replay_frames = 4,

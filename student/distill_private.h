@@ -45,3 +45,5 @@ void distill_trainer_clear(DistillTrainer *t);
  * stream stops. */
 void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool,
                            const gint *stop);
+/* Keeps a teacher frame for replay (a ring of cfg->replay_frames; nothing when 0). */
+void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels);

@@ -87,7 +87,7 @@ static double add_replay_gradient(DistillTrainer *t, ThreadPool *pool)
   return student_backward(t->student, labels, pixel_weights(t, labels), pool);
 }
 
-static void keep_for_replay(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels)
+void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels)
 {
   if (!t->cfg->replay_frames)
     return;
@@ -203,6 +203,6 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     roll_back(t, collapse);
     round->verdict = DISTILL_ROUND_ROLLED_BACK;
   } else {
-    keep_for_replay(t, round->input, round->labels);
+    distill_trainer_keep(t, round->input, round->labels);
   }
 }

@@ -4,7 +4,7 @@
  * produced more frames: were distill_engine_process to wait for training, the test would never
  * end); new weights reach the stream step by step (a published version a step), none before the
  * round's first step; checkpoints can be saved
- * meanwhile; a request nobody answers is given up after teacher_timeout_ms; stopping ends a round
+ * meanwhile; of the answers that came in during a round, the newest is trained next; a request nobody answers is given up after teacher_timeout_ms; stopping ends a round
  * in progress. */
 #include <glib/gstdio.h>
 #include <string.h>
@@ -217,6 +217,122 @@ static void test_late_results_and_non_blocking_stream(void)
   g_cond_clear(&o.changed);
 }
 
+/* Rounds in the order they start, the first held open until released. */
+typedef struct {
+  GMutex lock;
+  GCond changed;
+  gboolean release;
+  guint64 tickets[4];
+  guint started, finished;
+} RoundLog;
+
+static void log_round_started(const DistillRound *round, gpointer data)
+{
+  RoundLog *l = data;
+  g_mutex_lock(&l->lock);
+  if (l->started < G_N_ELEMENTS(l->tickets))
+    l->tickets[l->started] = round->ticket;
+  l->started++;
+  g_cond_broadcast(&l->changed);
+  while (!l->release)
+    g_cond_wait(&l->changed, &l->lock);
+  g_mutex_unlock(&l->lock);
+}
+
+static void log_round_finished(const DistillRound *round, gpointer data)
+{
+  RoundLog *l = data;
+  (void)round;
+  g_mutex_lock(&l->lock);
+  l->finished++;
+  g_cond_broadcast(&l->changed);
+  g_mutex_unlock(&l->lock);
+}
+
+static void answer(DistillEngine *engine, SceneStream *s, guint64 ticket)
+{
+  GError *error = NULL;
+  g_assert_true(distill_engine_teacher_result(engine, ticket, s->truth, s->label_h, s->label_w,
+                                              &error));
+  g_assert_no_error(error);
+}
+
+/* Teacher frames go on being asked at the stride while a round runs; the next round trains the
+ * newest answer, and the older one waiting beside it gets no round of its own (it joins the
+ * replay frames), so the stream never learns from a backlog of seconds-old frames. */
+static void test_newest_answer_trained_next(void)
+{
+  RoundLog l = { 0 };
+  g_mutex_init(&l.lock);
+  g_cond_init(&l.changed);
+  SyntheticSceneConfig scene_cfg;
+  synthetic_scene_config_default(&scene_cfg, W, H, 9);
+  Student *initial = new_student();
+  DistillConfig cfg;
+  distill_config_default(&cfg, W, H);
+  cfg.min_stride = 1;
+  cfg.max_updates = 1;
+  cfg.accuracy_threshold = 1.0;
+  cfg.threads = 1;
+  cfg.train_threads = 1;
+  cfg.round_started = log_round_started;
+  cfg.round_finished = log_round_finished;
+  cfg.round_user_data = &l;
+  g_assert_cmpuint(cfg.max_pending, ==, 3);
+  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  SceneStream s;
+  scene_stream_init(&s, &scene_cfg, engine);
+
+  scene_stream_load(&s, 0);
+  g_assert_cmpuint(distill_engine_wants_teacher(engine, &s.input), ==, 1);
+  answer(engine, &s, 1);
+  distill_engine_process(engine, &s.input, s.classes);
+  g_mutex_lock(&l.lock);
+  while (l.started == 0)
+    g_cond_wait(&l.changed, &l.lock);
+  g_mutex_unlock(&l.lock);
+
+  /* Frames 1 and 2 are asked and answered while the round on frame 0 runs; frame 3 finds every
+   * slot taken (one in training, two answered). */
+  for (guint64 f = 1; f <= 3; f++) {
+    scene_stream_load(&s, f);
+    guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
+    g_assert_cmpuint(ticket, ==, f < 3 ? f + 1 : 0);
+    if (ticket)
+      answer(engine, &s, ticket);
+    distill_engine_process(engine, &s.input, s.classes);
+  }
+
+  g_mutex_lock(&l.lock);
+  l.release = TRUE;
+  g_cond_broadcast(&l.changed);
+  while (l.finished < 2)
+    g_cond_wait(&l.changed, &l.lock);
+  g_mutex_unlock(&l.lock);
+  g_assert_cmpuint(l.tickets[0], ==, 1);
+  g_assert_cmpuint(l.tickets[1], ==, 3); /* frame 2's answer, not frame 1's */
+
+  /* Frame 1's slot was freed without a round: the next frame can ask again. */
+  scene_stream_load(&s, 4);
+  guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
+  g_assert_cmpuint(ticket, ==, 5);
+  distill_engine_teacher_failed(engine, ticket);
+  distill_engine_process(engine, &s.input, s.classes);
+  DistillStats st;
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.teacher_queries, ==, 4);
+  g_assert_cmpuint(st.updates, ==, 2);
+  g_mutex_lock(&l.lock);
+  g_assert_cmpuint(l.started, ==, 2);
+  g_mutex_unlock(&l.lock);
+
+  scene_stream_clear(&s);
+  distill_engine_free(engine);
+  student_free(initial);
+  g_mutex_clear(&l.lock);
+  g_cond_clear(&l.changed);
+}
+
 /* A request never answered is given up when its slot is needed after teacher_timeout_ms; its
  * late answer is refused; the slot serves the next request. */
 static void test_unanswered_request_given_up(void)
@@ -310,6 +426,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/distill/async/late-results-non-blocking-stream",
                   test_late_results_and_non_blocking_stream);
+  g_test_add_func("/distill/async/newest-answer-trained-next", test_newest_answer_trained_next);
   g_test_add_func("/distill/async/unanswered-request-given-up", test_unanswered_request_given_up);
   g_test_add_func("/distill/async/stop-ends-a-running-round", test_stop_ends_a_running_round);
   return g_test_run();
