@@ -185,8 +185,9 @@ static Slot *newest_labeled(DistillEngine *e)
 /* Under lock, called with it held and returning with it held: the teacher frames that came in
  * while a round ran, but the newest, join the replay frames without a round of their own. A
  * round lasts longer than the teacher's stride on a small box; training on the backlog in order
- * would have the stream learn seconds-old frames (vtest in real time: 0.693 against 0.678, means
- * of three runs, at the teacher fraction of sync mode, 0.08-0.10, instead of 0.044-0.052). */
+ * would have the stream learn seconds-old frames, and would leave no slot to ask the next frame
+ * in, stretching the stride to a round (vtest in real time: 0.688 over five runs at the teacher
+ * fraction of sync mode, 0.08-0.10, against 0.678 at 0.044-0.052). */
 static void replay_older_labeled(DistillEngine *e, const Slot *newest)
 {
   for (guint i = 0; i < e->n_slots; i++) {
