@@ -182,7 +182,7 @@ static Slot *newest_labeled(DistillEngine *e)
   return newest;
 }
 
-/* Under lock, called with it held and returning with it held: the teacher frames that came in
+/* Called with the lock held, let go while a frame is copied: the teacher frames that came in
  * while a round ran, but the newest, join the replay frames without a round of their own. A
  * round lasts longer than the teacher's stride on a small box; training on the backlog in order
  * would have the stream learn seconds-old frames, and would leave no slot to ask the next frame
