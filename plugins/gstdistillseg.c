@@ -391,6 +391,7 @@ static void query_teacher(GstDistillSeg *self, GstVideoFrame *frame, guint64 tic
     tf.stride = tf.width * 3;
   }
 
+  GST_LOG_OBJECT(self, "teacher query for frame %" G_GUINT64_FORMAT, (guint64)self->frame);
   TeacherQuery *query = g_new(TeacherQuery, 1);
   query->self = self;
   query->ticket = ticket;

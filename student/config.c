@@ -12,7 +12,7 @@ void student_config_default(StudentConfig *cfg, int num_classes)
     .stem = { 8, 32 },
     .encoder = { 64, 64, 128 },
     .decoder = { 128, 64, 32 },
-    .head = { 32, 8 },
+    .head = { 16, 8 },
     .head_skip = FALSE,
   };
 }

@@ -24,7 +24,7 @@ DEFAULT_CONFIG = {
     "stem": [8, 32],
     "encoder": [64, 64, 128],
     "decoder": [128, 64, 32],
-    "head": [32, 8],
+    "head": [16, 8],
     "head_skip": False,
 }
 

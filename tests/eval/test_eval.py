@@ -89,6 +89,21 @@ class Eval(unittest.TestCase):
         self.assertEqual((lines[0]["miou"], lines[0]["fg_iou"], lines[0]["teacher_fraction"],
                           lines[0]["miou_second_half"]), (1.0, 1.0, 1.0, 1.0))
 
+    def test_keep_frames_keeps_each_frames_score(self):
+        csv = os.path.join(TMP, "out", "clip-hold-k4-frames.csv")
+        if os.path.exists(csv):
+            os.remove(csv)
+        _, lines = self.eval("--runs", "hold", "--hold-every", "4", "--keep-frames")
+        with open(csv) as f:
+            rows = [line.split(",") for line in f.read().splitlines()[1:]]
+        self.assertEqual([int(r[0]) for r in rows], list(range(FRAMES)))
+        per_frame = [float(r[1]) for r in rows]
+        # Frames 0, 4, 8, ... show their own labels; the JSON line's means are of these rows.
+        self.assertEqual(per_frame[::4], [1.0] * (FRAMES // 4))
+        self.assertAlmostEqual(lines[0]["miou"], sum(per_frame) / FRAMES, places=3)
+        late = per_frame[FRAMES // 2:]
+        self.assertAlmostEqual(lines[0]["miou_second_half"], sum(late) / len(late), places=3)
+
     def test_async_with_a_late_teacher(self):
         # 250 ms at 10 fps: a teacher mask arrives 3 frames after its own.
         _, lines = self.eval("--async", "--latency-ms", "250", "--runs", "student,hold")

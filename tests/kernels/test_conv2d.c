@@ -388,8 +388,8 @@ static void test_student_layers(gconstpointer data)
     { 3, 3, 1, 1, 1, 192, 64, 5, 8 },   /* decoder.1.conv1 */
     { 1, 1, 1, 0, 0, 192, 64, 5, 8 },   /* decoder.1.shortcut */
     { 3, 3, 1, 1, 1, 128, 32, 9, 16 },  /* decoder.2.conv1 */
-    { 3, 3, 1, 1, 1, 32, 32, 18, 65 },  /* head.0 */
-    { 3, 3, 1, 1, 1, 32, 8, 18, 65 },   /* head.1 */
+    { 3, 3, 1, 1, 1, 32, 16, 18, 65 },  /* head.0 */
+    { 3, 3, 1, 1, 1, 16, 8, 18, 65 },   /* head.1 */
     { 1, 1, 1, 0, 0, 8, 2, 18, 65 },    /* classifier */
   };
   ThreadPool *pool = thread_pool_new(2);

@@ -86,7 +86,7 @@ static void test_layout(void)
   g_assert_nonnull(strstr(header, "\"version\":\"1\""));
   g_assert_nonnull(strstr(header, "\"stem.1.weight\":{\"dtype\":\"F32\",\"shape\":[32,8,3,3]"));
   g_assert_nonnull(strstr(header, "{\\\"num_classes\\\":2,\\\"stem\\\":[8,32],\\\"encoder\\\":"
-                                  "[64,64,128],\\\"decoder\\\":[128,64,32],\\\"head\\\":[32,8],"
+                                  "[64,64,128],\\\"decoder\\\":[128,64,32],\\\"head\\\":[16,8],"
                                   "\\\"head_skip\\\":false}"));
   g_assert_null(strstr(header, "encoder.1.shortcut")); /* 64 -> 64 at stride 2: subsampling */
   g_assert_cmpuint(length, ==, 8 + header_length + sizeof(float) * student_param_count(s));
@@ -454,7 +454,7 @@ static void test_config_json(void)
   cfg.head_skip = TRUE;
   g_autofree char *json = student_config_to_json(&cfg);
   g_assert_cmpstr(json, ==, "{\"num_classes\":4,\"stem\":[8,32],\"encoder\":[64,64,128],"
-                            "\"decoder\":[128,64,32],\"head\":[32,8],\"head_skip\":true}");
+                            "\"decoder\":[128,64,32],\"head\":[16,8],\"head_skip\":true}");
   g_assert_true(student_config_from_json(json, &parsed, NULL));
   g_assert_true(student_config_equal(&cfg, &parsed));
   /* Keys left out keep their defaults. */
