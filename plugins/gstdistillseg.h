@@ -78,6 +78,7 @@ struct _GstDistillSeg {
   guint64 last_stats_frames;
   DistillStats past;          /* totals of the engines this run replaced on size changes */
   gboolean error_posted;
+  gboolean saturation_warned; /* said that inference leaves training no time */
 };
 
 GST_ELEMENT_REGISTER_DECLARE(distillseg);

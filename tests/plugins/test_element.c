@@ -28,6 +28,7 @@ typedef struct {
   GstCaps *caps;                /* of the last sample */
   GstBuffer *last;              /* the last buffer */
   gchar *error, *warning;       /* first of each, "message | debug" */
+  GString *warnings;            /* every warning, one a line */
   guint stats_messages;
   guint stats_went_back;        /* messages whose frames were fewer than the previous one's */
   GstStructure *last_stats;
@@ -39,6 +40,8 @@ static void run_result_clear(RunResult *r)
   gst_clear_buffer(&r->last);
   g_free(r->error);
   g_free(r->warning);
+  if (r->warnings)
+    g_string_free(r->warnings, TRUE);
   g_clear_pointer(&r->last_stats, gst_structure_free);
   memset(r, 0, sizeof *r);
 }
@@ -71,10 +74,17 @@ static gboolean drain_bus(GstBus *bus, RunResult *r)
         r->error = message_text(msg);
       done = TRUE;
       break;
-    case GST_MESSAGE_WARNING:
+    case GST_MESSAGE_WARNING: {
+      gchar *text = message_text(msg);
+      if (!r->warnings)
+        r->warnings = g_string_new(NULL);
+      g_string_append_printf(r->warnings, "%s\n", text);
       if (!r->warning)
-        r->warning = message_text(msg);
+        r->warning = text;
+      else
+        g_free(text);
       break;
+    }
     case GST_MESSAGE_EOS:
       done = TRUE;
       break;
@@ -244,6 +254,47 @@ GST_START_TEST(test_interlaced_frames)
       g_free(launch);
       run_result_clear(&r);
     }
+  }
+}
+GST_END_TEST;
+
+/* In real time, inference that takes most of each frame's interval leaves training no time: the
+ * element says so once, with what to lower. Not at a rate it keeps up with, nor in sync mode. */
+GST_START_TEST(test_saturated_inference_warns)
+{
+  const struct {
+    const char *caps, *props;
+    gboolean warns;
+  } cases[] = {
+    {"width=160,height=120,framerate=1000/1", "", TRUE},
+    {"width=160,height=120,framerate=1000/1", "sync=true", FALSE},
+    {"width=64,height=48,framerate=1/1", "", FALSE},
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+    RunResult r = {0};
+    gchar *launch = g_strdup_printf(
+        "videotestsrc num-buffers=60 ! video/x-raw,format=RGB,%s ! distillseg %s "
+        "teacher-url=http://127.0.0.1:9 teacher-timeout=200 ! appsink name=sink sync=false",
+        cases[i].caps, cases[i].props);
+    run_pipeline(launch, &r);
+    fail_unless(r.error == NULL, "%s: %s", launch, r.error);
+    fail_unless_equals_int(r.buffers, 60);
+    const gchar *warnings = r.warnings ? r.warnings->str : "";
+    const gchar *said = strstr(warnings, "online training gets almost no time");
+    if (cases[i].warns) {
+      fail_unless(said != NULL, "%s: no saturation warning in: %s", launch, warnings);
+      fail_unless(strstr(warnings, "of each 1.0 ms frame") != NULL, "%s", warnings);
+      fail_unless(strstr(warnings, "Lower inference-width and inference-height (now 160x120)") !=
+                      NULL,
+                  "%s", warnings);
+      fail_unless(strstr(said + 1, "online training gets almost no time") == NULL,
+                  "warned more than once: %s", warnings);
+    } else {
+      fail_unless(said == NULL, "%s: %s", launch, warnings);
+    }
+    g_free(launch);
+    run_result_clear(&r);
   }
 }
 GST_END_TEST;
@@ -748,6 +799,7 @@ static Suite *distillseg_suite(void)
   tcase_add_test(tc, test_unsupported_caps);
   tcase_add_test(tc, test_interlaced_frames);
   tcase_add_test(tc, test_overlay_draws_the_mask);
+  tcase_add_test(tc, test_saturated_inference_warns);
   tcase_add_test(tc, test_properties_round_trip);
   tcase_add_test(tc, test_property_errors);
   tcase_add_test(tc, test_bad_checkpoint_falls_back_to_shipped);
