@@ -794,12 +794,16 @@ static Suite *distillseg_suite(void)
   TCase *tc = tcase_create("element");
 
   tcase_set_timeout(tc, 120);
+  /* 180 frames through the student: minutes under valgrind. */
+  TCase *slow = tcase_create("slow");
+  tcase_set_timeout(slow, 300);
+  tcase_add_test(slow, test_saturated_inference_warns);
+  suite_add_tcase(s, slow);
   suite_add_tcase(s, tc);
   tcase_add_test(tc, test_formats_and_outputs);
   tcase_add_test(tc, test_unsupported_caps);
   tcase_add_test(tc, test_interlaced_frames);
   tcase_add_test(tc, test_overlay_draws_the_mask);
-  tcase_add_test(tc, test_saturated_inference_warns);
   tcase_add_test(tc, test_properties_round_trip);
   tcase_add_test(tc, test_property_errors);
   tcase_add_test(tc, test_bad_checkpoint_falls_back_to_shipped);
