@@ -95,7 +95,7 @@ enum {
 /* The long side of the student's input when inference-width/-height are 0. */
 #define DEFAULT_INFERENCE_LONG_SIDE 640
 
-/* Real time: past this many frames, warn once if inference takes this share of a frame's
+/* Real time: every this many frames, warn (once) if inference takes this share of a frame's
  * interval. On 2 AVX2 cores at 640x480: vtest at 10 fps, 37-52% of it, trained 144-208 times in
  * 80 s; Megamind.avi at 24 fps, 105%, not once in 11 s. */
 #define SATURATION_FRAMES 50
@@ -516,8 +516,9 @@ static void warn_if_inference_saturates(GstDistillSeg *self)
   const DistillConfig *cfg = distill_engine_get_config(self->engine);
   DistillStats stats;
 
-  if (self->saturation_warned || !self->teacher || !cfg->train || cfg->sync || info->fps_n <= 0 ||
-      info->fps_d <= 0)
+  /* Looked at every SATURATION_FRAMES frames: the stats take the lock the trainer holds. */
+  if (self->saturation_warned || self->frame % SATURATION_FRAMES || !self->teacher ||
+      !cfg->train || cfg->sync || info->fps_n <= 0 || info->fps_d <= 0)
     return;
   distill_engine_get_stats(self->engine, &stats);
   if (stats.frames < SATURATION_FRAMES)
