@@ -397,7 +397,8 @@ static void query_teacher(GstDistillSeg *self, GstVideoFrame *frame, guint64 tic
     tf.stride = tf.width * 3;
   }
 
-  GST_LOG_OBJECT(self, "teacher query for frame %" G_GUINT64_FORMAT, (guint64)self->frame);
+  GST_LOG_OBJECT(self, "teacher query %" G_GUINT64_FORMAT " for frame %" G_GUINT64_FORMAT, ticket,
+                 (guint64)self->frame);
   TeacherQuery *query = g_new(TeacherQuery, 1);
   query->self = self;
   query->ticket = ticket;
@@ -718,6 +719,16 @@ static void free_frame_buffers(GstDistillSeg *self)
   }
 }
 
+/* GST_DEBUG=distillseg:5 shows how well each teacher frame was learned, to tune the policy by. */
+static void log_round(const DistillRound *round, gpointer user_data)
+{
+  static const char *verdicts[] = {"good", "below the usual level", "rolled back", "unchecked"};
+
+  GST_DEBUG_OBJECT(user_data, "round on teacher query %" G_GUINT64_FORMAT ": mIoU %.3f -> %.3f in "
+                   "%u updates, stride %u, %s", round->ticket, round->miou_before,
+                   round->miou_after, round->updates, round->stride, verdicts[round->verdict]);
+}
+
 /* The stream goes on with the weights learned so far when the size changes, and its
  * statistics go on from the old engine's. A training round still running then is dropped, with
  * its weights and its counts. */
@@ -760,6 +771,10 @@ static gboolean make_engine(GstDistillSeg *self, int width, int height)
   cfg.max_pending = self->teacher_inflight + 2; /* + one in training, one answered */
   cfg.teacher_timeout_ms = self->teacher_timeout;
   GST_OBJECT_UNLOCK(self);
+  if (gst_debug_category_get_threshold(GST_CAT_DEFAULT) >= GST_LEVEL_DEBUG) {
+    cfg.round_finished = log_round;
+    cfg.round_user_data = self;
+  }
 
   if (start) {
     student_free(self->initial);
