@@ -4,7 +4,8 @@
  * stored labels).
  *
  * - sync=true (the paper's protocol): from random weights, the student's mIoU against the truth
- *   over the last quarter of the stream is >= 0.8 with a teacher fraction <= 1/8;
+ *   over the last quarter of the stream is >= 0.8 with a teacher fraction <= 1/8; the debug log
+ *   (GST_DEBUG=distillseg:5) tells of one round per teacher frame, with the updates counted;
  * - sync=false, with a teacher that answers after 3 s: the stream never waits for it (the
  *   longest gap between output buffers stays far below the teacher's latency) and the student
  *   still trains. */
@@ -260,8 +261,40 @@ static void get_stats(GstElement *pipeline, guint64 *frames, guint64 *queries, g
   gst_object_unref(seg);
 }
 
+/* Training rounds the element logged (GST_DEBUG=distillseg:5) and the updates they report. */
+typedef struct {
+  guint rounds, updates;
+  gboolean malformed;
+} RoundLog;
+
+static void collect_rounds(GstDebugCategory *category, GstDebugLevel level, const gchar *file,
+                           const gchar *function, gint line, GObject *object,
+                           GstDebugMessage *message, gpointer user_data)
+{
+  RoundLog *log = user_data;
+  const gchar *text = gst_debug_message_get(message);
+  guint64 ticket;
+  double before, after;
+  guint updates, stride;
+
+  if (level != GST_LEVEL_DEBUG || strcmp(gst_debug_category_get_name(category), "distillseg") ||
+      !g_str_has_prefix(text, "round on teacher query "))
+    return;
+  if (sscanf(text, "round on teacher query %" G_GUINT64_FORMAT ": mIoU %lf -> %lf in %u updates, "
+             "stride %u", &ticket, &before, &after, &updates, &stride) != 5 ||
+      before < 0 || before > 1 || after < 0 || after > 1 || stride == 0)
+    log->malformed = TRUE;
+  g_atomic_int_inc(&log->rounds);
+  g_atomic_int_add(&log->updates, updates);
+}
+
 static void test_sync_learns(Fixture *fx, gconstpointer data)
 {
+  RoundLog log = {0};
+  gst_debug_set_threshold_for_name("distillseg", GST_LEVEL_DEBUG);
+  gst_debug_add_log_function(collect_rounds, &log, NULL);
+  gst_debug_remove_log_function(gst_debug_log_default); /* the test's output stays readable */
+
   start_teacher(fx, "0");
   gchar *props = g_strdup_printf("sync=true teacher-url=%s num-classes=2", fx->url);
   GstElement *pipeline = make_pipeline(props);
@@ -295,6 +328,12 @@ static void test_sync_learns(Fixture *fx, gconstpointer data)
   g_assert_cmpuint(updates, >, 0);
 
   stop_pipeline(pipeline, src, sink);
+  gst_debug_remove_log_function(collect_rounds);
+  gst_debug_add_log_function(gst_debug_log_default, NULL, NULL);
+  gst_debug_unset_threshold_for_name("distillseg");
+  g_assert_false(log.malformed);
+  g_assert_cmpuint(log.rounds, ==, queries);
+  g_assert_cmpuint(log.updates, ==, updates);
   g_free(props);
 }
 
