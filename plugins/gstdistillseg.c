@@ -722,7 +722,12 @@ static void free_frame_buffers(GstDistillSeg *self)
 /* GST_DEBUG=distillseg:5 shows how well each teacher frame was learned, to tune the policy by. */
 static void log_round(const DistillRound *round, gpointer user_data)
 {
-  static const char *verdicts[] = {"good", "below the usual level", "rolled back", "unchecked"};
+  static const char *verdicts[] = {
+      [DISTILL_ROUND_GOOD] = "good",
+      [DISTILL_ROUND_BELOW] = "below the usual level",
+      [DISTILL_ROUND_ROLLED_BACK] = "rolled back",
+      [DISTILL_ROUND_UNCHECKED] = "unchecked",
+  };
 
   GST_DEBUG_OBJECT(user_data, "round on teacher query %" G_GUINT64_FORMAT ": mIoU %.3f -> %.3f in "
                    "%u updates, stride %u, %s", round->ticket, round->miou_before,

@@ -275,7 +275,7 @@ static void collect_rounds(GstDebugCategory *category, GstDebugLevel level, cons
   const gchar *text = gst_debug_message_get(message);
   guint64 ticket;
   double before, after;
-  guint updates, stride;
+  guint updates = 0, stride;
 
   if (level != GST_LEVEL_DEBUG || strcmp(gst_debug_category_get_name(category), "distillseg") ||
       !g_str_has_prefix(text, "round on teacher query "))
