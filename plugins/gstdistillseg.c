@@ -29,7 +29,6 @@
 #include "gstdistillseg.h"
 #include "gstdistillsegmeta.h"
 #include "render.h"
-#include "teachergroup.h"
 
 GST_DEBUG_CATEGORY_STATIC(gst_distill_seg_debug);
 #define GST_CAT_DEFAULT gst_distill_seg_debug
@@ -66,38 +65,41 @@ enum {
   PROP_STATS_INTERVAL,
 };
 
+/* The teacher's defaults are the teacher client's (teacher_client.h), the policy's and the
+ * trainer's the engine's (distill.h). */
 #define DEFAULT_PROP_TEACHER_URL NULL
-#define DEFAULT_PROP_TEACHER_MODEL "teacher"
+#define DEFAULT_PROP_TEACHER_MODEL TEACHER_DEFAULT_MODEL
 #define DEFAULT_PROP_TEACHER_TOKEN_FILE NULL
-#define DEFAULT_PROP_TEACHER_TIMEOUT 10000
-#define DEFAULT_PROP_TEACHER_ENCODING TEACHER_ENCODING_RAW
+#define DEFAULT_PROP_TEACHER_TIMEOUT TEACHER_DEFAULT_TIMEOUT_MS
+#define DEFAULT_PROP_TEACHER_ENCODING TEACHER_DEFAULT_ENCODING
 #define DEFAULT_PROP_TEACHER_MAX_SIDE 0
-#define DEFAULT_PROP_TEACHER_INFLIGHT 1
-#define DEFAULT_PROP_TEACHER_CONFIDENCE 0.6
+#define DEFAULT_PROP_TEACHER_INFLIGHT TEACHER_DEFAULT_INFLIGHT
+#define DEFAULT_PROP_TEACHER_CONFIDENCE TEACHER_DEFAULT_CONFIDENCE
 #define DEFAULT_PROP_TEACHER_CA_FILE NULL
 #define DEFAULT_PROP_NUM_CLASSES 2
 #define DEFAULT_PROP_INFERENCE_SIZE 0
 #define DEFAULT_PROP_CHECKPOINT NULL
 #define DEFAULT_PROP_CHECKPOINT_OUT NULL
 #define DEFAULT_PROP_CHECKPOINT_INTERVAL 300
-#define DEFAULT_PROP_MIN_STRIDE 8
-#define DEFAULT_PROP_MAX_STRIDE 64
-#define DEFAULT_PROP_ACCURACY_THRESHOLD 0.9
-#define DEFAULT_PROP_MAX_UPDATES 16
+#define DEFAULT_PROP_MIN_STRIDE DISTILL_DEFAULT_MIN_STRIDE
+#define DEFAULT_PROP_MAX_STRIDE DISTILL_DEFAULT_MAX_STRIDE
+#define DEFAULT_PROP_ACCURACY_THRESHOLD DISTILL_DEFAULT_ACCURACY_THRESHOLD
+#define DEFAULT_PROP_MAX_UPDATES DISTILL_DEFAULT_MAX_UPDATES
+#define DEFAULT_PROP_LEARNING_RATE DISTILL_DEFAULT_LEARNING_RATE
+#define DEFAULT_PROP_OPTIMIZER ((GstDistillOptimizer)DISTILL_DEFAULT_OPTIMIZER)
 #define DEFAULT_PROP_TRAIN TRUE
 #define DEFAULT_PROP_SYNC FALSE
 #define DEFAULT_PROP_OUTPUT GST_DISTILL_OUTPUT_OVERLAY
 #define DEFAULT_PROP_THREADS 0
 #define DEFAULT_PROP_TRAIN_THREADS 0
-#define DEFAULT_PROP_TRAIN_NICE 10
+#define DEFAULT_PROP_TRAIN_NICE DISTILL_DEFAULT_TRAIN_NICE
 #define DEFAULT_PROP_STATS_INTERVAL 1000
 
 /* The long side of the student's input when inference-width/-height are 0. */
 #define DEFAULT_INFERENCE_LONG_SIDE 640
 
 /* Real time: every this many frames, warn (once) if inference takes this share of a frame's
- * interval. On 2 AVX2 cores at 640x480: vtest at 10 fps, 37-52% of it, trained 144-208 times in
- * 80 s; Megamind.avi at 24 fps, 105%, not once in 11 s. */
+ * interval (docs/experiments.md, "The head of 16 channels, and 2 AVX2 cores"). */
 #define SATURATION_FRAMES 50
 #define SATURATION_SHARE 0.75
 
@@ -159,125 +161,14 @@ static GType gst_distill_optimizer_get_type(void)
   return type;
 }
 
-/* The engine's tuned optimiser settings: the defaults of learning-rate and optimizer. */
-static OptimizerConfig tuned_optimizer(void)
-{
-  DistillConfig cfg;
 
-  distill_config_default(&cfg, DEFAULT_INFERENCE_LONG_SIDE, DEFAULT_INFERENCE_LONG_SIDE);
-  return cfg.optimizer;
-}
-
-/* ---- weights -------------------------------------------------------------------------------- */
-
-/* The shipped weights for num_classes classes: in $DISTILL_WEIGHTS_DIR when set, else installed,
- * else in the source tree (a build run in place, GST_PLUGIN_PATH=build/plugins). NULL when there
- * are none. */
-static gchar *shipped_checkpoint(guint num_classes)
-{
-  g_autofree gchar *name = g_strdup_printf("student-%uclass.safetensors", num_classes);
-  const gchar *env = g_getenv("DISTILL_WEIGHTS_DIR");
-  const gchar *dirs[] = {DISTILL_INSTALLED_WEIGHTS_DIR, DISTILL_SOURCE_WEIGHTS_DIR};
-
-  for (guint i = 0; i < G_N_ELEMENTS(dirs); i++) {
-    gchar *path = g_build_filename(env ? env : dirs[i], name, NULL);
-    if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
-      return path;
-    g_free(path);
-    if (env)
-      break;
-  }
-  return NULL;
-}
-
-/* The checkpoint as a student of num_classes classes; NULL and why when it is not one. */
-static Student *load_fitting(const gchar *path, guint num_classes, GError **error)
-{
-  Student *student = student_load(path, error);
-  g_autofree gchar *prefix = g_strdup_printf("checkpoint %s: ", path);
-
-  /* The messages here name the file already. */
-  if (!student && g_str_has_prefix((*error)->message, prefix))
-    memmove((*error)->message, (*error)->message + strlen(prefix),
-            strlen((*error)->message) - strlen(prefix) + 1);
-  if (student && (guint)student_get_config(student)->num_classes != num_classes) {
-    g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_MISMATCH,
-                "it is a student of %d classes, but num-classes is %u",
-                student_get_config(student)->num_classes, num_classes);
-    g_clear_pointer(&student, student_free);
-  }
-  return student;
-}
-
-/* The student the stream starts from: checkpoint; if it cannot be used (unreadable, damaged,
- * another architecture or class count), the shipped weights with a warning saying why; without
- * a checkpoint, the shipped weights, or else a freshly initialised network. NULL after an error
- * message. */
-static Student *load_initial_student(GstDistillSeg *self, const gchar *checkpoint,
-                                     guint num_classes)
-{
-  g_autoptr(GError) error = NULL;
-  g_autoptr(GError) shipped_error = NULL;
-  g_autofree gchar *shipped = shipped_checkpoint(num_classes);
-  Student *student;
-
-  if (checkpoint) {
-    student = load_fitting(checkpoint, num_classes, &error);
-    if (student) {
-      GST_INFO_OBJECT(self, "starting from the checkpoint %s", checkpoint);
-      return student;
-    }
-  }
-  if (!shipped && !checkpoint) {
-    GST_INFO_OBJECT(self, "no checkpoint and no shipped weights for %u classes: starting from "
-                    "random weights", num_classes);
-    StudentConfig cfg;
-    student_config_default(&cfg, (int)num_classes);
-    return student_new(&cfg, 1);
-  }
-
-  student = shipped ? load_fitting(shipped, num_classes, &shipped_error) : NULL;
-  if (student && checkpoint)
-    GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
-                        ("Cannot use checkpoint \"%s\": %s; starting from the shipped weights "
-                         "\"%s\" instead.", checkpoint, error->message, shipped),
-                        ("Fix the file, set checkpoint to a student of %u classes, or set "
-                         "num-classes to the checkpoint's.", num_classes));
-  if (student)
-    return student;
-
-  if (checkpoint && shipped)
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
-                      ("Cannot use checkpoint \"%s\": %s; nor the shipped weights \"%s\": %s.",
-                       checkpoint, error->message, shipped, shipped_error->message),
-                      ("Set checkpoint to a student of %u classes (or num-classes to the "
-                       "checkpoint's), and reinstall gst-distill.", num_classes));
-  else if (checkpoint)
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
-                      ("Cannot use checkpoint \"%s\": %s; there are no shipped weights of %u "
-                       "classes to fall back on.", checkpoint, error->message, num_classes),
-                      ("Fix the file, set checkpoint to a student of %u classes, set "
-                       "num-classes to the checkpoint's, or remove checkpoint to start from "
-                       "random weights.", num_classes));
-  else
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ,
-                      ("The shipped weights \"%s\" cannot be used: %s", shipped,
-                       shipped_error->message),
-                      ("Reinstall gst-distill, or set checkpoint to a student of %u classes.",
-                       num_classes));
-  return NULL;
-}
+/* ---- checkpoints ---------------------------------------------------------------------------- */
 
 static void save_checkpoint(GstDistillSeg *self, const gchar *path)
 {
   g_autoptr(GError) error = NULL;
-  gboolean saved;
 
-  if (self->engine)
-    saved = distill_engine_save(self->engine, path, &error);
-  else
-    saved = student_save(self->initial, path, &error);
-  if (saved)
+  if (distill_engine_save(self->engine, path, &error))
     GST_INFO_OBJECT(self, "saved the student to %s", path);
   else
     GST_ELEMENT_WARNING(self, RESOURCE, WRITE,
@@ -327,142 +218,106 @@ static void convert_to_rgb(GstVideoConverter *converter, GstVideoFrame *frame, g
 
 typedef struct {
   GstDistillSeg *self;
-  guint64 ticket;
-  guint64 generation;  /* of the engine the ticket is from */
+  DistillQuery *query;
 } TeacherQuery;
 
-/* On the teacher client's thread. */
-static void on_teacher_result(TeacherResult *result, const GError *error, gpointer user_data)
+/* A teacher that fails fails many queries in a row: the bus hears of the first failure of a
+ * burst and of the answer that ends it; distill-stats counts every one. */
+static void report_teacher_health(GstDistillSeg *self, const GError *error)
 {
-  TeacherQuery *query = user_data;
-  GstDistillSeg *self = query->self;
-  g_autoptr(GError) refused = NULL;
-  gboolean current;
-
-  /* The lock keeps the engine from being replaced (a size change) while it takes the answer;
-   * an answer for a replaced engine has no ticket left to match. */
-  g_mutex_lock(&self->teacher_lock);
-  current = query->generation == self->engine_generation;
-  if (!current) {
-    GST_DEBUG_OBJECT(self, "teacher answer for a frame of the previous size dropped");
-  } else if (result) {
-    if (!distill_engine_teacher_result(self->engine, query->ticket, result->labels,
-                                       result->height, result->width, &refused))
-      GST_DEBUG_OBJECT(self, "teacher result dropped: %s", refused->message);
-  } else {
-    if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-      GST_DEBUG_OBJECT(self, "teacher query failed: %s", error->message);
-    distill_engine_teacher_failed(self->engine, query->ticket);
-  }
-
-  /* A teacher that fails fails many queries in a row: the bus hears of the first failure of a
-   * burst and of the answer that ends it; distill-stats counts every one. */
-  if (result && self->teacher_failures) {
-    GST_ELEMENT_INFO(self, RESOURCE, READ, ("The teacher answers again after %" G_GUINT64_FORMAT
-                     " failed queries; training resumes.", self->teacher_failures), (NULL));
-    self->teacher_failures = 0;
-  } else if (!result && !g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED) &&
-             self->teacher_failures++ == 0) {
+  if (!error) {
+    gint failures = g_atomic_int_exchange(&self->teacher_failures, 0);
+    if (failures)
+      GST_ELEMENT_INFO(self, RESOURCE, READ, ("The teacher answers again after %d failed "
+                       "queries; training resumes.", failures), (NULL));
+  } else if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED) &&
+             g_atomic_int_add(&self->teacher_failures, 1) == 0) {
     GST_ELEMENT_WARNING(self, RESOURCE, READ, ("The teacher failed: %s", error->message),
                         ("The stream goes on without training until the teacher answers; "
                          "failures are counted in distill-stats teacher-errors. Check "
                          "teacher-url, teacher-model, teacher-token-file and the server."));
   }
-  if (current)
-    self->teacher_answered = query->ticket;
-  g_cond_broadcast(&self->teacher_cond);
-  g_mutex_unlock(&self->teacher_lock);
-  g_free(query);
 }
 
-/* Sends the frame to the teacher (through the arbiter of the elements sharing it); in sync mode,
- * waits for the answer (the client gives up after teacher-timeout, so this wait is bounded). */
-static void query_teacher(GstDistillSeg *self, GstVideoFrame *frame, guint64 ticket)
+/* On the teacher client's thread. */
+static void on_teacher_result(TeacherResult *result, const GError *error, gpointer user_data)
+{
+  TeacherQuery *tq = user_data;
+  GstDistillSeg *self = tq->self;
+  g_autoptr(GError) refused = NULL;
+
+  if (!result) {
+    if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      GST_DEBUG_OBJECT(self, "teacher query %" G_GUINT64_FORMAT " failed: %s",
+                       distill_query_id(tq->query), error->message);
+    distill_query_fail(tq->query);
+  } else if (!distill_query_answer(tq->query, result->labels, result->height, result->width,
+                                   &refused)) {
+    GST_DEBUG_OBJECT(self, "teacher answer dropped: %s", refused->message);
+  }
+  report_teacher_health(self, error);
+  g_free(tq);
+}
+
+/* Whether the teacher can take a query now: the elements sharing it (teacher_group.h) rank
+ * their queries by their recent accuracy. */
+static gboolean teacher_has_room(GstDistillSeg *self)
+{
+  DistillStats stats;
+
+  distill_engine_get_stats(self->engine, &stats);
+  teacher_member_set_need(self->teacher, stats.last_miou);
+  return teacher_member_outstanding(self->teacher) < self->teacher_inflight;
+}
+
+/* Sends the frame of query to the teacher, through the arbiter of the elements sharing it. */
+static void send_to_teacher(GstDistillSeg *self, GstVideoFrame *frame, DistillQuery *query)
 {
   g_autoptr(GError) error = NULL;
   TeacherFrame tf = {
       .width = GST_VIDEO_FRAME_WIDTH(frame),
       .height = GST_VIDEO_FRAME_HEIGHT(frame),
       .frame = self->frame,
-      .out_width = self->label_w,
-      .out_height = self->label_h,
   };
 
-  if (GST_VIDEO_FRAME_FORMAT(frame) == GST_VIDEO_FORMAT_RGB) {
-    tf.rgb = GST_VIDEO_FRAME_PLANE_DATA(frame, 0);
-    tf.stride = GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0);
-  } else {
+  distill_query_label_size(query, &tf.out_height, &tf.out_width);
+  if (self->to_rgb_full) {
     convert_to_rgb(self->to_rgb_full, frame, self->rgb_full, tf.width, tf.height);
     tf.rgb = self->rgb_full;
     tf.stride = tf.width * 3;
+  } else {
+    tf.rgb = GST_VIDEO_FRAME_PLANE_DATA(frame, 0);
+    tf.stride = GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0);
   }
 
-  GST_LOG_OBJECT(self, "teacher query %" G_GUINT64_FORMAT " for frame %" G_GUINT64_FORMAT, ticket,
-                 (guint64)self->frame);
-  TeacherQuery *query = g_new(TeacherQuery, 1);
-  query->self = self;
-  query->ticket = ticket;
-  query->generation = self->engine_generation;
-  if (!teacher_member_request(self->teacher, &tf, on_teacher_result, query, &error)) {
+  GST_LOG_OBJECT(self, "teacher query %" G_GUINT64_FORMAT " for frame %" G_GUINT64_FORMAT,
+                 distill_query_id(query), (guint64)self->frame);
+  TeacherQuery *tq = g_new(TeacherQuery, 1);
+  tq->self = self;
+  tq->query = query;
+  if (!teacher_member_request(self->teacher, &tf, on_teacher_result, tq, &error)) {
     GST_DEBUG_OBJECT(self, "teacher query not sent: %s", error ? error->message : "busy");
-    distill_engine_teacher_failed(self->engine, ticket);
-    g_free(query);
-    return;
+    distill_query_fail(query);
+    g_free(tq);
   }
-
-  if (!distill_engine_get_config(self->engine)->sync)
-    return;
-  gint64 deadline = g_get_monotonic_time() + (self->teacher_timeout + 2000) * G_TIME_SPAN_MILLISECOND;
-  g_mutex_lock(&self->teacher_lock);
-  while (self->teacher_answered != ticket)
-    if (!g_cond_wait_until(&self->teacher_cond, &self->teacher_lock, deadline))
-      break;
-  g_mutex_unlock(&self->teacher_lock);
 }
 
 /* ---- per frame ------------------------------------------------------------------------------ */
 
-/* The student's input from the frame: packed RGB variants directly, YUV through RGB. */
-static void frame_to_input(GstDistillSeg *self, GstVideoFrame *frame)
+/* Packed RGB variants, straight from the frame. */
+static void input_from_packed_rgb(GstDistillSeg *self, GstVideoFrame *frame)
 {
-  if (self->packed_rgb) {
-    distill_input_from_rgb(GST_VIDEO_FRAME_PLANE_DATA(frame, 0), GST_VIDEO_FRAME_WIDTH(frame),
-                           GST_VIDEO_FRAME_HEIGHT(frame), GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0),
-                           self->pixel_stride, self->rgb_offset, &self->input);
-    return;
-  }
+  distill_input_from_rgb(GST_VIDEO_FRAME_PLANE_DATA(frame, 0), GST_VIDEO_FRAME_WIDTH(frame),
+                         GST_VIDEO_FRAME_HEIGHT(frame), GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0),
+                         self->pixel_stride, self->rgb_offset, &self->input);
+}
+
+/* YUV formats: converted to RGB at the input's size first. */
+static void input_through_rgb(GstDistillSeg *self, GstVideoFrame *frame)
+{
   convert_to_rgb(self->to_rgb_small, frame, self->rgb_small, self->input_w, self->input_h);
   distill_input_from_rgb(self->rgb_small, self->input_w, self->input_h, self->input_w * 3, 3,
                          NULL, &self->input);
-}
-
-/* The run's statistics: the engine's added to those of the engines it replaced on size changes
- * (self->past), so that the totals of distill-stats only grow until the element stops. */
-static void run_stats(GstDistillSeg *self, DistillStats *stats)
-{
-  const DistillStats *past = &self->past;
-  DistillStats now;
-
-  distill_engine_get_stats(self->engine, &now);
-  *stats = now;
-  stats->frames += past->frames;
-  stats->teacher_queries += past->teacher_queries;
-  stats->teacher_errors += past->teacher_errors;
-  stats->updates += past->updates;
-  stats->rounds += past->rounds;
-  stats->weights_version += past->weights_version;
-  stats->rollbacks += past->rollbacks;
-  /* The means are per engine: weighed by what each counted. */
-  stats->train_ms = stats->rounds ? (past->train_ms * past->rounds + now.train_ms * now.rounds) /
-                                        stats->rounds
-                                  : 0.0;
-  stats->student_ms = stats->frames ? (past->student_ms * past->frames +
-                                       now.student_ms * now.frames) / stats->frames
-                                    : 0.0;
-  if (now.last_miou < 0.0)
-    stats->last_miou = past->last_miou;
-  if (!now.rollbacks)
-    stats->last_collapse = past->last_collapse;
 }
 
 static void post_stats(GstDistillSeg *self, gint64 now)
@@ -471,7 +326,7 @@ static void post_stats(GstDistillSeg *self, gint64 now)
   TeacherCounters counters = {0};
   double seconds = (now - self->last_stats_time) / (double)G_TIME_SPAN_SECOND;
 
-  run_stats(self, &stats);
+  distill_engine_get_stats(self->engine, &stats);
   if (self->stream)
     teacher_stream_get_counters(self->stream, &counters);
   GstStructure *s = gst_structure_new(
@@ -496,7 +351,6 @@ static void warn_of_rollback(GstDistillSeg *self)
 
   if (!distill_engine_rollback_news(self->engine, &stats))
     return;
-  stats.rollbacks += self->past.rollbacks;
   GST_ELEMENT_WARNING(self, STREAM, FAILED,
                       ("Online training collapsed (%s): the student went back to its last good "
                        "weights (rollback %" G_GUINT64_FORMAT ").",
@@ -563,39 +417,41 @@ static void after_frame(GstDistillSeg *self)
   }
 }
 
+/* The class map at logits size as a GRAY8 buffer in a meta on outbuf. */
+static void attach_meta(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *outbuf)
+{
+  GstBuffer *mask = NULL;
+  GstVideoFrame mf;
+
+  if (gst_buffer_pool_acquire_buffer(self->mask_pool, &mask, NULL) != GST_FLOW_OK)
+    return;
+  if (!gst_video_frame_map(&mf, &self->mask_info, mask, GST_MAP_WRITE)) {
+    gst_buffer_unref(mask);
+    return;
+  }
+  for (int y = 0; y < self->label_h; y++)
+    memcpy((guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&mf, 0) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&mf, 0),
+           self->classes + (size_t)y * self->label_w, self->label_w);
+  gst_video_frame_unmap(&mf);
+  gst_buffer_add_distill_seg_meta(outbuf, mask, self->num_classes, GST_VIDEO_FRAME_WIDTH(frame),
+                                  GST_VIDEO_FRAME_HEIGHT(frame));
+}
+
 /* Runs the student (and the teacher when its turn comes) on frame; the class map ends up in
  * self->classes and in a meta on outbuf. */
 static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *outbuf)
 {
-  frame_to_input(self, frame);
+  DistillQuery *query = NULL;
+
+  self->to_input(self, frame);
   /* While the teacher has all it may take, the frame due for it waits: the policy asks again at
    * the next frame. */
-  guint64 ticket = 0;
-  if (self->teacher) {
-    DistillStats stats;
-    distill_engine_get_stats(self->engine, &stats);
-    teacher_member_set_need(self->teacher, stats.last_miou);
-    if (teacher_member_outstanding(self->teacher) < self->teacher_inflight)
-      ticket = distill_engine_wants_teacher(self->engine, &self->input);
-  }
-  if (ticket)
-    query_teacher(self, frame, ticket);
+  if (self->teacher && teacher_has_room(self))
+    query = distill_engine_wants_teacher(self->engine, &self->input);
+  if (query)
+    send_to_teacher(self, frame, query);
   distill_engine_process(self->engine, &self->input, self->classes);
-
-  GstBuffer *mask = NULL;
-  if (gst_buffer_pool_acquire_buffer(self->mask_pool, &mask, NULL) == GST_FLOW_OK) {
-    GstVideoFrame mf;
-    if (gst_video_frame_map(&mf, &self->mask_info, mask, GST_MAP_WRITE)) {
-      for (int y = 0; y < self->label_h; y++)
-        memcpy((guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&mf, 0) + y * GST_VIDEO_FRAME_PLANE_STRIDE(&mf, 0),
-               self->classes + (size_t)y * self->label_w, self->label_w);
-      gst_video_frame_unmap(&mf);
-      gst_buffer_add_distill_seg_meta(outbuf, mask, self->num_classes,
-                                      GST_VIDEO_FRAME_WIDTH(frame), GST_VIDEO_FRAME_HEIGHT(frame));
-    } else {
-      gst_buffer_unref(mask);
-    }
-  }
+  attach_meta(self, frame, outbuf);
   self->frame++;
   after_frame(self);
 }
@@ -634,6 +490,7 @@ static GstFlowReturn gst_distill_seg_transform_frame(GstVideoFilter *filter, Gst
 }
 
 /* ---- negotiation ---------------------------------------------------------------------------- */
+
 
 /* output=mask turns any accepted format into GRAY8 of the same size, and back. */
 static GstCaps *gst_distill_seg_transform_caps(GstBaseTransform *trans, GstPadDirection direction,
@@ -676,6 +533,7 @@ static GstCaps *gst_distill_seg_transform_caps(GstBaseTransform *trans, GstPadDi
   return result;
 }
 
+
 /* inference-width/-height, or the frame scaled so its long side is at most 640, aspect kept,
  * both sides even. */
 static void inference_size(GstDistillSeg *self, int frame_w, int frame_h, int *w, int *h)
@@ -709,7 +567,7 @@ static void free_frame_buffers(GstDistillSeg *self)
   g_clear_pointer(&self->to_rgb_full, gst_video_converter_free);
   g_clear_pointer(&self->rgb_small, g_free);
   g_clear_pointer(&self->rgb_full, g_free);
-  g_clear_pointer(&self->input_data, g_free);
+  g_clear_pointer(&self->input.data, g_free);
   g_clear_pointer(&self->classes, g_free);
   g_clear_pointer(&self->frame_classes, g_free);
   g_clear_pointer(&self->upsample_scratch, g_free);
@@ -717,6 +575,120 @@ static void free_frame_buffers(GstDistillSeg *self)
     gst_buffer_pool_set_active(self->mask_pool, FALSE);
     gst_clear_object(&self->mask_pool);
   }
+}
+
+/* The student's input from frames of frame_info: straight from packed RGB, through a converter
+ * to RGB at the input's size from YUV. */
+static void choose_input_conversion(GstDistillSeg *self, const GstVideoInfo *frame_info)
+{
+  const GstVideoFormatInfo *finfo = frame_info->finfo;
+  GstVideoInfo small;
+
+  if (GST_VIDEO_FORMAT_INFO_IS_RGB(finfo)) {
+    self->to_input = input_from_packed_rgb;
+    self->pixel_stride = GST_VIDEO_FORMAT_INFO_PSTRIDE(finfo, 0);
+    for (int c = 0; c < 3; c++)
+      self->rgb_offset[c] = (int)GST_VIDEO_FORMAT_INFO_POFFSET(finfo, c);
+    return;
+  }
+  self->to_input = input_through_rgb;
+  rgb_info_like(frame_info, self->input_w, self->input_h, &small);
+  self->to_rgb_small = gst_video_converter_new(
+      frame_info, &small,
+      gst_structure_new("options", GST_VIDEO_CONVERTER_OPT_RESAMPLER_METHOD,
+                        GST_TYPE_VIDEO_RESAMPLER_METHOD, GST_VIDEO_RESAMPLER_METHOD_LINEAR, NULL));
+  self->rgb_small = g_malloc((size_t)self->input_w * self->input_h * 3);
+}
+
+/* GRAY8 buffers of the class map's size, for the meta. */
+static gboolean make_mask_pool(GstDistillSeg *self)
+{
+  GstStructure *config;
+  GstCaps *caps;
+
+  gst_video_info_set_format(&self->mask_info, GST_VIDEO_FORMAT_GRAY8, self->label_w,
+                            self->label_h);
+  self->mask_pool = gst_video_buffer_pool_new();
+  config = gst_buffer_pool_get_config(self->mask_pool);
+  caps = gst_video_info_to_caps(&self->mask_info);
+  gst_buffer_pool_config_set_params(config, caps, (guint)self->mask_info.size, 2, 0);
+  gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
+  gst_caps_unref(caps);
+  return gst_buffer_pool_set_config(self->mask_pool, config) &&
+         gst_buffer_pool_set_active(self->mask_pool, TRUE);
+}
+
+/* The engine goes on through a change of size: the learned weights, the statistics and a round
+ * in progress are kept. */
+static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps,
+                                         GstVideoInfo *in_info, GstCaps *outcaps,
+                                         GstVideoInfo *out_info)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(filter);
+  int fw = GST_VIDEO_INFO_WIDTH(in_info), fh = GST_VIDEO_INFO_HEIGHT(in_info);
+  /* The student and the teacher see whole frames, both fields of interlaced ones (their layout
+   * in memory is a progressive frame's): the converters scale them as progressive. Field by
+   * field, GStreamer's scaler fails assertions on odd heights and crashes on 1-row frames. */
+  GstVideoInfo frame_info = *in_info;
+  frame_info.interlace_mode = GST_VIDEO_INTERLACE_MODE_PROGRESSIVE;
+
+  /* passthrough and overlay work on the frame itself (made writable for the meta); mask writes
+   * a new GRAY8 frame. */
+  gst_base_transform_set_in_place(GST_BASE_TRANSFORM(filter),
+                                  self->output != GST_DISTILL_OUTPUT_MASK);
+  free_frame_buffers(self);
+  inference_size(self, fw, fh, &self->input_w, &self->input_h);
+  distill_engine_label_size(self->engine, self->input_h, self->input_w, &self->label_h,
+                            &self->label_w);
+  GST_INFO_OBJECT(self, "%dx%d %s frames, student input %dx%d, class map %dx%d", fw, fh,
+                  GST_VIDEO_INFO_NAME(in_info), self->input_w, self->input_h, self->label_w,
+                  self->label_h);
+
+  self->input = feature_map(g_new(float, (size_t)self->input_w * self->input_h * 3),
+                            self->input_h, self->input_w, 3);
+  self->classes = g_malloc0((size_t)self->label_w * self->label_h);
+  self->frame_classes = g_malloc((size_t)fw * fh);
+  self->upsample_scratch = g_new(float, (size_t)self->label_w * self->label_h);
+  choose_input_conversion(self, &frame_info);
+  if (self->teacher && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
+    GstVideoInfo full;
+    rgb_info_like(&frame_info, fw, fh, &full);
+    self->to_rgb_full = gst_video_converter_new(&frame_info, &full, NULL);
+    self->rgb_full = g_malloc((size_t)fw * fh * 3);
+  }
+  if (!make_mask_pool(self))
+    goto no_mask_pool;
+  return TRUE;
+
+  /* ERRORS */
+no_mask_pool:
+  {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Cannot allocate class map buffers."), (NULL));
+    return FALSE;
+  }
+}
+
+/* ---- events, start and stop ----------------------------------------------------------------- */
+
+static gboolean gst_distill_seg_sink_event(GstBaseTransform *trans, GstEvent *event)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+
+  if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->engine) {
+    gchar *path;
+    GST_OBJECT_LOCK(self);
+    path = g_strdup(self->checkpoint_out);
+    GST_OBJECT_UNLOCK(self);
+    join_saver(self);
+    /* A rollback after the last frame is said too. */
+    warn_of_rollback(self);
+    if (self->last_stats_time && self->stats_interval)
+      post_stats(self, g_get_monotonic_time());
+    if (path)
+      save_checkpoint(self, path);
+    g_free(path);
+  }
+  return GST_BASE_TRANSFORM_CLASS(parent_class)->sink_event(trans, event);
 }
 
 /* GST_DEBUG=distillseg:5 shows how well each teacher frame was learned, to tune the policy by. */
@@ -730,162 +702,34 @@ static void log_round(const DistillRound *round, gpointer user_data)
   };
 
   GST_DEBUG_OBJECT(user_data, "round on teacher query %" G_GUINT64_FORMAT ": mIoU %.3f -> %.3f in "
-                   "%u updates, stride %u, %s", round->ticket, round->miou_before,
+                   "%u updates, stride %u, %s", round->query_id, round->miou_before,
                    round->miou_after, round->updates, round->stride, verdicts[round->verdict]);
 }
 
-/* The stream goes on with the weights learned so far when the size changes, and its
- * statistics go on from the old engine's. A training round still running then is dropped, with
- * its weights and its counts. */
-static gboolean make_engine(GstDistillSeg *self, int width, int height)
+/* The engine's configuration from the properties, under the object lock. */
+static void engine_config(GstDistillSeg *self, DistillConfig *cfg)
 {
-  g_autoptr(GError) error = NULL;
-  DistillConfig cfg;
-  Student *start = NULL;
-  DistillEngine *old;
-
-  if (self->engine) {
-    DistillStats totals;
-    start = distill_engine_snapshot(self->engine);
-    warn_of_rollback(self);
-    run_stats(self, &totals);
-    self->past = totals;
-  }
-  join_saver(self);
-  g_mutex_lock(&self->teacher_lock);
-  old = g_steal_pointer(&self->engine);
-  self->engine_generation++;
-  self->teacher_answered = 0;  /* the new engine's tickets start again at 1 */
-  g_mutex_unlock(&self->teacher_lock);
-  distill_engine_free(old);
-  distill_config_default(&cfg, width, height);
-  GST_OBJECT_LOCK(self);
-  cfg.min_stride = self->min_stride;
-  cfg.max_stride = self->max_stride;
-  cfg.accuracy_threshold = self->accuracy_threshold;
-  cfg.max_updates = self->max_updates;
-  cfg.train = self->train;
-  cfg.sync = self->sync;
-  cfg.threads = (int)self->threads;
-  cfg.train_threads = (int)self->train_threads;
-  cfg.train_nice = (int)self->train_nice;
-  if (self->optimizer_set && (OptimizerKind)self->optimizer != cfg.optimizer.kind)
-    optimizer_config_default(&cfg.optimizer, (OptimizerKind)self->optimizer);
+  distill_config_default(cfg);
+  cfg->min_stride = self->min_stride;
+  cfg->max_stride = self->max_stride;
+  cfg->accuracy_threshold = self->accuracy_threshold;
+  cfg->max_updates = self->max_updates;
+  cfg->train = self->train;
+  cfg->sync = self->sync;
+  cfg->threads = (int)self->threads;
+  cfg->train_threads = (int)self->train_threads;
+  cfg->train_nice = (int)self->train_nice;
+  /* Another optimizer brings its own learning rate unless one was set. */
+  if ((OptimizerKind)self->optimizer != cfg->optimizer.kind)
+    optimizer_config_default(&cfg->optimizer, (OptimizerKind)self->optimizer);
   if (self->learning_rate_set)
-    cfg.optimizer.learning_rate = (float)self->learning_rate;
-  cfg.max_pending = self->teacher_inflight + 2; /* + one in training, one answered */
-  cfg.teacher_timeout_ms = self->teacher_timeout;
-  GST_OBJECT_UNLOCK(self);
+    cfg->optimizer.learning_rate = (float)self->learning_rate;
+  cfg->teacher_inflight = self->teacher_inflight;
+  cfg->teacher_timeout_ms = self->teacher_timeout;
   if (gst_debug_category_get_threshold(GST_CAT_DEFAULT) >= GST_LEVEL_DEBUG) {
-    cfg.round_finished = log_round;
-    cfg.round_user_data = self;
+    cfg->round_finished = log_round;
+    cfg->round_user_data = self;
   }
-
-  if (start) {
-    student_free(self->initial);
-    self->initial = start;
-  }
-  self->engine = distill_engine_new(self->initial, &cfg, &error);
-  if (!self->engine) {
-    GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS, ("Invalid distillation settings: %s",
-                      error->message), ("Fix the property named in the message."));
-    return FALSE;
-  }
-  return TRUE;
-}
-
-static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps,
-                                         GstVideoInfo *in_info, GstCaps *outcaps,
-                                         GstVideoInfo *out_info)
-{
-  GstDistillSeg *self = GST_DISTILL_SEG(filter);
-  int fw = GST_VIDEO_INFO_WIDTH(in_info), fh = GST_VIDEO_INFO_HEIGHT(in_info);
-  const GstVideoFormatInfo *finfo = in_info->finfo;
-  /* The student and the teacher see whole frames, both fields of interlaced ones (their layout
-   * in memory is a progressive frame's): the converters scale them as progressive. Field by
-   * field, GStreamer's scaler fails assertions on odd heights and crashes on 1-row frames. */
-  GstVideoInfo frame_info = *in_info;
-  frame_info.interlace_mode = GST_VIDEO_INTERLACE_MODE_PROGRESSIVE;
-
-  /* passthrough and overlay work on the frame itself (made writable for the meta); mask writes
-   * a new GRAY8 frame. */
-  gst_base_transform_set_in_place(GST_BASE_TRANSFORM(filter),
-                                  self->output != GST_DISTILL_OUTPUT_MASK);
-  free_frame_buffers(self);
-  inference_size(self, fw, fh, &self->input_w, &self->input_h);
-  if (!make_engine(self, self->input_w, self->input_h))
-    return FALSE;
-  distill_engine_label_size(self->engine, &self->label_h, &self->label_w);
-  GST_INFO_OBJECT(self, "%dx%d %s frames, student input %dx%d, class map %dx%d", fw, fh,
-                  GST_VIDEO_FORMAT_INFO_NAME(finfo), self->input_w, self->input_h, self->label_w,
-                  self->label_h);
-
-  self->input_data = g_new(float, (size_t)self->input_w * self->input_h * 3);
-  self->input = feature_map(self->input_data, self->input_h, self->input_w, 3);
-  self->classes = g_malloc0((size_t)self->label_w * self->label_h);
-  self->frame_classes = g_malloc((size_t)fw * fh);
-  self->upsample_scratch = g_new(float, (size_t)self->label_w * self->label_h);
-
-  self->packed_rgb = GST_VIDEO_FORMAT_INFO_IS_RGB(finfo);
-  if (self->packed_rgb) {
-    self->pixel_stride = GST_VIDEO_FORMAT_INFO_PSTRIDE(finfo, 0);
-    for (int c = 0; c < 3; c++)
-      self->rgb_offset[c] = (int)GST_VIDEO_FORMAT_INFO_POFFSET(finfo, c);
-  } else {
-    GstVideoInfo small;
-    rgb_info_like(&frame_info, self->input_w, self->input_h, &small);
-    self->to_rgb_small = gst_video_converter_new(
-        &frame_info, &small,
-        gst_structure_new("options", GST_VIDEO_CONVERTER_OPT_RESAMPLER_METHOD,
-                          GST_TYPE_VIDEO_RESAMPLER_METHOD, GST_VIDEO_RESAMPLER_METHOD_LINEAR,
-                          NULL));
-    self->rgb_small = g_malloc((size_t)self->input_w * self->input_h * 3);
-  }
-  if (self->teacher && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
-    GstVideoInfo full;
-    rgb_info_like(&frame_info, fw, fh, &full);
-    self->to_rgb_full = gst_video_converter_new(&frame_info, &full, NULL);
-    self->rgb_full = g_malloc((size_t)fw * fh * 3);
-  }
-
-  gst_video_info_set_format(&self->mask_info, GST_VIDEO_FORMAT_GRAY8, self->label_w,
-                            self->label_h);
-  self->mask_pool = gst_video_buffer_pool_new();
-  GstStructure *config = gst_buffer_pool_get_config(self->mask_pool);
-  GstCaps *mask_caps = gst_video_info_to_caps(&self->mask_info);
-  gst_buffer_pool_config_set_params(config, mask_caps, (guint)self->mask_info.size, 2, 0);
-  gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
-  gst_caps_unref(mask_caps);
-  if (!gst_buffer_pool_set_config(self->mask_pool, config) ||
-      !gst_buffer_pool_set_active(self->mask_pool, TRUE)) {
-    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Cannot allocate class map buffers."), (NULL));
-    return FALSE;
-  }
-  return TRUE;
-}
-
-/* ---- events, start and stop ----------------------------------------------------------------- */
-
-static gboolean gst_distill_seg_sink_event(GstBaseTransform *trans, GstEvent *event)
-{
-  GstDistillSeg *self = GST_DISTILL_SEG(trans);
-
-  if (GST_EVENT_TYPE(event) == GST_EVENT_EOS) {
-    gchar *path;
-    GST_OBJECT_LOCK(self);
-    path = g_strdup(self->checkpoint_out);
-    GST_OBJECT_UNLOCK(self);
-    join_saver(self);
-    /* A rollback after the last frame is said too. */
-    if (self->engine)
-      warn_of_rollback(self);
-    if (self->engine && self->last_stats_time && self->stats_interval)
-      post_stats(self, g_get_monotonic_time());
-    if (path)
-      save_checkpoint(self, path);
-    g_free(path);
-  }
-  return GST_BASE_TRANSFORM_CLASS(parent_class)->sink_event(trans, event);
 }
 
 static gboolean open_teacher(GstDistillSeg *self)
@@ -903,63 +747,105 @@ static gboolean open_teacher(GstDistillSeg *self)
   cfg.max_side = self->teacher_max_side;
   cfg.inflight = self->teacher_inflight;
   cfg.confidence = self->teacher_confidence;
-  /* Elements with the same teacher settings share one client (teachergroup.h). */
+  /* Elements with the same teacher settings share one client (teacher_group.h). */
   self->teacher = teacher_group_join(&cfg, GST_OBJECT_NAME(self), &error);
-  if (!self->teacher) {
+  if (!self->teacher)
+    goto no_client;
+  self->stream = teacher_member_stream(self->teacher);
+  g_atomic_int_set(&self->teacher_failures, 0);
+  return TRUE;
+
+  /* ERRORS */
+no_client:
+  {
     GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Cannot set up the teacher client: %s",
                       error->message),
                       ("Check teacher-url (http:// or https:// base URLs, comma-separated), "
                        "teacher-token-file and teacher-ca-file."));
     return FALSE;
   }
-  self->stream = teacher_member_stream(self->teacher);
-  self->teacher_failures = 0;
-  return TRUE;
 }
 
+/* A failed start is not followed by stop: nothing may stay behind. */
 static gboolean gst_distill_seg_start(GstBaseTransform *trans)
 {
   GstDistillSeg *self = GST_DISTILL_SEG(trans);
-  gboolean ok = TRUE;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GError) refused = NULL;
+  g_autofree gchar *checkpoint = NULL;
+  g_autofree gchar *origin = NULL;
+  guint num_classes, min_stride, max_stride;
+  DistillConfig cfg;
+  Student *initial;
 
   GST_OBJECT_LOCK(self);
-  if (self->min_stride > self->max_stride) {
+  min_stride = self->min_stride;
+  max_stride = self->max_stride;
+  if (min_stride > max_stride)
+    goto bad_strides;
+  if ((self->inference_width == 0) != (self->inference_height == 0))
+    goto half_size;
+  checkpoint = g_strdup(self->checkpoint);
+  num_classes = self->num_classes;
+  engine_config(self, &cfg);
+  GST_OBJECT_UNLOCK(self);
+
+  initial = student_load_start(checkpoint, (int)num_classes, &origin, &refused, &error);
+  if (!initial)
+    goto no_student;
+  if (refused)
+    GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
+                        ("Cannot use %s; starting from the shipped weights \"%s\" instead.",
+                         refused->message, origin),
+                        ("Fix the file, set checkpoint to a student of %u classes, or set "
+                         "num-classes to the checkpoint's.", num_classes));
+  GST_INFO_OBJECT(self, "starting from %s", origin ? origin : "random weights (no checkpoint and "
+                  "no shipped weights for this number of classes)");
+  self->engine = distill_engine_new(initial, &cfg, &error);
+  student_free(initial);
+  if (!self->engine)
+    goto bad_settings;
+  if (self->teacher_url && *self->teacher_url && !open_teacher(self)) {
+    g_clear_pointer(&self->engine, distill_engine_free);
+    return FALSE;
+  }
+  self->frame = 0;
+  self->saturation_warned = FALSE;
+  self->last_stats_time = self->last_save_time = g_get_monotonic_time();
+  self->last_stats_frames = 0;
+  return TRUE;
+
+  /* ERRORS */
+bad_strides:
+  {
     GST_OBJECT_UNLOCK(self);
     GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS,
-                      ("min-stride (%u) is larger than max-stride (%u).", self->min_stride,
-                       self->max_stride),
+                      ("min-stride (%u) is larger than max-stride (%u).", min_stride, max_stride),
                       ("Set min-stride <= max-stride."));
     return FALSE;
   }
-  if ((self->inference_width == 0) != (self->inference_height == 0)) {
+half_size:
+  {
     GST_OBJECT_UNLOCK(self);
     GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS,
                       ("Only one of inference-width and inference-height is set."),
                       ("Set both, or neither (the frame scaled to a long side of at most 640)."));
     return FALSE;
   }
-  gchar *checkpoint = g_strdup(self->checkpoint);
-  guint num_classes = self->num_classes;
-  GST_OBJECT_UNLOCK(self);
-
-  self->initial = load_initial_student(self, checkpoint, num_classes);
-  g_free(checkpoint);
-  if (!self->initial)
+no_student:
+  {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the student: %s.", error->message),
+                      ("Set checkpoint to a student of %u classes (or num-classes to the "
+                       "checkpoint's), fix or remove it, or reinstall gst-distill for its "
+                       "shipped weights.", num_classes));
     return FALSE;
-  if (self->teacher_url && *self->teacher_url)
-    ok = open_teacher(self);
-  /* A failed start is not followed by stop: nothing may stay behind. */
-  if (!ok)
-    g_clear_pointer(&self->initial, student_free);
-  self->frame = 0;
-  self->saturation_warned = FALSE;
-  self->teacher_answered = 0;
-  self->last_stats_time = self->last_save_time = g_get_monotonic_time();
-  self->last_stats_frames = 0;
-  /* A new run counts from zero (distill-stats). */
-  memset(&self->past, 0, sizeof self->past);
-  self->past.last_miou = -1.0;
-  return ok;
+  }
+bad_settings:
+  {
+    GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS, ("Invalid distillation settings: %s",
+                      error->message), ("Fix the property named in the message."));
+    return FALSE;
+  }
 }
 
 static gboolean gst_distill_seg_stop(GstBaseTransform *trans)
@@ -967,18 +853,18 @@ static gboolean gst_distill_seg_stop(GstBaseTransform *trans)
   GstDistillSeg *self = GST_DISTILL_SEG(trans);
   gchar *path;
 
-  /* Closing the stream runs the callbacks of the queries still out, which use the engine. */
+  /* Leaving the group ends the queries still out (their callbacks fail them), which the engine
+   * must outlive. */
   self->stream = NULL;
   g_clear_pointer(&self->teacher, teacher_group_leave);
   join_saver(self);
   GST_OBJECT_LOCK(self);
   path = g_strdup(self->checkpoint_out);
   GST_OBJECT_UNLOCK(self);
-  if (path && (self->engine || self->initial))
+  if (path && self->engine)
     save_checkpoint(self, path);
   g_free(path);
   g_clear_pointer(&self->engine, distill_engine_free);
-  g_clear_pointer(&self->initial, student_free);
   free_frame_buffers(self);
   return TRUE;
 }
@@ -1061,7 +947,6 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
     break;
   case PROP_OPTIMIZER:
     self->optimizer = g_value_get_enum(value);
-    self->optimizer_set = TRUE;
     break;
   case PROP_TRAIN:
     self->train = g_value_get_boolean(value);
@@ -1202,8 +1087,6 @@ static void gst_distill_seg_finalize(GObject *object)
   g_free(self->teacher_ca_file);
   g_free(self->checkpoint);
   g_free(self->checkpoint_out);
-  g_mutex_clear(&self->teacher_lock);
-  g_cond_clear(&self->teacher_cond);
   G_OBJECT_CLASS(parent_class)->finalize(object);
 }
 
@@ -1212,126 +1095,133 @@ static void gst_distill_seg_finalize(GObject *object)
 #define READY_ONLY (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY)
 #define ANY_TIME (G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING)
 
-static void install_properties(GObjectClass *gobject_class)
+static void install_properties(GObjectClass *klass)
 {
-  OptimizerConfig tuned = tuned_optimizer();
-
-  g_object_class_install_property(gobject_class, PROP_TEACHER_URL,
+  /* The teacher */
+  g_object_class_install_property(klass, PROP_TEACHER_URL,
       g_param_spec_string("teacher-url", "Teacher URL",
           "Base URL of a KServe v2 server (e.g. http://127.0.0.1:8000); several, comma-separated, "
           "are tried in order (fail-over). NULL = inference only, no training",
           DEFAULT_PROP_TEACHER_URL, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_MODEL,
+  g_object_class_install_property(klass, PROP_TEACHER_MODEL,
       g_param_spec_string("teacher-model", "Teacher model",
           "Model name on the teacher server, as in /v2/models/{name}/infer",
           DEFAULT_PROP_TEACHER_MODEL, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_TOKEN_FILE,
+  g_object_class_install_property(klass, PROP_TEACHER_TOKEN_FILE,
       g_param_spec_string("teacher-token-file", "Teacher token file",
           "File holding the token sent as 'Authorization: Bearer'; NULL = the environment "
           "variable DISTILL_TEACHER_TOKEN, if set. The token is never printed or logged",
           DEFAULT_PROP_TEACHER_TOKEN_FILE, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_TIMEOUT,
+  g_object_class_install_property(klass, PROP_TEACHER_CA_FILE,
+      g_param_spec_string("teacher-ca-file", "Teacher CA file",
+          "CA bundle (PEM) that https:// teachers are verified with; NULL = the system CAs",
+          DEFAULT_PROP_TEACHER_CA_FILE, READY_ONLY));
+  g_object_class_install_property(klass, PROP_TEACHER_TIMEOUT,
       g_param_spec_uint("teacher-timeout", "Teacher timeout",
           "Milliseconds after which a teacher request is abandoned (retries included)", 100,
           600000, DEFAULT_PROP_TEACHER_TIMEOUT, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_ENCODING,
+  g_object_class_install_property(klass, PROP_TEACHER_ENCODING,
       g_param_spec_enum("teacher-encoding", "Teacher encoding",
           "How frames are sent to the teacher", GST_TYPE_DISTILL_TEACHER_ENCODING,
           DEFAULT_PROP_TEACHER_ENCODING, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_MAX_SIDE,
+  g_object_class_install_property(klass, PROP_TEACHER_MAX_SIDE,
       g_param_spec_uint("teacher-max-side", "Teacher max side",
           "Downscale frames sent to the teacher so that their long side is at most this many "
           "pixels; 0 = send them as they are", 0, 16384, DEFAULT_PROP_TEACHER_MAX_SIDE,
           READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_INFLIGHT,
+  g_object_class_install_property(klass, PROP_TEACHER_INFLIGHT,
       g_param_spec_uint("teacher-inflight", "Teacher requests in flight",
           "Most teacher requests outstanding at once", 1, 16, DEFAULT_PROP_TEACHER_INFLIGHT,
           READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_CONFIDENCE,
+  g_object_class_install_property(klass, PROP_TEACHER_CONFIDENCE,
       g_param_spec_double("teacher-confidence", "Teacher confidence",
           "A teacher probability below this (for its most likely class) leaves the pixel out "
           "of training", 0.0, 1.0, DEFAULT_PROP_TEACHER_CONFIDENCE, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TEACHER_CA_FILE,
-      g_param_spec_string("teacher-ca-file", "Teacher CA file",
-          "CA bundle (PEM) that https:// teachers are verified with; NULL = the system CAs",
-          DEFAULT_PROP_TEACHER_CA_FILE, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_NUM_CLASSES,
+
+  /* The student and its checkpoints */
+  g_object_class_install_property(klass, PROP_NUM_CLASSES,
       g_param_spec_uint("num-classes", "Number of classes",
           "Classes of the student (0 = background); must match the checkpoint", 2, 255,
           DEFAULT_PROP_NUM_CLASSES, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_INFERENCE_WIDTH,
-      g_param_spec_uint("inference-width", "Inference width",
-          "Width of the student's input; 0 (with inference-height 0) = the frame scaled to a "
-          "long side of at most 640, aspect kept, even", 0, 8192, DEFAULT_PROP_INFERENCE_SIZE,
-          READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_INFERENCE_HEIGHT,
-      g_param_spec_uint("inference-height", "Inference height",
-          "Height of the student's input; 0 = see inference-width", 0, 8192,
-          DEFAULT_PROP_INFERENCE_SIZE, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_CHECKPOINT,
+  g_object_class_install_property(klass, PROP_CHECKPOINT,
       g_param_spec_string("checkpoint", "Checkpoint",
           "safetensors file of the student to start from; NULL = the shipped weights",
           DEFAULT_PROP_CHECKPOINT, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_CHECKPOINT_OUT,
+  g_object_class_install_property(klass, PROP_CHECKPOINT_OUT,
       g_param_spec_string("checkpoint-out", "Checkpoint out",
           "Where the trained student is saved (atomically): on EOS, on stop and every "
           "checkpoint-interval seconds; NULL = never", DEFAULT_PROP_CHECKPOINT_OUT, ANY_TIME));
-  g_object_class_install_property(gobject_class, PROP_CHECKPOINT_INTERVAL,
+  g_object_class_install_property(klass, PROP_CHECKPOINT_INTERVAL,
       g_param_spec_uint("checkpoint-interval", "Checkpoint interval",
           "Seconds between saves to checkpoint-out; 0 = only on EOS and stop", 0, G_MAXUINT,
           DEFAULT_PROP_CHECKPOINT_INTERVAL, ANY_TIME));
-  g_object_class_install_property(gobject_class, PROP_MIN_STRIDE,
+
+  /* The policy */
+  g_object_class_install_property(klass, PROP_MIN_STRIDE,
       g_param_spec_uint("min-stride", "Minimum stride",
           "Fewest frames between teacher queries (the stride starts here)", 1, 100000,
           DEFAULT_PROP_MIN_STRIDE, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_MAX_STRIDE,
+  g_object_class_install_property(klass, PROP_MAX_STRIDE,
       g_param_spec_uint("max-stride", "Maximum stride",
           "Most frames between teacher queries", 1, 100000, DEFAULT_PROP_MAX_STRIDE,
           READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_ACCURACY_THRESHOLD,
+  g_object_class_install_property(klass, PROP_ACCURACY_THRESHOLD,
       g_param_spec_double("accuracy-threshold", "Accuracy threshold",
           "Student-vs-teacher mIoU on a teacher frame above which the stride doubles (below "
           "it, the student trains on the frame and the stride halves)", 0.0, 1.0,
           DEFAULT_PROP_ACCURACY_THRESHOLD, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_MAX_UPDATES,
+  g_object_class_install_property(klass, PROP_MAX_UPDATES,
       g_param_spec_uint("max-updates", "Maximum updates",
           "Most SGD steps taken on one teacher frame", 0, 1000, DEFAULT_PROP_MAX_UPDATES,
           READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_LEARNING_RATE,
+  g_object_class_install_property(klass, PROP_LEARNING_RATE,
       g_param_spec_double("learning-rate", "Learning rate",
           "Step size of the online updates (the default is tuned for the default optimizer)",
-          1e-7, 10.0, tuned.learning_rate, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_OPTIMIZER,
+          1e-7, 10.0, DEFAULT_PROP_LEARNING_RATE, READY_ONLY));
+  g_object_class_install_property(klass, PROP_OPTIMIZER,
       g_param_spec_enum("optimizer", "Optimizer", "Optimiser of the online updates",
-          GST_TYPE_DISTILL_OPTIMIZER, (gint)tuned.kind, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TRAIN,
+          GST_TYPE_DISTILL_OPTIMIZER, DEFAULT_PROP_OPTIMIZER, READY_ONLY));
+  g_object_class_install_property(klass, PROP_TRAIN,
       g_param_spec_boolean("train", "Train",
           "Update the student's weights; FALSE = inference only (the teacher is still queried "
           "to measure accuracy when teacher-url is set)", DEFAULT_PROP_TRAIN, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_SYNC,
+  g_object_class_install_property(klass, PROP_SYNC,
       g_param_spec_boolean("sync", "Synchronous",
           "TRUE: the stream waits for the teacher (up to teacher-timeout) and for the updates, "
           "deterministic, for evaluation; FALSE: teacher and training run beside the stream, "
           "which never stalls", DEFAULT_PROP_SYNC, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_OUTPUT,
-      g_param_spec_enum("output", "Output", "What the source pad carries",
-          GST_TYPE_DISTILL_OUTPUT, DEFAULT_PROP_OUTPUT, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_THREADS,
+
+  /* Compute */
+  g_object_class_install_property(klass, PROP_INFERENCE_WIDTH,
+      g_param_spec_uint("inference-width", "Inference width",
+          "Width of the student's input; 0 (with inference-height 0) = the frame scaled to a "
+          "long side of at most 640, aspect kept, even", 0, 8192, DEFAULT_PROP_INFERENCE_SIZE,
+          READY_ONLY));
+  g_object_class_install_property(klass, PROP_INFERENCE_HEIGHT,
+      g_param_spec_uint("inference-height", "Inference height",
+          "Height of the student's input; 0 = see inference-width", 0, 8192,
+          DEFAULT_PROP_INFERENCE_SIZE, READY_ONLY));
+  g_object_class_install_property(klass, PROP_THREADS,
       g_param_spec_uint("threads", "Threads",
           "Compute threads of the student; 0 = one per core, in a pool that every distillseg of "
           "the process takes in turns", 0, 256, DEFAULT_PROP_THREADS,
           READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TRAIN_THREADS,
+  g_object_class_install_property(klass, PROP_TRAIN_THREADS,
       g_param_spec_uint("train-threads", "Training threads",
           "Compute threads of the online training (sync=false), beside the threads of "
           "inference; 0 = 2, or half the cores above 4 (1 on a single core)", 0, 256,
           DEFAULT_PROP_TRAIN_THREADS, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_TRAIN_NICE,
+  g_object_class_install_property(klass, PROP_TRAIN_NICE,
       g_param_spec_uint("train-nice", "Training nice value",
           "Scheduling nice value of the training threads (sync=false): the higher, the more "
           "training yields the cores to inference, so the stream keeps its rate", 0, 19,
           DEFAULT_PROP_TRAIN_NICE, READY_ONLY));
-  g_object_class_install_property(gobject_class, PROP_STATS_INTERVAL,
+
+  /* Output */
+  g_object_class_install_property(klass, PROP_OUTPUT,
+      g_param_spec_enum("output", "Output", "What the source pad carries",
+          GST_TYPE_DISTILL_OUTPUT, DEFAULT_PROP_OUTPUT, READY_ONLY));
+  g_object_class_install_property(klass, PROP_STATS_INTERVAL,
       g_param_spec_uint("stats-interval", "Stats interval",
           "Milliseconds between distill-stats element messages; 0 = none", 0, G_MAXUINT,
           DEFAULT_PROP_STATS_INTERVAL, ANY_TIME));
@@ -1375,8 +1265,6 @@ static void gst_distill_seg_class_init(GstDistillSegClass *klass)
 
 static void gst_distill_seg_init(GstDistillSeg *self)
 {
-  OptimizerConfig tuned = tuned_optimizer();
-
   self->teacher_url = g_strdup(DEFAULT_PROP_TEACHER_URL);
   self->teacher_model = g_strdup(DEFAULT_PROP_TEACHER_MODEL);
   self->teacher_timeout = DEFAULT_PROP_TEACHER_TIMEOUT;
@@ -1390,8 +1278,8 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->max_stride = DEFAULT_PROP_MAX_STRIDE;
   self->accuracy_threshold = DEFAULT_PROP_ACCURACY_THRESHOLD;
   self->max_updates = DEFAULT_PROP_MAX_UPDATES;
-  self->learning_rate = tuned.learning_rate;
-  self->optimizer = (GstDistillOptimizer)tuned.kind;
+  self->learning_rate = DEFAULT_PROP_LEARNING_RATE;
+  self->optimizer = DEFAULT_PROP_OPTIMIZER;
   self->train = DEFAULT_PROP_TRAIN;
   self->sync = DEFAULT_PROP_SYNC;
   self->output = DEFAULT_PROP_OUTPUT;
@@ -1399,6 +1287,4 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->train_threads = DEFAULT_PROP_TRAIN_THREADS;
   self->train_nice = DEFAULT_PROP_TRAIN_NICE;
   self->stats_interval = DEFAULT_PROP_STATS_INTERVAL;
-  g_mutex_init(&self->teacher_lock);
-  g_cond_init(&self->teacher_cond);
 }

@@ -7,7 +7,7 @@
 
 #include "distill.h"
 #include "teacher_client.h"
-#include "teachergroup.h"
+#include "teacher_group.h"
 
 G_BEGIN_DECLS
 
@@ -25,6 +25,9 @@ typedef enum {
   GST_DISTILL_OPTIMIZER_ADAM = OPTIMIZER_ADAM,
 } GstDistillOptimizer;
 
+/* Writes the student's input (self->input) from a frame: set_info picks one per format. */
+typedef void (*GstDistillSegToInput)(GstDistillSeg *self, GstVideoFrame *frame);
+
 struct _GstDistillSeg {
   GstVideoFilter parent;
 
@@ -39,28 +42,26 @@ struct _GstDistillSeg {
   guint min_stride, max_stride, max_updates;
   gdouble accuracy_threshold, learning_rate;
   GstDistillOptimizer optimizer;
-  gboolean learning_rate_set, optimizer_set;
+  gboolean learning_rate_set;  /* else the optimizer's own default applies */
   gboolean train, sync;
   GstDistillOutput output;
   guint threads, train_threads, train_nice, stats_interval;
 
   /* Between start and stop. */
-  Student *initial;           /* the weights the stream starts from (checkpoint or shipped) */
+  DistillEngine *engine;
   TeacherMember *teacher;     /* NULL: inference only */
   TeacherStream *stream;      /* the member's, for its counters */
-  GMutex teacher_lock;        /* sync mode: waiting for the teacher's answer; the engine
-                               * swap on a size change against the answers still coming */
-  GCond teacher_cond;
-  guint64 engine_generation;  /* which engine a query was sent for (under teacher_lock) */
-  guint64 teacher_answered;   /* ticket of the last answer (sync mode) */
-  guint64 teacher_failures;   /* failed queries since the last answer (under teacher_lock) */
+  gint teacher_failures;      /* failed queries since the last answer (atomic) */
   GThread *saver;             /* a periodic checkpoint save in progress */
+  guint64 frame;
+  gint64 last_stats_time, last_save_time;
+  guint64 last_stats_frames;
+  gboolean saturation_warned; /* said that inference leaves training no time */
 
-  /* Between set_info calls: the engine for the negotiated size and its buffers. */
-  DistillEngine *engine;
+  /* Between set_info calls: the buffers of the negotiated size. */
   int input_w, input_h, label_w, label_h;
+  GstDistillSegToInput to_input;
   FeatureMap input;
-  float *input_data;
   uint8_t *classes;                 /* at logits size */
   uint8_t *frame_classes;           /* at frame size, for overlay and mask output */
   float *upsample_scratch;
@@ -69,16 +70,8 @@ struct _GstDistillSeg {
   GstVideoConverter *to_rgb_full;   /* teacher frames not already packed RGB */
   guint8 *rgb_full;
   int rgb_offset[3], pixel_stride;  /* packed RGB input: byte offsets of R, G, B */
-  gboolean packed_rgb;
   GstBufferPool *mask_pool;         /* GRAY8 class maps for the meta */
   GstVideoInfo mask_info;
-
-  guint64 frame;
-  gint64 last_stats_time, last_save_time;
-  guint64 last_stats_frames;
-  DistillStats past;          /* totals of the engines this run replaced on size changes */
-  gboolean error_posted;
-  gboolean saturation_warned; /* said that inference leaves training no time */
 };
 
 GST_ELEMENT_REGISTER_DECLARE(distillseg);

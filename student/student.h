@@ -87,6 +87,18 @@ gboolean student_get_bf16(const Student *student);
 gboolean student_set_bf16_forward(Student *student, gboolean on);
 gboolean student_get_bf16_forward(const Student *student);
 
+/* The shipped weights for num_classes classes: in $DISTILL_WEIGHTS_DIR when set, else
+ * installed, else in the source tree (a build run in place); NULL when there are none. g_free()
+ * it. */
+char *student_shipped_path(int num_classes);
+/* The student a stream starts from: the checkpoint; when it cannot be used (unreadable, damaged,
+ * another architecture or class count), the shipped weights, with *refused saying why the
+ * checkpoint was not; without a checkpoint, the shipped weights, or a freshly initialised network
+ * when none are shipped for num_classes. *origin (g_free() it) is the file the weights came from,
+ * NULL for fresh ones. NULL and an error naming every file tried when none can be used. */
+Student *student_load_start(const char *checkpoint, int num_classes, char **origin,
+                            GError **refused, GError **error);
+
 /* Checkpoints (safetensors; format in student/README.md). Saving writes a temporary file beside
  * path, fsyncs it, renames it over path and fsyncs the folder. */
 gboolean student_save(Student *student, const char *path, GError **error);

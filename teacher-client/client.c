@@ -4,18 +4,17 @@
 
 #include "teacher_internal.h"
 
-#define DEFAULT_MODEL "teacher"
 #define TOKEN_ENV "DISTILL_TEACHER_TOKEN"
 #define MAX_FRAME_SIDE 16384
 
 void teacher_client_config_init(TeacherClientConfig *cfg)
 {
   *cfg = (TeacherClientConfig){
-      .model = DEFAULT_MODEL,
-      .timeout_ms = 10000,
-      .encoding = TEACHER_ENCODING_RAW,
-      .inflight = 1,
-      .confidence = 0.6,
+      .model = TEACHER_DEFAULT_MODEL,
+      .timeout_ms = TEACHER_DEFAULT_TIMEOUT_MS,
+      .encoding = TEACHER_DEFAULT_ENCODING,
+      .inflight = TEACHER_DEFAULT_INFLIGHT,
+      .confidence = TEACHER_DEFAULT_CONFIDENCE,
       .max_retries = 4,
       .backoff_ms = 100,
       .max_reply_bytes = (gsize)256 << 20,

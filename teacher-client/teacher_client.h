@@ -41,6 +41,13 @@ typedef enum {
   TEACHER_ENCODING_JPEG,   /* BYTES [1] holding a JPEG (libavcodec mjpeg) */
 } TeacherEncoding;
 
+/* The defaults of TeacherClientConfig; the element's property defaults are these. */
+#define TEACHER_DEFAULT_MODEL "teacher"
+#define TEACHER_DEFAULT_TIMEOUT_MS 10000
+#define TEACHER_DEFAULT_ENCODING TEACHER_ENCODING_RAW
+#define TEACHER_DEFAULT_INFLIGHT 1
+#define TEACHER_DEFAULT_CONFIDENCE 0.6
+
 typedef struct {
   const char *urls;        /* base URLs, comma-separated, tried in order (fail-over) */
   const char *model;       /* model name in /v2/models/{model}/infer; default "teacher" */

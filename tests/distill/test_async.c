@@ -1,11 +1,11 @@
 /* test_async.c: the asynchronous mode. Teacher results delivered late, from another thread, are
- * trained on with the input of the frame they belong to; frames keep coming out while a training
- * round is in progress (the round is held open by its start callback until the stream has
- * produced more frames: were distill_engine_process to wait for training, the test would never
- * end); new weights reach the stream step by step (a published version a step), none before the
- * round's first step; checkpoints can be saved
- * meanwhile; of the answers that came in during a round, the newest is trained next; a request nobody answers is given up after teacher_timeout_ms; stopping ends a round
- * in progress. */
+ * trained on with the input of the frame they belong to, also after the stream's size changed;
+ * frames keep coming out while a training round is in progress (the round is held open by its
+ * start callback until the stream has produced more frames: were distill_engine_process to wait
+ * for training, the test would never end); new weights reach the stream step by step (a
+ * published version a step), none before the round's first step; checkpoints can be saved
+ * meanwhile; of the answers that came in during a round, the newest is trained next; requests
+ * nobody answers are given up after teacher_timeout_ms; stopping ends a round in progress. */
 #include <glib/gstdio.h>
 #include <string.h>
 
@@ -17,7 +17,7 @@ typedef struct {
   GMutex lock;
   GCond changed;
   SyntheticScene *scene;   /* to re-render a round's frame on the trainer thread */
-  guint64 started_ticket, finished_ticket;
+  guint64 started_query, finished_query;
   guint rounds_started, rounds_finished;
   gboolean input_matches, labels_match;
   guint updates;
@@ -27,8 +27,8 @@ typedef struct {
 
 static void check_round_frame(Observer *o, const DistillRound *round)
 {
-  /* The frame the ticket was given for (ticket = frame + 1), converted again. */
-  guint64 frame = round->ticket - 1;
+  /* The frame the query was made for (its id = frame + 1), converted again. */
+  guint64 frame = round->query_id - 1;
   static uint8_t rgb[W * H * 3], truth[(W / 2) * (H / 2)];
   static float data[W * H * 3];
   FeatureMap expected = feature_map(data, H, W, 3);
@@ -44,7 +44,7 @@ static void on_round_started(const DistillRound *round, gpointer data)
   Observer *o = data;
   g_mutex_lock(&o->lock);
   o->rounds_started++;
-  o->started_ticket = round->ticket;
+  o->started_query = round->query_id;
   check_round_frame(o, round);
   g_cond_broadcast(&o->changed);
   while (o->hold_first_round && o->frames_produced < FRAMES_DURING_ROUND)
@@ -58,15 +58,14 @@ static void on_round_finished(const DistillRound *round, gpointer data)
   Observer *o = data;
   g_mutex_lock(&o->lock);
   o->rounds_finished++;
-  o->finished_ticket = round->ticket;
+  o->finished_query = round->query_id;
   o->updates = round->updates;
   g_cond_broadcast(&o->changed);
   g_mutex_unlock(&o->lock);
 }
 
 typedef struct {
-  DistillEngine *engine;
-  guint64 ticket;
+  DistillQuery *query;
   uint8_t *labels;
   int label_h, label_w;
   GMutex *lock;
@@ -83,8 +82,7 @@ static gpointer deliver_late(gpointer data)
     g_cond_wait(d->go_cond, d->lock);
   g_mutex_unlock(d->lock);
   GError *error = NULL;
-  gboolean ok = distill_engine_teacher_result(d->engine, d->ticket, d->labels, d->label_h,
-                                              d->label_w, &error);
+  gboolean ok = distill_query_answer(d->query, d->labels, d->label_h, d->label_w, &error);
   g_assert_no_error(error);
   return GINT_TO_POINTER(ok);
 }
@@ -105,7 +103,7 @@ static void test_late_results_and_non_blocking_stream(void)
   synthetic_scene_config_default(&scene_cfg, W, H, 9);
   Student *initial = new_student();
   DistillConfig cfg;
-  distill_config_default(&cfg, W, H);
+  distill_config_default(&cfg);
   cfg.min_stride = 4;
   cfg.max_updates = 3;
   cfg.accuracy_threshold = 1.0; /* take every update: the weights must change */
@@ -116,28 +114,28 @@ static void test_late_results_and_non_blocking_stream(void)
   cfg.round_user_data = &o;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   SceneStream s;
-  scene_stream_init(&s, &scene_cfg, engine);
+  scene_stream_init(&s, &scene_cfg, engine, W, H);
   o.scene = s.scene;
 
   /* Frame 0 goes to the teacher; the answer comes from another thread after frame 5. */
   scene_stream_load(&s, 0);
-  guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
-  g_assert_cmpuint(ticket, ==, 1);
+  DistillQuery *query = distill_engine_wants_teacher(engine, &s.input);
+  g_assert_cmpuint(distill_query_id(query), ==, 1);
   GMutex go_lock;
   GCond go_cond;
   gboolean go = FALSE;
   g_mutex_init(&go_lock);
   g_cond_init(&go_cond);
-  Delivery d = { engine, ticket, g_memdup2(s.truth, (gsize)s.label_w * s.label_h), s.label_h,
+  Delivery d = { query, g_memdup2(s.truth, (gsize)s.label_w * s.label_h), s.label_h,
                  s.label_w, &go_lock, &go_cond, &go };
   GThread *teacher = g_thread_new("teacher", deliver_late, &d);
   distill_engine_process(engine, &s.input, s.classes);
   uint8_t *before = g_memdup2(s.classes, (gsize)s.label_w * s.label_h);
   for (guint64 f = 1; f <= 5; f++) {
     scene_stream_load(&s, f);
-    guint64 t = distill_engine_wants_teacher(engine, &s.input);
-    if (t)
-      distill_engine_teacher_failed(engine, t); /* frame 4's request: fails */
+    DistillQuery *q = distill_engine_wants_teacher(engine, &s.input);
+    if (q)
+      distill_query_fail(q); /* frame 4's request: fails */
     distill_engine_process(engine, &s.input, s.classes);
   }
   g_mutex_lock(&go_lock);
@@ -151,16 +149,21 @@ static void test_late_results_and_non_blocking_stream(void)
   while (o.rounds_started == 0)
     g_cond_wait(&o.changed, &o.lock);
   g_mutex_unlock(&o.lock);
-  g_assert_cmpuint(o.started_ticket, ==, 1);
+  g_assert_cmpuint(o.started_query, ==, 1);
   g_assert_true(o.input_matches);
   g_assert_true(o.labels_match);
 
   /* Meanwhile: frames come out, with the old weights, and a checkpoint can be saved. */
   char *dir = g_dir_make_tmp("distill-async-XXXXXX", NULL);
   char *path = g_build_filename(dir, "student.safetensors", NULL);
+  guint failed = 1;
   for (guint64 f = 6; f < 6 + FRAMES_DURING_ROUND; f++) {
     scene_stream_load(&s, 0); /* the same picture as frame 0: the output must not change */
-    distill_engine_wants_teacher(engine, &s.input);
+    DistillQuery *q = distill_engine_wants_teacher(engine, &s.input);
+    if (q) {
+      distill_query_fail(q);
+      failed++;
+    }
     distill_engine_process(engine, &s.input, s.classes);
     g_assert_cmpmem(s.classes, (gsize)s.label_w * s.label_h, before,
                     (gsize)s.label_w * s.label_h);
@@ -185,14 +188,14 @@ static void test_late_results_and_non_blocking_stream(void)
   while (o.rounds_finished == 0)
     g_cond_wait(&o.changed, &o.lock);
   g_mutex_unlock(&o.lock);
-  g_assert_cmpuint(o.finished_ticket, ==, 1);
+  g_assert_cmpuint(o.finished_query, ==, 1);
   g_assert_cmpuint(o.updates, ==, 3);
   scene_stream_load(&s, 0);
   distill_engine_process(engine, &s.input, s.classes);
   distill_engine_get_stats(engine, &st);
   g_assert_cmpuint(st.weights_version, ==, 3); /* one a step */
   g_assert_cmpuint(st.updates, ==, 3);
-  g_assert_cmpuint(st.teacher_errors, ==, 1);
+  g_assert_cmpuint(st.teacher_errors, ==, failed);
   g_assert_true(memcmp(s.classes, before, (gsize)s.label_w * s.label_h) != 0);
   g_assert_true(distill_engine_save(engine, path, NULL));
   saved = student_load(path, NULL);
@@ -222,7 +225,7 @@ typedef struct {
   GMutex lock;
   GCond changed;
   gboolean release;
-  guint64 tickets[4];
+  guint64 query_ids[4];
   guint started, finished;
 } RoundLog;
 
@@ -230,8 +233,8 @@ static void log_round_started(const DistillRound *round, gpointer data)
 {
   RoundLog *l = data;
   g_mutex_lock(&l->lock);
-  if (l->started < G_N_ELEMENTS(l->tickets))
-    l->tickets[l->started] = round->ticket;
+  if (l->started < G_N_ELEMENTS(l->query_ids))
+    l->query_ids[l->started] = round->query_id;
   l->started++;
   g_cond_broadcast(&l->changed);
   while (!l->release)
@@ -249,11 +252,22 @@ static void log_round_finished(const DistillRound *round, gpointer data)
   g_mutex_unlock(&l->lock);
 }
 
-static void answer(DistillEngine *engine, SceneStream *s, guint64 ticket)
+/* Every frame due for the teacher, one step a round, on one thread each for inference and
+ * training. */
+static void one_step_rounds(DistillConfig *cfg)
+{
+  distill_config_default(cfg);
+  cfg->min_stride = 1;
+  cfg->max_updates = 1;
+  cfg->accuracy_threshold = 1.0;
+  cfg->threads = 1;
+  cfg->train_threads = 1;
+}
+
+static void answer(DistillQuery *query, SceneStream *s)
 {
   GError *error = NULL;
-  g_assert_true(distill_engine_teacher_result(engine, ticket, s->truth, s->label_h, s->label_w,
-                                              &error));
+  g_assert_true(distill_query_answer(query, s->truth, s->label_h, s->label_w, &error));
   g_assert_no_error(error);
 }
 
@@ -269,23 +283,19 @@ static void test_newest_answer_trained_next(void)
   synthetic_scene_config_default(&scene_cfg, W, H, 9);
   Student *initial = new_student();
   DistillConfig cfg;
-  distill_config_default(&cfg, W, H);
-  cfg.min_stride = 1;
-  cfg.max_updates = 1;
-  cfg.accuracy_threshold = 1.0;
-  cfg.threads = 1;
-  cfg.train_threads = 1;
+  one_step_rounds(&cfg);
   cfg.round_started = log_round_started;
   cfg.round_finished = log_round_finished;
   cfg.round_user_data = &l;
-  g_assert_cmpuint(cfg.max_pending, ==, 3);
+  g_assert_cmpuint(cfg.teacher_inflight, ==, 1); /* three frames held: inflight + 2 */
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   SceneStream s;
-  scene_stream_init(&s, &scene_cfg, engine);
+  scene_stream_init(&s, &scene_cfg, engine, W, H);
 
   scene_stream_load(&s, 0);
-  g_assert_cmpuint(distill_engine_wants_teacher(engine, &s.input), ==, 1);
-  answer(engine, &s, 1);
+  DistillQuery *first = distill_engine_wants_teacher(engine, &s.input);
+  g_assert_cmpuint(distill_query_id(first), ==, 1);
+  answer(first, &s);
   distill_engine_process(engine, &s.input, s.classes);
   g_mutex_lock(&l.lock);
   while (l.started == 0)
@@ -296,10 +306,10 @@ static void test_newest_answer_trained_next(void)
    * slot taken (one in training, two answered). */
   for (guint64 f = 1; f <= 3; f++) {
     scene_stream_load(&s, f);
-    guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
-    g_assert_cmpuint(ticket, ==, f < 3 ? f + 1 : 0);
-    if (ticket)
-      answer(engine, &s, ticket);
+    DistillQuery *q = distill_engine_wants_teacher(engine, &s.input);
+    g_assert_cmpuint(q ? distill_query_id(q) : 0, ==, f < 3 ? f + 1 : 0);
+    if (q)
+      answer(q, &s);
     distill_engine_process(engine, &s.input, s.classes);
   }
 
@@ -309,14 +319,14 @@ static void test_newest_answer_trained_next(void)
   while (l.finished < 2)
     g_cond_wait(&l.changed, &l.lock);
   g_mutex_unlock(&l.lock);
-  g_assert_cmpuint(l.tickets[0], ==, 1);
-  g_assert_cmpuint(l.tickets[1], ==, 3); /* frame 2's answer, not frame 1's */
+  g_assert_cmpuint(l.query_ids[0], ==, 1);
+  g_assert_cmpuint(l.query_ids[1], ==, 3); /* frame 2's answer, not frame 1's */
 
   /* Frame 1's slot was freed without a round: the next frame can ask again. */
   scene_stream_load(&s, 4);
-  guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
-  g_assert_cmpuint(ticket, ==, 5);
-  distill_engine_teacher_failed(engine, ticket);
+  DistillQuery *q = distill_engine_wants_teacher(engine, &s.input);
+  g_assert_cmpuint(distill_query_id(q), ==, 5);
+  distill_query_fail(q);
   distill_engine_process(engine, &s.input, s.classes);
   DistillStats st;
   distill_engine_get_stats(engine, &st);
@@ -333,38 +343,150 @@ static void test_newest_answer_trained_next(void)
   g_cond_clear(&l.changed);
 }
 
-/* A request never answered is given up when its slot is needed after teacher_timeout_ms; its
- * late answer is refused; the slot serves the next request. */
-static void test_unanswered_request_given_up(void)
+/* Requests never answered are given up after teacher_timeout_ms, when a frame due for the
+ * teacher finds every slot taken; their late answers are refused, and their slots serve the next
+ * requests. */
+static void test_unanswered_requests_given_up(void)
 {
   Student *initial = new_student();
   DistillConfig cfg;
-  distill_config_default(&cfg, 32, 16);
+  distill_config_default(&cfg);
   cfg.min_stride = 1;
-  cfg.max_pending = 1;
-  cfg.teacher_timeout_ms = 1;
+  cfg.teacher_timeout_ms = 200;
   cfg.threads = 1;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   float data[32 * 16 * 3] = { 0 };
   FeatureMap input = feature_map(data, 16, 32, 3);
   uint8_t classes[16 * 8] = { 0 };
-  guint64 first = distill_engine_wants_teacher(engine, &input);
-  g_assert_cmpuint(first, !=, 0);
+  DistillQuery *unanswered[3];
+  /* Frames 0 to 2 take the three slots (teacher_inflight + 2); frame 3 finds none. */
+  for (int f = 0; f < 3; f++) {
+    unanswered[f] = distill_engine_wants_teacher(engine, &input);
+    g_assert_nonnull(unanswered[f]);
+    distill_engine_process(engine, &input, classes);
+  }
+  g_assert_null(distill_engine_wants_teacher(engine, &input));
   distill_engine_process(engine, &input, classes);
-  g_usleep(5000); /* past the 1 ms timeout */
-  guint64 second = distill_engine_wants_teacher(engine, &input);
-  g_assert_cmpuint(second, !=, 0);
+  g_usleep(250 * 1000); /* past the timeout */
+  DistillQuery *next = distill_engine_wants_teacher(engine, &input);
+  g_assert_nonnull(next);
   GError *error = NULL;
-  g_assert_false(distill_engine_teacher_result(engine, first, classes, 8, 16, &error));
-  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_TICKET);
+  g_assert_false(distill_query_answer(unanswered[0], classes, 8, 16, &error));
+  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_QUERY);
   g_clear_error(&error);
   DistillStats st;
   distill_engine_get_stats(engine, &st);
-  g_assert_cmpuint(st.teacher_queries, ==, 2);
-  g_assert_cmpuint(st.teacher_errors, ==, 2); /* given up, then its late answer refused */
-  distill_engine_teacher_failed(engine, second);
+  g_assert_cmpuint(st.teacher_queries, ==, 4);
+  g_assert_cmpuint(st.teacher_errors, ==, 4); /* three given up, then a late answer refused */
+  /* Failing a query given up counts nothing more. */
+  distill_query_fail(unanswered[1]);
+  distill_query_fail(unanswered[2]);
+  distill_query_fail(next);
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.teacher_errors, ==, 5);
   distill_engine_free(engine);
   student_free(initial);
+}
+
+/* Rounds as they finish: the size of the frame each trained on. */
+typedef struct {
+  GMutex lock;
+  GCond changed;
+  guint finished;
+  int widths[4], heights[4];
+} RoundSizes;
+
+static void log_round_size(const DistillRound *round, gpointer data)
+{
+  RoundSizes *r = data;
+  g_mutex_lock(&r->lock);
+  if (r->finished < G_N_ELEMENTS(r->widths)) {
+    r->widths[r->finished] = round->input->w;
+    r->heights[r->finished] = round->input->h;
+  }
+  r->finished++;
+  g_cond_broadcast(&r->changed);
+  g_mutex_unlock(&r->lock);
+}
+
+static void wait_rounds(RoundSizes *r, guint rounds)
+{
+  g_mutex_lock(&r->lock);
+  while (r->finished < rounds)
+    g_cond_wait(&r->changed, &r->lock);
+  g_mutex_unlock(&r->lock);
+}
+
+/* The stream's size changes while a query of the old size is out: its late answer is trained on
+ * with its own frame; the stream goes on at the new size with the weights and the statistics it
+ * had; queries of the new size ask for labels of the new size and are trained on at that size. */
+static void test_size_change(void)
+{
+  enum { SMALL_W = 48, SMALL_H = 32 };
+  RoundSizes r = { 0 };
+  g_mutex_init(&r.lock);
+  g_cond_init(&r.changed);
+  SyntheticSceneConfig scene_cfg;
+  synthetic_scene_config_default(&scene_cfg, W, H, 9);
+  Student *initial = new_student();
+  DistillConfig cfg;
+  one_step_rounds(&cfg);
+  cfg.round_finished = log_round_size;
+  cfg.round_user_data = &r;
+  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  SceneStream big, small;
+  scene_stream_init(&big, &scene_cfg, engine, W, H);
+  scene_stream_init(&small, &scene_cfg, engine, SMALL_W, SMALL_H);
+
+  scene_stream_load(&big, 0);
+  DistillQuery *old = distill_engine_wants_teacher(engine, &big.input);
+  g_assert_nonnull(old);
+  distill_engine_process(engine, &big.input, big.classes);
+  DistillQuery *fresh = NULL;
+  for (guint64 f = 1; f <= 3; f++) {
+    scene_stream_load(&small, f);
+    DistillQuery *q = distill_engine_wants_teacher(engine, &small.input);
+    if (f == 1) {
+      int qh, qw;
+      distill_query_label_size(q, &qh, &qw);
+      g_assert_cmpint(qh, ==, small.label_h);
+      g_assert_cmpint(qw, ==, small.label_w);
+      fresh = q;
+    } else if (q) {
+      distill_query_fail(q);
+    }
+    distill_engine_process(engine, &small.input, small.classes);
+  }
+
+  /* The answer of the first frame, at its size, after the stream moved on to the new size. */
+  GError *error = NULL;
+  g_assert_true(distill_query_answer(old, big.truth, big.label_h, big.label_w, &error));
+  g_assert_no_error(error);
+  wait_rounds(&r, 1);
+  g_assert_true(distill_query_answer(fresh, small.truth, small.label_h, small.label_w, &error));
+  g_assert_no_error(error);
+  wait_rounds(&r, 2);
+  g_assert_cmpint(r.widths[0], ==, W);
+  g_assert_cmpint(r.heights[0], ==, H);
+  g_assert_cmpint(r.widths[1], ==, SMALL_W);
+  g_assert_cmpint(r.heights[1], ==, SMALL_H);
+
+  /* The stream, at the new size, takes up the trained weights. */
+  scene_stream_load(&small, 4);
+  distill_engine_process(engine, &small.input, small.classes);
+  DistillStats st;
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.frames, ==, 5);
+  g_assert_cmpuint(st.rounds, ==, 2);
+  g_assert_cmpuint(st.updates, ==, 2);
+  g_assert_cmpuint(st.weights_version, ==, 2);
+
+  scene_stream_clear(&big);
+  scene_stream_clear(&small);
+  distill_engine_free(engine);
+  student_free(initial);
+  g_mutex_clear(&r.lock);
+  g_cond_clear(&r.changed);
 }
 
 /* Freeing the engine (the stream stops) ends a training round in progress between two steps
@@ -377,7 +499,7 @@ static void test_stop_ends_a_running_round(void)
   g_cond_init(&o.changed);
   Student *initial = new_student();
   DistillConfig cfg;
-  distill_config_default(&cfg, W, H);
+  distill_config_default(&cfg);
   cfg.max_updates = G_MAXUINT;
   cfg.accuracy_threshold = 1.0;
   cfg.rollback_rounds = 0;
@@ -390,12 +512,12 @@ static void test_stop_ends_a_running_round(void)
   SyntheticSceneConfig scene_cfg;
   synthetic_scene_config_default(&scene_cfg, W, H, 5);
   SceneStream s;
-  scene_stream_init(&s, &scene_cfg, engine);
+  scene_stream_init(&s, &scene_cfg, engine, W, H);
   o.scene = s.scene;
 
   scene_stream_load(&s, 0);
-  guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
-  g_assert_cmpuint(ticket, !=, 0);
+  DistillQuery *query = distill_engine_wants_teacher(engine, &s.input);
+  g_assert_nonnull(query);
   distill_engine_process(engine, &s.input, s.classes);
   /* Labels no student fits exactly (noise), so that nothing but the stop ends the round. */
   gsize n = (gsize)s.label_h * s.label_w;
@@ -404,7 +526,7 @@ static void test_stop_ends_a_running_round(void)
   for (gsize i = 0; i < n; i++)
     noise[i] = (uint8_t)g_rand_int_range(rand, 0, 3);
   g_rand_free(rand);
-  g_assert_true(distill_engine_teacher_result(engine, ticket, noise, s.label_h, s.label_w, NULL));
+  g_assert_true(distill_query_answer(query, noise, s.label_h, s.label_w, NULL));
   g_mutex_lock(&o.lock);
   while (o.rounds_started == 0)
     g_cond_wait(&o.changed, &o.lock);
@@ -427,7 +549,9 @@ int main(int argc, char **argv)
   g_test_add_func("/distill/async/late-results-non-blocking-stream",
                   test_late_results_and_non_blocking_stream);
   g_test_add_func("/distill/async/newest-answer-trained-next", test_newest_answer_trained_next);
-  g_test_add_func("/distill/async/unanswered-request-given-up", test_unanswered_request_given_up);
+  g_test_add_func("/distill/async/unanswered-requests-given-up",
+                  test_unanswered_requests_given_up);
+  g_test_add_func("/distill/async/size-change", test_size_change);
   g_test_add_func("/distill/async/stop-ends-a-running-round", test_stop_ends_a_running_round);
   return g_test_run();
 }

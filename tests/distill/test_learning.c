@@ -14,11 +14,11 @@ static void test_learns_scene(void)
   student_config_default(&student_cfg, scene_cfg.num_classes);
   Student *initial = student_new(&student_cfg, 5);
   DistillConfig cfg;
-  distill_config_default(&cfg, 320, 192);
+  distill_config_default(&cfg);
   cfg.sync = TRUE;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   SceneStream s;
-  scene_stream_init(&s, &scene_cfg, engine);
+  scene_stream_init(&s, &scene_cfg, engine, 320, 192);
 
   /* Before training: no better than chance. */
   scene_stream_load(&s, 0);

@@ -1,5 +1,6 @@
-/* test_policy.c: the paper's stride policy, the mIoU it runs on, the configuration checks, the
- * input converter, and the engine's bookkeeping of teacher tickets (sync mode, no training). */
+/* test_policy.c: the paper's stride policy, the mIoU it runs on, the configuration and its
+ * checks, the input converter, and the engine's bookkeeping of teacher queries (sync mode, no
+ * training): strides, answers, failures, queries given up, the sync wait. */
 #include <string.h>
 
 #include "distill.h"
@@ -7,7 +8,7 @@
 static void test_stride_doubles_halves_clamps(void)
 {
   DistillConfig cfg;
-  distill_config_default(&cfg, 64, 32);
+  distill_config_default(&cfg);
   cfg.min_stride = 4;
   cfg.max_stride = 32;
   cfg.accuracy_threshold = 0.75;
@@ -25,7 +26,7 @@ static void test_stride_doubles_halves_clamps(void)
 static void test_keep_training(void)
 {
   DistillConfig cfg;
-  distill_config_default(&cfg, 64, 32);
+  distill_config_default(&cfg);
   cfg.max_updates = 3;
   cfg.accuracy_threshold = 0.8;
   g_assert_true(distill_policy_keep_training(&cfg, 0, 0.5));
@@ -64,7 +65,7 @@ static void test_config_errors(void)
   DistillConfig cfg;
   GError *error = NULL;
 
-  distill_config_default(&cfg, 64, 32);
+  distill_config_default(&cfg);
   cfg.min_stride = 16;
   cfg.max_stride = 8;
   g_assert_null(distill_engine_new(s, &cfg, &error));
@@ -72,17 +73,37 @@ static void test_config_errors(void)
   g_assert_nonnull(strstr(error->message, "min_stride"));
   g_clear_error(&error);
 
-  distill_config_default(&cfg, 64, 32);
+  distill_config_default(&cfg);
   cfg.accuracy_threshold = 1.5;
   g_assert_null(distill_engine_new(s, &cfg, &error));
   g_assert_nonnull(strstr(error->message, "accuracy_threshold"));
   g_clear_error(&error);
 
-  distill_config_default(&cfg, 0, 32);
+  distill_config_default(&cfg);
+  cfg.teacher_inflight = 0;
   g_assert_null(distill_engine_new(s, &cfg, &error));
-  g_assert_nonnull(strstr(error->message, "input_width"));
+  g_assert_nonnull(strstr(error->message, "teacher_inflight"));
   g_clear_error(&error);
   student_free(s);
+}
+
+/* The defaults are the contract's (DESIGN.md; the element's properties alias them). */
+static void test_config_defaults(void)
+{
+  DistillConfig cfg;
+  distill_config_default(&cfg);
+  g_assert_cmpuint(cfg.min_stride, ==, 8);
+  g_assert_cmpuint(cfg.max_stride, ==, 64);
+  g_assert_cmpfloat(cfg.accuracy_threshold, ==, 0.9);
+  g_assert_cmpuint(cfg.max_updates, ==, 16);
+  g_assert_cmpint(cfg.optimizer.kind, ==, OPTIMIZER_ADAM);
+  g_assert_cmpfloat_with_epsilon(cfg.optimizer.learning_rate, 5e-4, 1e-9);
+  g_assert_false(cfg.sync);
+  g_assert_true(cfg.train);
+  g_assert_cmpint(cfg.train_nice, ==, 10);
+  g_assert_cmpint(distill_config_train_threads(&cfg), >=, 1);
+  cfg.train_threads = 3;
+  g_assert_cmpint(distill_config_train_threads(&cfg), ==, 3);
 }
 
 static void test_input_from_rgb(void)
@@ -117,31 +138,33 @@ static void own_labels(DistillEngine *e, const FeatureMap *input, uint8_t *label
   student_free(copy);
 }
 
-/* A 2-class engine in sync mode, training off, strides from 2 to max_stride, on one thread. */
-static DistillEngine *new_measuring_engine(int w, int h, guint max_stride, double scene_change,
+/* A 2-class engine in sync mode, training off, strides from 2 to max_stride, on one thread;
+ * queries are given up after 50 ms. */
+static DistillEngine *new_measuring_engine(guint max_stride, double scene_change,
                                            Student **student)
 {
   StudentConfig scfg;
   student_config_default(&scfg, 2);
   *student = student_new(&scfg, 1);
   DistillConfig cfg;
-  distill_config_default(&cfg, w, h);
+  distill_config_default(&cfg);
   cfg.sync = TRUE;
   cfg.train = FALSE;
   cfg.min_stride = 2;
   cfg.max_stride = max_stride;
   cfg.scene_change_threshold = scene_change;
+  cfg.teacher_timeout_ms = 50;
   cfg.threads = 1;
   return distill_engine_new(*student, &cfg, NULL);
 }
 
-/* The engine's bookkeeping: strides, tickets, failures and slots. */
-static void test_engine_tickets(void)
+/* The engine's bookkeeping: strides, answers, failures and queries given up. */
+static void test_engine_queries(void)
 {
   Student *s;
-  DistillEngine *e = new_measuring_engine(32, 16, 8, 0.0, &s);
-  int lh, lw;
-  distill_engine_label_size(e, &lh, &lw);
+  DistillEngine *e = new_measuring_engine(8, 0.0, &s);
+  int lh, lw, qh, qw;
+  distill_engine_label_size(e, 16, 32, &lh, &lw);
   g_assert_cmpint(lh, ==, 8);
   g_assert_cmpint(lw, ==, 16);
   float data[32 * 16 * 3] = { 0 };
@@ -150,17 +173,17 @@ static void test_engine_tickets(void)
   GError *error = NULL;
 
   /* Frame 0 always asks; a second call for the same frame does not. */
-  guint64 t0 = distill_engine_wants_teacher(e, &input);
-  g_assert_cmpuint(t0, !=, 0);
-  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
-  /* Labels equal to the student's own prediction: mIoU 1, the stride doubles (2 -> 4). */
+  DistillQuery *q0 = distill_engine_wants_teacher(e, &input);
+  g_assert_nonnull(q0);
+  g_assert_cmpuint(distill_query_id(q0), ==, 1);
+  distill_query_label_size(q0, &qh, &qw);
+  g_assert_cmpint(qh, ==, lh);
+  g_assert_cmpint(qw, ==, lw);
+  g_assert_null(distill_engine_wants_teacher(e, &input));
+  /* Labels of the wrong size fail the query. */
   own_labels(e, &input, labels);
-  g_assert_false(distill_engine_teacher_result(e, t0, labels, lh + 1, lw, &error));
+  g_assert_false(distill_query_answer(q0, labels, lh + 1, lw, &error));
   g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_LABELS);
-  g_clear_error(&error);
-  /* The wrong size failed the ticket: it is gone. */
-  g_assert_false(distill_engine_teacher_result(e, t0, labels, lh, lw, &error));
-  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_TICKET);
   g_clear_error(&error);
   distill_engine_process(e, &input, classes);
   g_assert_cmpmem(classes, sizeof classes, labels, sizeof labels);
@@ -168,16 +191,17 @@ static void test_engine_tickets(void)
   DistillStats st;
   distill_engine_get_stats(e, &st);
   g_assert_cmpuint(st.teacher_queries, ==, 1);
-  g_assert_cmpuint(st.teacher_errors, ==, 2);
+  g_assert_cmpuint(st.teacher_errors, ==, 1);
   g_assert_cmpuint(st.rounds, ==, 0);
   g_assert_cmpuint(st.stride, ==, 2);
 
-  /* Frame 1: not due. Frame 2: due; answered with the student's labels: stride 2 -> 4. */
-  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+  /* Frame 1: not due. Frame 2: due; answered with the student's labels: mIoU 1, the stride
+   * doubles (2 -> 4). */
+  g_assert_null(distill_engine_wants_teacher(e, &input));
   distill_engine_process(e, &input, classes);
-  guint64 t2 = distill_engine_wants_teacher(e, &input);
-  g_assert_cmpuint(t2, ==, 3);
-  g_assert_true(distill_engine_teacher_result(e, t2, labels, lh, lw, &error));
+  DistillQuery *q2 = distill_engine_wants_teacher(e, &input);
+  g_assert_cmpuint(distill_query_id(q2), ==, 3);
+  g_assert_true(distill_query_answer(q2, labels, lh, lw, &error));
   g_assert_no_error(error);
   distill_engine_process(e, &input, classes);
   distill_engine_get_stats(e, &st);
@@ -186,41 +210,81 @@ static void test_engine_tickets(void)
   g_assert_cmpfloat(st.last_miou, ==, 1.0);
   g_assert_cmpuint(st.stride, ==, 4);
 
-  /* Frames 3..5 not due, frame 6 due; all-wrong labels: the stride halves back to 2. A
-   * failure frees the slot: the next due frame can ask again. */
+  /* Frames 3..5 not due, frame 6 due; all-wrong labels: the stride halves back to 2. */
   for (int f = 3; f < 6; f++) {
-    g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+    g_assert_null(distill_engine_wants_teacher(e, &input));
     distill_engine_process(e, &input, classes);
   }
-  guint64 t6 = distill_engine_wants_teacher(e, &input);
-  g_assert_cmpuint(t6, ==, 7);
+  DistillQuery *q6 = distill_engine_wants_teacher(e, &input);
+  g_assert_cmpuint(distill_query_id(q6), ==, 7);
   for (int i = 0; i < lh * lw; i++)
     labels[i] = (uint8_t)(1 - classes[i]);
-  g_assert_true(distill_engine_teacher_result(e, t6, labels, lh, lw, NULL));
+  g_assert_true(distill_query_answer(q6, labels, lh, lw, NULL));
   distill_engine_process(e, &input, classes);
   distill_engine_get_stats(e, &st);
   g_assert_cmpfloat(st.last_miou, ==, 0.0);
   g_assert_cmpuint(st.stride, ==, 2);
 
-  /* Frame 7 not due; frame 8 due; its ticket fails; frame 9 not due (the query counted). */
-  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+  /* Frame 7 not due; frame 8 due, its query fails; frame 9 not due (the query counted). */
+  g_assert_null(distill_engine_wants_teacher(e, &input));
   distill_engine_process(e, &input, classes);
-  guint64 t8 = distill_engine_wants_teacher(e, &input);
-  g_assert_cmpuint(t8, ==, 9);
-  distill_engine_teacher_failed(e, t8);
-  distill_engine_teacher_failed(e, t8); /* twice: nothing more */
+  DistillQuery *q8 = distill_engine_wants_teacher(e, &input);
+  g_assert_cmpuint(distill_query_id(q8), ==, 9);
+  distill_query_fail(q8);
   distill_engine_process(e, &input, classes);
-  /* Frame 10 due, never answered: processing it counts the failure and frees the slot. */
-  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), ==, 0);
+  g_assert_null(distill_engine_wants_teacher(e, &input));
   distill_engine_process(e, &input, classes);
-  g_assert_cmpuint(distill_engine_wants_teacher(e, &input), !=, 0);
+  /* Frame 10 due, never answered: processing it waits for the timeout (and the grace the
+   * caller's own timeout is given), then gives the query up; its late answer is refused. */
+  DistillQuery *q10 = distill_engine_wants_teacher(e, &input);
+  g_assert_nonnull(q10);
   distill_engine_process(e, &input, classes);
+  g_assert_false(distill_query_answer(q10, labels, lh, lw, &error));
+  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_QUERY);
+  g_clear_error(&error);
   distill_engine_get_stats(e, &st);
   g_assert_cmpuint(st.frames, ==, 11);
   g_assert_cmpuint(st.teacher_queries, ==, 5);
-  g_assert_cmpuint(st.teacher_errors, ==, 4);
+  g_assert_cmpuint(st.teacher_errors, ==, 4); /* wrong size, failed, given up, refused */
   g_assert_cmpuint(st.rounds, ==, 2);
 
+  distill_engine_free(e);
+  student_free(s);
+}
+
+typedef struct {
+  DistillQuery *query;
+  uint8_t *labels;
+  int h, w;
+} LateAnswer;
+
+static gpointer answer_later(gpointer data)
+{
+  LateAnswer *a = data;
+  g_usleep(100 * 1000);
+  return GINT_TO_POINTER(distill_query_answer(a->query, a->labels, a->h, a->w, NULL));
+}
+
+/* Sync mode: the frame's processing waits for its query's answer, which comes from another
+ * thread a tenth of a second later, and trains on it before returning. */
+static void test_sync_waits_for_answer(void)
+{
+  Student *s;
+  DistillEngine *e = new_measuring_engine(8, 0.0, &s);
+  float data[32 * 16 * 3] = { 0 };
+  FeatureMap input = feature_map(data, 16, 32, 3);
+  uint8_t classes[8 * 16], labels[8 * 16];
+  own_labels(e, &input, labels);
+
+  LateAnswer a = { distill_engine_wants_teacher(e, &input), labels, 8, 16 };
+  g_assert_nonnull(a.query);
+  GThread *teacher = g_thread_new("teacher", answer_later, &a);
+  distill_engine_process(e, &input, classes);
+  DistillStats st;
+  distill_engine_get_stats(e, &st);
+  g_assert_cmpuint(st.rounds, ==, 1);
+  g_assert_cmpuint(st.teacher_errors, ==, 0);
+  g_assert_true(GPOINTER_TO_INT(g_thread_join(teacher)));
   distill_engine_free(e);
   student_free(s);
 }
@@ -239,9 +303,9 @@ static void fill(FeatureMap *m, int x_end, int y_end, float value)
 static void test_scene_change_trigger(void)
 {
   Student *s;
-  DistillEngine *e = new_measuring_engine(64, 48, 64, 0.03, &s);
+  DistillEngine *e = new_measuring_engine(64, 0.03, &s);
   int lh, lw;
-  distill_engine_label_size(e, &lh, &lw);
+  distill_engine_label_size(e, 48, 64, &lh, &lw);
   float a[64 * 48 * 3], corner[64 * 48 * 3], b[64 * 48 * 3];
   FeatureMap fa = feature_map(a, 48, 64, 3), fc = feature_map(corner, 48, 64, 3);
   FeatureMap fb = feature_map(b, 48, 64, 3);
@@ -253,26 +317,27 @@ static void test_scene_change_trigger(void)
   own_labels(e, &fa, labels);
 
   /* Frames 0 and 4 go to the teacher at mIoU 1: the stride grows 2 -> 4 -> 8. */
-  const guint64 expected_tickets[6] = { 1, 0, 0, 0, 5, 0 };
+  const guint64 expected_ids[6] = { 1, 0, 0, 0, 5, 0 };
   for (int f = 0; f < 6; f++) {
-    guint64 t = distill_engine_wants_teacher(e, &fa);
-    g_assert_cmpuint(t, ==, expected_tickets[f]);
-    if (t)
-      g_assert_true(distill_engine_teacher_result(e, t, labels, lh, lw, NULL));
+    DistillQuery *q = distill_engine_wants_teacher(e, &fa);
+    g_assert_cmpuint(q ? distill_query_id(q) : 0, ==, expected_ids[f]);
+    if (q)
+      g_assert_true(distill_query_answer(q, labels, lh, lw, NULL));
     distill_engine_process(e, &fa, classes);
   }
   DistillStats st;
   distill_engine_get_stats(e, &st);
   g_assert_cmpuint(st.stride, ==, 8);
   /* Frame 6: a changed corner, no query. Frame 7: another picture, a query, 5 frames early. */
-  g_assert_cmpuint(distill_engine_wants_teacher(e, &fc), ==, 0);
+  g_assert_null(distill_engine_wants_teacher(e, &fc));
   distill_engine_process(e, &fc, classes);
-  guint64 t = distill_engine_wants_teacher(e, &fb);
-  g_assert_cmpuint(t, ==, 8);
-  distill_engine_teacher_failed(e, t);
+  DistillQuery *q = distill_engine_wants_teacher(e, &fb);
+  g_assert_nonnull(q);
+  g_assert_cmpuint(distill_query_id(q), ==, 8);
+  distill_query_fail(q);
   distill_engine_process(e, &fb, classes);
   /* Frame 8: the same new picture again, within min_stride of the last query: no query. */
-  g_assert_cmpuint(distill_engine_wants_teacher(e, &fb), ==, 0);
+  g_assert_null(distill_engine_wants_teacher(e, &fb));
   distill_engine_process(e, &fb, classes);
   distill_engine_free(e);
   student_free(s);
@@ -285,8 +350,10 @@ int main(int argc, char **argv)
   g_test_add_func("/distill/policy/keep-training", test_keep_training);
   g_test_add_func("/distill/policy/miou", test_miou);
   g_test_add_func("/distill/engine/config-errors", test_config_errors);
+  g_test_add_func("/distill/engine/config-defaults", test_config_defaults);
   g_test_add_func("/distill/input/from-rgb", test_input_from_rgb);
-  g_test_add_func("/distill/engine/tickets", test_engine_tickets);
+  g_test_add_func("/distill/engine/queries", test_engine_queries);
+  g_test_add_func("/distill/engine/sync-waits-for-answer", test_sync_waits_for_answer);
   g_test_add_func("/distill/engine/scene-change-trigger", test_scene_change_trigger);
   return g_test_run();
 }

@@ -19,7 +19,7 @@ typedef struct {
   DistillEngine *engine;
   Student *entering, *last_good;
   guint rounds, good, below, rolled_back, restored_exactly;
-  guint64 first_rollback_ticket;
+  guint64 first_rollback_query;
   GString *log;
 } Watch;
 
@@ -41,7 +41,7 @@ static void on_round_finished(const DistillRound *round, gpointer data)
   static const char verdicts[] = { 'g', 'b', 'R', '-' };
   Watch *w = data;
   w->rounds++;
-  g_string_append_printf(w->log, " %" G_GUINT64_FORMAT ":%.2f%c", round->ticket - 1,
+  g_string_append_printf(w->log, " %" G_GUINT64_FORMAT ":%.2f%c", round->query_id - 1,
                          round->miou_before, verdicts[round->verdict]);
   if (round->verdict == DISTILL_ROUND_GOOD) {
     w->good++;
@@ -51,7 +51,7 @@ static void on_round_finished(const DistillRound *round, gpointer data)
     w->below++;
   } else if (round->verdict == DISTILL_ROUND_ROLLED_BACK) {
     if (!w->rolled_back++)
-      w->first_rollback_ticket = round->ticket;
+      w->first_rollback_query = round->query_id;
     Student *now = distill_engine_snapshot(w->engine);
     w->restored_exactly += w->last_good && same_weights(now, w->last_good);
     student_free(now);
@@ -84,7 +84,7 @@ static RunResult run_stream(const SyntheticSceneConfig *scene_cfg, TeacherKind b
   Student *initial = student_new(&scfg, 3);
   Watch w = { .log = g_string_new(NULL) };
   DistillConfig cfg;
-  distill_config_default(&cfg, W, H);
+  distill_config_default(&cfg);
   cfg.sync = TRUE;
   cfg.threads = 1;
   cfg.round_started = on_round_started;
@@ -93,7 +93,7 @@ static RunResult run_stream(const SyntheticSceneConfig *scene_cfg, TeacherKind b
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   w.engine = engine;
   SceneStream s;
-  scene_stream_init(&s, scene_cfg, engine);
+  scene_stream_init(&s, scene_cfg, engine, W, H);
   uint8_t *labels = g_malloc((size_t)s.label_w * s.label_h);
   GRand *rng = g_rand_new_with_seed(9);
   RunResult r = { 0 };
@@ -101,12 +101,11 @@ static RunResult run_stream(const SyntheticSceneConfig *scene_cfg, TeacherKind b
 
   for (guint64 f = 0; f < FRAMES; f++) {
     scene_stream_load(&s, f);
-    guint64 ticket = distill_engine_wants_teacher(engine, &s.input);
-    if (ticket) {
+    DistillQuery *query = distill_engine_wants_teacher(engine, &s.input);
+    if (query) {
       teacher_labels(&s, f >= BAD_FROM && f < BAD_TO ? bad : TEACHER_TRUE, answers++, rng,
                      labels);
-      g_assert_true(distill_engine_teacher_result(engine, ticket, labels, s.label_h, s.label_w,
-                                                  NULL));
+      g_assert_true(distill_query_answer(query, labels, s.label_h, s.label_w, NULL));
     }
     distill_engine_process(engine, &s.input, s.classes);
     double miou = distill_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h,
@@ -124,7 +123,7 @@ static RunResult run_stream(const SyntheticSceneConfig *scene_cfg, TeacherKind b
   r.below = w.below;
   r.rolled_back = w.rolled_back;
   r.restored_exactly = w.restored_exactly;
-  r.first_rollback_frame = w.first_rollback_ticket ? w.first_rollback_ticket - 1 : 0;
+  r.first_rollback_frame = w.first_rollback_query ? w.first_rollback_query - 1 : 0;
   r.rollbacks = st.rollbacks;
   r.frames = st.frames;
   g_test_message("%u rounds: %u good, %u below, %u rolled back (%u to exactly the last good "
@@ -197,14 +196,14 @@ static void test_diverging_steps(void)
   student_config_default(&scfg, scene_cfg.num_classes);
   Student *initial = student_new(&scfg, 3);
   DistillConfig cfg;
-  distill_config_default(&cfg, W, H);
+  distill_config_default(&cfg);
   cfg.sync = TRUE;
   cfg.threads = 1;
   optimizer_config_default(&cfg.optimizer, OPTIMIZER_SGD);
   cfg.optimizer.learning_rate = 100.0f;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   SceneStream s;
-  scene_stream_init(&s, &scene_cfg, engine);
+  scene_stream_init(&s, &scene_cfg, engine, W, H);
   for (guint64 f = 0; f < 40; f++)
     scene_stream_sync_frame(&s, f, FALSE);
   DistillStats st;

@@ -1,11 +1,12 @@
 /* test_steady_state.c: once the buffers of the input size are planned, frames (with teacher
  * queries, training rounds, replay, foreground weights and the scene-change statistic going on)
- * allocate nothing: the malloc heap in use, on every thread, is the same before and after. */
+ * allocate nothing: the malloc heap in use, on every thread, is the same before and after. The
+ * same after the input size changes, once the new size is planned. */
 #include <malloc.h>
 
 #include "scene_stream.h"
 
-enum { W = 96, H = 64, WARM_UP = 48, MEASURED = 64 };
+enum { W = 96, H = 64, SMALL_W = 64, SMALL_H = 42, WARM_UP = 48, MEASURED = 64 };
 
 typedef struct {
   GMutex lock;
@@ -34,9 +35,8 @@ static void run_frames(SceneStream *s, Rounds *r, guint64 from, guint64 to, guin
 {
   for (guint64 f = from; f < to; f++) {
     scene_stream_load(s, f);
-    guint64 ticket = distill_engine_wants_teacher(s->engine, &s->input);
-    if (ticket && distill_engine_teacher_result(s->engine, ticket, s->truth, s->label_h,
-                                                s->label_w, NULL))
+    DistillQuery *query = distill_engine_wants_teacher(s->engine, &s->input);
+    if (query && distill_query_answer(query, s->truth, s->label_h, s->label_w, NULL))
       (*answered)++;
     distill_engine_process(s->engine, &s->input, s->classes);
     g_mutex_lock(&r->lock);
@@ -44,6 +44,21 @@ static void run_frames(SceneStream *s, Rounds *r, guint64 from, guint64 to, guin
       g_cond_wait(&r->changed, &r->lock);
     g_mutex_unlock(&r->lock);
   }
+}
+
+/* Warms up from frame `first`, then measures: the heap in use must not change. */
+static void measure(SceneStream *s, Rounds *r, guint64 first, guint64 *answered,
+                    const char *what)
+{
+  run_frames(s, r, first, first + WARM_UP, answered);
+  size_t before = heap_in_use();
+  guint64 rounds_before = r->rounds;
+  run_frames(s, r, first + WARM_UP, first + WARM_UP + MEASURED, answered);
+  size_t after = heap_in_use();
+  g_test_message("%s: heap in use %zu -> %zu bytes over %d frames with %" G_GUINT64_FORMAT
+                 " training rounds", what, before, after, MEASURED, r->rounds - rounds_before);
+  g_assert_cmpuint(r->rounds - rounds_before, >=, MEASURED / 8);
+  g_assert_cmpuint(after, ==, before);
 }
 
 static void run_steady_state(gboolean sync)
@@ -58,7 +73,7 @@ static void run_steady_state(gboolean sync)
   g_mutex_init(&r.lock);
   g_cond_init(&r.changed);
   DistillConfig cfg;
-  distill_config_default(&cfg, W, H);
+  distill_config_default(&cfg);
   cfg.sync = sync;
   cfg.min_stride = 4;
   cfg.max_stride = 8;
@@ -70,26 +85,22 @@ static void run_steady_state(gboolean sync)
   cfg.round_finished = on_round_finished;
   cfg.round_user_data = &r;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
-  SceneStream s;
-  scene_stream_init(&s, &scene_cfg, engine);
+  SceneStream s, small;
+  scene_stream_init(&s, &scene_cfg, engine, W, H);
+  scene_stream_init(&small, &scene_cfg, engine, SMALL_W, SMALL_H);
   guint64 answered = 0;
 
-  run_frames(&s, &r, 0, WARM_UP, &answered);
-  size_t before = heap_in_use();
-  guint64 rounds_before = r.rounds;
-  run_frames(&s, &r, WARM_UP, WARM_UP + MEASURED, &answered);
-  size_t after = heap_in_use();
-
+  measure(&s, &r, 0, &answered, sync ? "sync" : "async");
+  /* The same scene at another input size, the engine going on. */
+  measure(&small, &r, WARM_UP + MEASURED, &answered,
+          sync ? "sync, smaller input" : "async, smaller input");
   DistillStats st;
   distill_engine_get_stats(engine, &st);
-  g_test_message("%s: heap in use %zu -> %zu bytes over %d frames with %" G_GUINT64_FORMAT
-                 " training rounds", sync ? "sync" : "async", before, after, MEASURED,
-                 r.rounds - rounds_before);
-  g_assert_cmpuint(r.rounds - rounds_before, >=, MEASURED / 8);
   g_assert_cmpuint(st.updates, >, 0);
-  g_assert_cmpuint(after, ==, before);
+  g_assert_cmpuint(st.frames, ==, 2 * (WARM_UP + MEASURED));
 
   scene_stream_clear(&s);
+  scene_stream_clear(&small);
   distill_engine_free(engine);
   student_free(initial);
   g_mutex_clear(&r.lock);

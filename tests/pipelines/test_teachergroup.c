@@ -1,4 +1,4 @@
-/* The shared teacher and its arbiter (plugins/teachergroup.h) against the replay teacher over
+/* The shared teacher and its arbiter (teacher-client/teacher_group.h) against the replay teacher over
  * HTTP on loopback, answering 300 ms late so that queries queue: the teacher's capacity is shared
  * by the members of a group, granted to the least accurate camera first, and members with other
  * settings have a client of their own. */
@@ -7,7 +7,7 @@
 #include <sys/prctl.h>
 #include <signal.h>
 
-#include "teachergroup.h"
+#include "teacher_group.h"
 
 #define VTEST "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 

@@ -512,7 +512,7 @@ GST_START_TEST(test_bad_checkpoint_falls_back_to_shipped)
     const gchar *path, *why;
   } cases[] = {
       {unreadable, "truncated"},
-      {three, "3 classes, but num-classes is 2"},
+      {three, "a student of 3 classes, not 2"},
       {resnet, "architecture \"resnet\""},
       {missing, "cannot read it"},
   };

@@ -2,15 +2,14 @@
 #include "scene_stream.h"
 
 void scene_stream_init(SceneStream *s, const SyntheticSceneConfig *scene_cfg,
-                       DistillEngine *engine)
+                       DistillEngine *engine, int input_w, int input_h)
 {
   *s = (SceneStream){ .engine = engine, .scene_w = scene_cfg->width, .scene_h = scene_cfg->height,
                       .num_classes = scene_cfg->num_classes };
   s->scene = synthetic_scene_new(scene_cfg);
-  const DistillConfig *cfg = distill_engine_get_config(engine);
-  s->input_w = cfg->input_width;
-  s->input_h = cfg->input_height;
-  distill_engine_label_size(engine, &s->label_h, &s->label_w);
+  s->input_w = input_w;
+  s->input_h = input_h;
+  distill_engine_label_size(engine, input_h, input_w, &s->label_h, &s->label_w);
   s->rgb = g_malloc((size_t)s->scene_w * s->scene_h * 3);
   s->truth = g_malloc((size_t)s->label_w * s->label_h);
   s->classes = g_malloc((size_t)s->label_w * s->label_h);
@@ -37,11 +36,10 @@ void scene_stream_load(SceneStream *s, guint64 frame)
 void scene_stream_sync_frame(SceneStream *s, guint64 frame, gboolean score)
 {
   scene_stream_load(s, frame);
-  guint64 ticket = distill_engine_wants_teacher(s->engine, &s->input);
-  if (ticket) {
+  DistillQuery *query = distill_engine_wants_teacher(s->engine, &s->input);
+  if (query) {
     GError *error = NULL;
-    if (!distill_engine_teacher_result(s->engine, ticket, s->truth, s->label_h, s->label_w,
-                                       &error))
+    if (!distill_query_answer(query, s->truth, s->label_h, s->label_w, &error))
       g_error("%s", error->message);
   }
   distill_engine_process(s->engine, &s->input, s->classes);

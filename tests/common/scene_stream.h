@@ -16,9 +16,9 @@ typedef struct {
   guint64 scored;
 } SceneStream;
 
-/* Frames rendered at the scene's size, converted to the engine's input size. */
+/* Frames rendered at the scene's size, converted to the student's input size. */
 void scene_stream_init(SceneStream *s, const SyntheticSceneConfig *scene_cfg,
-                       DistillEngine *engine);
+                       DistillEngine *engine, int input_w, int input_h);
 void scene_stream_clear(SceneStream *s);
 /* Renders and converts frame `frame` into s->input and its truth into s->truth. */
 void scene_stream_load(SceneStream *s, guint64 frame);

@@ -2,34 +2,6 @@
  * measure it runs on. */
 #include "distill.h"
 
-void distill_config_default(DistillConfig *cfg, int width, int height)
-{
-  *cfg = (DistillConfig){
-    .input_width = width,
-    .input_height = height,
-    .min_stride = 8,
-    .max_stride = 64,
-    .accuracy_threshold = 0.9,
-    .max_updates = 16,
-    .train = TRUE,
-    .sync = FALSE,
-    .threads = 0,
-    .train_threads = 0,
-    .train_bf16 = TRUE,
-    .forward_bf16 = TRUE,
-    .train_nice = 10,
-    .max_pending = 3,
-    .teacher_timeout_ms = 10000,
-    .scene_change_threshold = 0.03,
-    .replay_frames = 4,
-    .foreground_weight = 1.0,
-    .rollback_rounds = 6,
-    .rollback_drop = 0.25,
-  };
-  optimizer_config_default(&cfg->optimizer, OPTIMIZER_ADAM);
-  cfg->optimizer.learning_rate = 5e-4f;
-}
-
 double distill_miou(const uint8_t *pred, const uint8_t *reference, size_t n, int num_classes)
 {
   /* Classes are at most 255 (a uint8 class map with 255 = ignore). */

@@ -1,4 +1,4 @@
-/* teachergroup.h: one teacher client shared by the distillseg elements of a process that have
+/* teacher_group.h: one teacher client shared by the distillseg elements of a process that have
  * the same teacher settings (several cameras of distill-rtsp, or of one gst-launch line), and a
  * small arbiter that grants the teacher's capacity to the cameras that need it most.
  *

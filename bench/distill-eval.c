@@ -1,6 +1,6 @@
 /* distill-eval: runs the distillation engine over a synthetic scene, the teacher being the
  * scene's true labels, and prints one JSON line of figures. Used to choose the engine's defaults
- * and its optional features (student/README.md); not a test.
+ * and its optional features (docs/experiments.md, "The engine on the synthetic scene").
  *
  *   distill-eval [--frames N] [--score-from F] [--scene-change T] [--replay K] [--fg-weight W]
  *                [--cut F] [--absent A:B] [--lr X] [--optimizer sgd|adam] …
@@ -67,7 +67,7 @@ static void parse_size(const char *text, int *w, int *h, int dw, int dh)
 /* ---- async: a teacher thread answering after a delay ---------------------------------------- */
 
 typedef struct {
-  guint64 ticket;
+  DistillQuery *query;  /* NULL: the end */
   gint64 due;
   uint8_t *labels;
 } Pending;
@@ -84,15 +84,14 @@ static gpointer teacher_main(gpointer data)
   AsyncRun *run = data;
   for (;;) {
     Pending *p = g_async_queue_pop(run->queue);
-    if (!p->ticket) {
+    if (!p->query) {
       g_free(p);
       return NULL;
     }
     gint64 wait = p->due - g_get_monotonic_time();
     if (wait > 0)
       g_usleep((gulong)wait);
-    distill_engine_teacher_result(run->engine, p->ticket, p->labels, run->label_h, run->label_w,
-                                  NULL);
+    distill_query_answer(p->query, p->labels, run->label_h, run->label_w, NULL);
     g_free(p->labels);
     g_free(p);
   }
@@ -144,12 +143,12 @@ static void run_async(SceneStream *s, AsyncRun *run)
     next += period;
     int training_before = atomic_load(&run->training);
     gint64 start = g_get_monotonic_time();
-    guint64 ticket = distill_engine_wants_teacher(s->engine, &s->input);
+    DistillQuery *query = distill_engine_wants_teacher(s->engine, &s->input);
     distill_engine_process(s->engine, &s->input, s->classes);
     double ms = (double)(g_get_monotonic_time() - start) / 1000.0;
-    if (ticket) {
+    if (query) {
       Pending *p = g_new(Pending, 1);
-      *p = (Pending){ ticket, g_get_monotonic_time() + teacher_delay_ms * 1000LL,
+      *p = (Pending){ query, g_get_monotonic_time() + teacher_delay_ms * 1000LL,
                       g_memdup2(s->truth, (gsize)s->label_w * s->label_h) };
       g_async_queue_push(run->queue, p);
     }
@@ -198,7 +197,7 @@ int main(int argc, char **argv)
   student_config_default(&student_cfg, scene_cfg.num_classes);
   Student *initial = student_new(&student_cfg, (guint64)student_seed);
   DistillConfig cfg;
-  distill_config_default(&cfg, iw, ih);
+  distill_config_default(&cfg);
   cfg.sync = !async_mode;
   cfg.min_stride = (guint)min_stride;
   cfg.max_stride = (guint)max_stride;
@@ -237,7 +236,7 @@ int main(int argc, char **argv)
     return 2;
   }
   SceneStream s;
-  scene_stream_init(&s, &scene_cfg, engine);
+  scene_stream_init(&s, &scene_cfg, engine, iw, ih);
 
   gint64 start = g_get_monotonic_time();
   double cut_sum = 0, all_sum = 0;

@@ -12,17 +12,20 @@ void distill_thumbnail(const FeatureMap *input, float *thumb);
 double distill_thumbnail_distance(const float *a, const float *b);
 
 /* The trainer's side: its own copy of the network, the optimiser and the buffers of a round,
- * all planned at creation. Used by one thread at a time. */
+ * planned for the size of the frames it trains on. Used by one thread at a time. */
 typedef struct {
   const DistillConfig *cfg;
   Student *student;
   Optimizer *optimizer;
-  int input_h, input_w, label_h, label_w;
   uint8_t *pred;
   float *pixel_weight;    /* NULL when foreground_weight is 1 */
-  /* Recent teacher frames against forgetting: replay_frames inputs and labels, a ring. */
+  size_t label_capacity;  /* pixels of pred and pixel_weight */
+  /* Recent teacher frames against forgetting: replay_frames inputs and labels of replay_h x
+   * replay_w (their labels replay_label_h x _w), a ring. */
   float *replay_inputs;
   uint8_t *replay_labels;
+  size_t replay_input_capacity, replay_label_capacity;  /* floats and bytes, all frames */
+  int replay_h, replay_w, replay_label_h, replay_label_w;
   guint replay_count, replay_next, replay_cursor;
   /* Rollback (distill.h, DistillConfig): the last good weights, the usual level of agreement
    * (-1 = none yet) and the teacher frames in a row below it. */
@@ -45,5 +48,6 @@ void distill_trainer_clear(DistillTrainer *t);
  * stream stops. */
 void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool,
                            const gint *stop);
-/* Keeps a teacher frame for replay (a ring of cfg->replay_frames; nothing when 0). */
+/* Keeps a teacher frame for replay (a ring of cfg->replay_frames; nothing when 0). A frame of
+ * another size than those kept replaces them all. */
 void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels);

@@ -1,4 +1,4 @@
-/* distill.h: the online-distillation engine (student/README.md, "Online distillation").
+/* distill.h: the online-distillation engine (distill/README.md).
  *
  * The engine runs the student on every frame and keeps it specialised to the stream with the
  * policy of Mullapudi et al. (ICCV 2019, JITNet): every `stride` frames one frame goes to a
@@ -8,29 +8,28 @@
  *
  * The engine does not talk to the teacher: the caller (the element `distillseg`) asks it, once
  * per frame, whether this frame should go to the teacher, sends it, and hands the labels (or the
- * failure) back with the ticket it was given. Per frame, on the streaming thread:
+ * failure) back through the query it was given. Per frame, on the streaming thread:
  *
  *     convert the frame:   distill_input_from_rgb (frame, &input)
- *     ticket = distill_engine_wants_teacher (engine, &input);
- *     if (ticket) send the frame to the teacher; later, on any thread:
- *                  distill_engine_teacher_result (engine, ticket, labels, …)
- *               or distill_engine_teacher_failed (engine, ticket)
+ *     query = distill_engine_wants_teacher (engine, &input);
+ *     if (query) send the frame to the teacher; later, on any thread, exactly one of:
+ *                  distill_query_answer (query, labels, …)
+ *                  distill_query_fail (query)
  *     distill_engine_process (engine, &input, classes);
  *
  * Asynchronous mode (sync = FALSE, the default): the frame's input is copied into one of a few
- * preallocated slots; when its labels arrive, a trainer thread trains its own copy of the weights
- * on that frame and publishes them after every step. distill_engine_process only runs
- * inference, with the newest published weights, picked up at the start of a frame without
- * waiting: the stream never waits for the teacher or for training.
+ * slots; when its labels arrive, a trainer thread trains its own copy of the weights on that
+ * frame and publishes them after every step. distill_engine_process only runs inference, with
+ * the newest published weights, picked up at the start of a frame without waiting: the stream
+ * never waits for the teacher or for training.
  *
  * Synchronous mode (sync = TRUE, the paper's protocol, for evaluation; bit-identical runs with
- * threads = 1): the caller delivers the result (or the failure) of a teacher frame before calling
- * distill_engine_process for it, which then trains on it inline, on the caller's thread, before
- * producing its output.
+ * threads = 1): distill_engine_process waits for the answer (or the failure) of its frame's
+ * query, then trains on it inline, on the caller's thread, before producing its output.
  *
- * Steady-state frames allocate nothing: every buffer is planned for the input size given at
- * creation. Another input size needs another engine (distill_engine_snapshot keeps the weights).
- */
+ * Frames may have any size, and it may change from one frame to the next: the stream's
+ * statistics, the learned weights and a round in progress go on. Buffers are planned at the
+ * first frame of a size; after that, frames of that size allocate nothing. */
 #pragma once
 
 #include <glib.h>
@@ -38,6 +37,18 @@
 
 #include "optimizer.h"
 #include "student.h"
+
+/* ---- configuration (distill_config.c) ----------------------------------------------------- */
+
+/* The defaults, measured on vtest (docs/experiments.md); the element's property defaults are
+ * these. */
+#define DISTILL_DEFAULT_MIN_STRIDE 8
+#define DISTILL_DEFAULT_MAX_STRIDE 64
+#define DISTILL_DEFAULT_ACCURACY_THRESHOLD 0.9
+#define DISTILL_DEFAULT_MAX_UPDATES 16
+#define DISTILL_DEFAULT_OPTIMIZER OPTIMIZER_ADAM
+#define DISTILL_DEFAULT_LEARNING_RATE 5e-4
+#define DISTILL_DEFAULT_TRAIN_NICE 10
 
 /* What a training round found about the weights it started from (see "Rollback" below). */
 typedef enum {
@@ -58,7 +69,7 @@ typedef enum {
 } DistillCollapse;
 
 typedef struct {
-  guint64 ticket;       /* as returned by distill_engine_wants_teacher */
+  guint64 query_id;         /* distill_query_id of the frame's query */
   const FeatureMap *input;  /* the frame's input (the slot's copy) */
   const uint8_t *labels;    /* the teacher's labels, at logits size */
   double miou_before;   /* student vs teacher before the round's first step */
@@ -75,44 +86,39 @@ typedef struct {
 typedef void (*DistillRoundFunc)(const DistillRound *round, gpointer user_data);
 
 typedef struct {
-  /* Input size of the student (the element's inference-width/-height). */
-  int input_width, input_height;
-
   /* The paper's policy (element properties of the same names). */
-  guint min_stride, max_stride; /* 8, 64 */
-  double accuracy_threshold;    /* 0.9 */
-  guint max_updates;            /* 16 */
+  guint min_stride, max_stride; /* DISTILL_DEFAULT_MIN_STRIDE, _MAX_STRIDE */
+  double accuracy_threshold;    /* DISTILL_DEFAULT_ACCURACY_THRESHOLD */
+  guint max_updates;            /* DISTILL_DEFAULT_MAX_UPDATES */
 
   gboolean train;               /* TRUE; FALSE = measure and adapt the stride, never update */
-  OptimizerConfig optimizer;    /* Adam, lr 5e-4 (measured in student/README.md) */
+  OptimizerConfig optimizer;    /* DISTILL_DEFAULT_OPTIMIZER at DISTILL_DEFAULT_LEARNING_RATE */
   gboolean train_bf16;          /* TRUE: backward products in bfloat16 where the CPU has them
                                  * (student_set_bf16) */
   gboolean forward_bf16;        /* TRUE: the forward passes' too, the stream's and the trainer's,
-                                 * in the wide layers (student_set_bf16_forward): inference
-                                 * 1.2-1.4x faster at 640x480, the same accuracy on vtest */
+                                 * in the wide layers (student_set_bf16_forward) */
   gboolean sync;                /* FALSE */
 
   /* Compute threads of inference (0 = the process's shared pool of one per online core, which
    * the engines of several cameras take in turns: kernels/threadpool.h). The trainer has its own
-   * pool of train_threads (0 = 2, or half the cores above 4; 1 on a single core) running at
-   * nice value train_nice (0..19), so that on a small box training mostly takes the cores
-   * inference leaves idle (at nice 10 it gets about a tenth of a contended core: it slows
-   * inference little and is not starved; student/README.md). In sync mode training uses the
-   * inference pool. */
+   * pool of train_threads (0 = distill_config_train_threads) running at nice value train_nice
+   * (0..19), so that on a small box training mostly takes the cores inference leaves idle. In
+   * sync mode training uses the inference pool. */
   int threads;
   int train_threads;
-  int train_nice;               /* 10 */
+  int train_nice;               /* DISTILL_DEFAULT_TRAIN_NICE */
 
-  /* Frames sent to the teacher and not yet trained on, at most (the element: teacher-inflight
-   * + 2: one in training, one answered, the rest asked). A frame due for the teacher while all
-   * are in use waits for the next frame. Asynchronous mode trains the newest answered frame
-   * next; the older ones join the replay frames. */
-  guint max_pending;            /* 3 */
-  /* A request older than this (ms) without a result or failure is given up and counted as a
-   * teacher error, so a lost callback cannot leak a slot; 0 = never. */
-  guint teacher_timeout_ms;     /* 10000 */
+  /* Most teacher queries the caller keeps outstanding at once (the element's teacher-inflight).
+   * The engine holds that many frames and two more (one in training, one answered): a frame due
+   * for the teacher while all are in use waits for the next frame. Asynchronous mode trains the
+   * newest answered frame next; the older ones join the replay frames. */
+  guint teacher_inflight;       /* 1 */
+  /* The caller's teacher timeout (ms): a query older than this without an answer or failure is
+   * given up and counted as a teacher error, so that a lost callback cannot hold a slot, nor
+   * (sync mode) the stream, for long; 0 = queries wait for their answer or failure. */
+  guint teacher_timeout_ms;     /* 0 */
 
-  /* Beyond the paper (measured in student/README.md; 0, 0 and 1 turn them off): */
+  /* Beyond the paper (distill/README.md; 0, 0 and 1 turn them off): */
   /* Query the teacher early (but not within min_stride frames of the last query) when the frame
    * departs from the last teacher frame by more than this: the median, over the cells of a 16x12
    * thumbnail (block means), of the absolute difference averaged over R, G, B, in input units
@@ -140,8 +146,13 @@ typedef struct {
   gpointer round_user_data;
 } DistillConfig;
 
-/* Defaults above, for an input of width x height. */
-void distill_config_default(DistillConfig *cfg, int width, int height);
+void distill_config_default(DistillConfig *cfg);
+/* FALSE and DISTILL_ERROR_CONFIG, naming the field and its range, when cfg cannot be used with
+ * a student of num_classes classes. */
+gboolean distill_config_check(const DistillConfig *cfg, int num_classes, GError **error);
+/* The trainer's thread count: cfg->train_threads, or for 0: 2, or half the cores above 4 (1 on
+ * a single core). */
+int distill_config_train_threads(const DistillConfig *cfg);
 
 /* ---- policy (pure functions; the engine applies them) ----------------------------------- */
 
@@ -157,21 +168,23 @@ guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double 
 /* ---- input conversion ------------------------------------------------------------------- */
 
 /* Writes input (input->h x input->w x 3, ld 3) from a packed 8-bit frame of width x height:
- * bilinear resize (half-pixel centres, as student/README.md's `up`), RGB/255 - 0.5. Pixel
- * (x, y) starts at pixels + y * row_stride + x * pixel_stride; rgb_offset gives the byte offsets
- * of R, G and B in a pixel (NULL = {0, 1, 2}; BGRx is {2, 1, 0}, xRGB {1, 2, 3}). */
+ * bilinear resize (half-pixel centres), RGB/255 - 0.5. Pixel (x, y) starts at pixels + y *
+ * row_stride + x * pixel_stride; rgb_offset gives the byte offsets of R, G and B in a pixel
+ * (NULL = {0, 1, 2}; BGRx is {2, 1, 0}, xRGB {1, 2, 3}). */
 void distill_input_from_rgb(const uint8_t *pixels, int width, int height, int row_stride,
                             int pixel_stride, const int rgb_offset[3], FeatureMap *input);
 
 /* ---- the engine ------------------------------------------------------------------------- */
 
 typedef struct DistillEngine DistillEngine;
+/* A frame out to the teacher, from distill_engine_wants_teacher until its answer or failure. */
+typedef struct DistillQuery DistillQuery;
 
 #define DISTILL_ERROR (distill_error_quark())
 GQuark distill_error_quark(void);
 typedef enum {
   DISTILL_ERROR_CONFIG,  /* a configuration field out of range */
-  DISTILL_ERROR_TICKET,  /* a teacher result for a ticket not (or no longer) outstanding */
+  DISTILL_ERROR_QUERY,   /* an answer to a query given up (older than teacher_timeout_ms) */
   DISTILL_ERROR_LABELS,  /* teacher labels of the wrong size */
 } DistillError;
 
@@ -179,30 +192,34 @@ typedef enum {
  * DISTILL_ERROR_CONFIG on a bad configuration, saying which field and why. */
 DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *cfg,
                                   GError **error);
-/* Stops the trainer (an ongoing round ends first); outstanding tickets become invalid. No
- * distill_engine_teacher_result or _teacher_failed may run during or after it: stop (cancel) the
- * teacher requests first. */
+/* Stops the trainer (an ongoing round ends first). No query may be outstanding: stop (cancel)
+ * the teacher requests first, which answers or fails each. */
 void distill_engine_free(DistillEngine *engine);
 const DistillConfig *distill_engine_get_config(const DistillEngine *engine);
-/* Logits size (= size of the class maps and of the teacher labels): half the input, rounded up. */
-void distill_engine_label_size(const DistillEngine *engine, int *height, int *width);
+/* Logits size (= size of the class maps and of the teacher labels) for an input of in_h x in_w:
+ * half of it, rounded up. */
+void distill_engine_label_size(const DistillEngine *engine, int in_h, int in_w, int *height,
+                               int *width);
 
-/* Streaming thread, once per frame, before distill_engine_process: 0 when the frame need not go
- * to the teacher, otherwise a ticket for its result (the input is copied). */
-guint64 distill_engine_wants_teacher(DistillEngine *engine, const FeatureMap *input);
-/* Any thread: the teacher's labels for a ticket, height x width (= distill_engine_label_size),
- * row-major class indices, LABEL_IGNORE = no label. FALSE (and an error) for a ticket given up,
- * already answered or unknown, or labels of the wrong size; the labels are dropped then. */
-gboolean distill_engine_teacher_result(DistillEngine *engine, guint64 ticket,
-                                       const uint8_t *labels, int height, int width,
-                                       GError **error);
-/* Any thread: no labels will come for this ticket (error, timeout, cancellation). Frees its slot
- * and counts a teacher error; nothing for a ticket no longer outstanding. */
-void distill_engine_teacher_failed(DistillEngine *engine, guint64 ticket);
+/* Streaming thread, once per frame, before distill_engine_process: NULL when the frame need not
+ * go to the teacher, otherwise its query (the input is copied). */
+DistillQuery *distill_engine_wants_teacher(DistillEngine *engine, const FeatureMap *input);
+/* Any thread: the frame's index in the stream + 1, for logs (DistillRound.query_id). */
+guint64 distill_query_id(const DistillQuery *query);
+/* Any thread: the size the labels must have (distill_engine_label_size of the frame's input). */
+void distill_query_label_size(const DistillQuery *query, int *height, int *width);
+/* Any thread: the teacher's labels, height x width (distill_query_label_size), row-major class
+ * indices, LABEL_IGNORE = no label. Ends the query (it is freed). FALSE and an error, the labels
+ * dropped and a teacher error counted, for labels of the wrong size or a query given up. */
+gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int height, int width,
+                              GError **error);
+/* Any thread: no labels will come (error, timeout, cancellation). Ends the query and counts a
+ * teacher error, unless it was given up already (counted then). */
+void distill_query_fail(DistillQuery *query);
 
-/* Streaming thread, once per frame: the student's class map of input (height x width of
- * distill_engine_label_size) into classes. Sync mode: first trains on this frame if its
- * teacher labels were delivered (a ticket of this frame still outstanding counts as failed). */
+/* Streaming thread, once per frame: the student's class map of input (distill_engine_label_size)
+ * into classes. Sync mode: first waits for this frame's query, if it has one, to be answered or
+ * failed (up to teacher_timeout_ms, then it is given up), and trains on the labels. */
 void distill_engine_process(DistillEngine *engine, const FeatureMap *input, uint8_t *classes);
 
 /* Streaming thread: the logits of the last distill_engine_process (logits size, one channel per
@@ -211,8 +228,8 @@ const FeatureMap *distill_engine_logits(DistillEngine *engine);
 
 typedef struct {
   guint64 frames;            /* processed */
-  guint64 teacher_queries;   /* tickets given */
-  guint64 teacher_errors;    /* failures, given-up requests, results refused */
+  guint64 teacher_queries;   /* queries made */
+  guint64 teacher_errors;    /* failures, given-up queries, answers refused */
   guint64 updates;           /* SGD steps */
   guint64 rounds;            /* teacher frames trained on (rounds finished) */
   guint64 weights_version;   /* weights published so far (the inference side's: in use) */

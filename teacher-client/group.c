@@ -1,8 +1,8 @@
-/* teachergroup.c: a teacher client shared by elements with the same settings, and the arbiter
- * granting its capacity (teachergroup.h). */
+/* group.c: a teacher client shared by elements with the same settings, and the arbiter
+ * granting its capacity (teacher_group.h). */
 #include <string.h>
 
-#include "teachergroup.h"
+#include "teacher_group.h"
 
 typedef struct {
   gchar *key;                /* the settings, as compared */

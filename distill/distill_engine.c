@@ -1,5 +1,5 @@
-/* distill_engine.c: the engine of distill.h: teacher slots, the trainer thread, weight
- * publishing and the per-frame path.
+/* distill_engine.c: the engine of distill.h: teacher slots and queries, the trainer thread,
+ * weight publishing and the per-frame path.
  *
  * Locks: `lock` guards the slots, the stride and the statistics, and is only held for
  * bookkeeping; `publish_lock` guards the published weights during a copy in or out. No lock is
@@ -14,24 +14,38 @@
 
 #include "distill_private.h"
 
+/* Sync mode waits this much past teacher_timeout_ms before giving a query up: the caller's
+ * teacher client gives up at the same timeout and fails the query itself, which ends the wait. */
+#define SYNC_WAIT_GRACE_MS 2000
+
 typedef enum {
   SLOT_FREE,
-  SLOT_REQUESTED, /* input copied, ticket given, waiting for the teacher */
+  SLOT_REQUESTED, /* input copied, query out, waiting for the teacher */
   SLOT_LABELED,   /* labels in, waiting for the trainer */
   SLOT_TRAINING,
 } SlotState;
 
+/* A teacher frame: its input, at its own size, and its labels. The buffers keep the size of the
+ * largest frame they held. */
 typedef struct {
   SlotState state;
-  guint64 ticket;
+  guint64 query_id;    /* of the frame in it */
   gint64 requested_at; /* monotonic, µs */
   FeatureMap input;
+  size_t input_capacity;  /* floats */
   uint8_t *labels;
+  size_t label_capacity;  /* bytes */
 } Slot;
+
+struct DistillQuery {
+  DistillEngine *engine;
+  guint64 id;
+  int label_h, label_w;
+};
 
 struct DistillEngine {
   DistillConfig cfg;
-  int num_classes, label_h, label_w;
+  int num_classes;
 
   /* Streaming thread. */
   Student *student;
@@ -47,6 +61,7 @@ struct DistillEngine {
 
   GMutex lock;
   GCond work;             /* a slot became LABELED, or stopping */
+  GCond answered;         /* a query was answered or failed (sync mode waits on it) */
   Slot *slots;
   guint n_slots;
   guint stride;
@@ -68,42 +83,6 @@ struct DistillEngine {
   ThreadPool *train_pool;
 };
 
-G_DEFINE_QUARK(distill-error-quark, distill_error)
-
-static gboolean invalid(GError **error, const char *what)
-{
-  g_set_error(error, DISTILL_ERROR, DISTILL_ERROR_CONFIG, "distill: %s", what);
-  return FALSE;
-}
-
-static gboolean check_config(const DistillConfig *c, int num_classes, GError **error)
-{
-  if (c->input_width < 2 || c->input_height < 2)
-    return invalid(error, "input_width and input_height must be at least 2 (the student's "
-                          "input size)");
-  if (c->min_stride < 1 || c->max_stride < c->min_stride || c->max_stride > (1u << 20))
-    return invalid(error, "strides must satisfy 1 <= min_stride <= max_stride <= 1048576");
-  if (!(c->accuracy_threshold >= 0.0 && c->accuracy_threshold <= 1.0))
-    return invalid(error, "accuracy_threshold is an mIoU: give a value in [0, 1]");
-  if (c->max_pending < 1 || c->max_pending > 64)
-    return invalid(error, "max_pending must be in [1, 64]");
-  if (!(c->optimizer.learning_rate > 0.0f))
-    return invalid(error, "the learning rate must be positive");
-  if (!(c->rollback_drop > 0.0 && c->rollback_drop <= 1.0))
-    return invalid(error, "rollback_drop is an mIoU difference: give a value in (0, 1]");
-  if (!(c->foreground_weight > 0.0))
-    return invalid(error, "foreground_weight must be positive (1 = plain loss)");
-  if (!(c->scene_change_threshold >= 0.0))
-    return invalid(error, "scene_change_threshold must be >= 0 (0 = off)");
-  if (c->replay_frames > 64)
-    return invalid(error, "replay_frames must be at most 64");
-  if (c->train_nice < 0 || c->train_nice > 19)
-    return invalid(error, "train_nice is a nice value in [0, 19]");
-  if (num_classes < 2 || num_classes > 254)
-    return invalid(error, "the student must have 2 to 254 classes");
-  return TRUE;
-}
-
 /* ---- weights ----------------------------------------------------------------------------- */
 
 static size_t param_bytes(DistillEngine *e)
@@ -120,8 +99,7 @@ static void publish(DistillEngine *e)
 }
 
 /* Async: the trainer publishes after every step, so the stream gains from a round of seconds
- * while it runs instead of at its end (vtest in real time: 0.680 against 0.667, means of six and
- * five runs). */
+ * while it runs instead of at its end (docs/experiments.md, "Publishing each step"). */
 static void publish_step(gpointer data)
 {
   publish(data);
@@ -143,8 +121,8 @@ static void pick_up_weights(DistillEngine *e)
 /* Trains on a slot in state SLOT_TRAINING, then frees it. Called without the lock. */
 static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
 {
-  DistillRound round = { .ticket = slot->ticket, .input = &slot->input, .labels = slot->labels,
-                         .miou_before = -1.0, .miou_after = -1.0,
+  DistillRound round = { .query_id = slot->query_id, .input = &slot->input,
+                         .labels = slot->labels, .miou_before = -1.0, .miou_after = -1.0,
                          .verdict = DISTILL_ROUND_UNCHECKED };
   if (e->cfg.round_started)
     e->cfg.round_started(&round, e->cfg.round_user_data);
@@ -177,7 +155,8 @@ static Slot *newest_labeled(DistillEngine *e)
 {
   Slot *newest = NULL;
   for (guint i = 0; i < e->n_slots; i++)
-    if (e->slots[i].state == SLOT_LABELED && (!newest || e->slots[i].ticket > newest->ticket))
+    if (e->slots[i].state == SLOT_LABELED &&
+        (!newest || e->slots[i].query_id > newest->query_id))
       newest = &e->slots[i];
   return newest;
 }
@@ -186,13 +165,12 @@ static Slot *newest_labeled(DistillEngine *e)
  * while a round ran, but the newest, join the replay frames without a round of their own. A
  * round lasts longer than the teacher's stride on a small box; training on the backlog in order
  * would have the stream learn seconds-old frames, and would leave no slot to ask the next frame
- * in, stretching the stride to a round (vtest in real time: 0.688 over five runs at the teacher
- * fraction of sync mode, 0.08-0.10, against 0.678 at 0.044-0.052). */
+ * in, stretching the stride to a round (docs/experiments.md, "Three teacher slots"). */
 static void replay_older_labeled(DistillEngine *e, const Slot *newest)
 {
   for (guint i = 0; i < e->n_slots; i++) {
     Slot *s = &e->slots[i];
-    if (s->state != SLOT_LABELED || s->ticket >= newest->ticket)
+    if (s->state != SLOT_LABELED || s->query_id >= newest->query_id)
       continue; /* one answered while the lock was let go is newer: the next round's */
     s->state = SLOT_TRAINING;
     g_mutex_unlock(&e->lock);
@@ -213,20 +191,11 @@ static void lower_priority(int nice_value)
     g_warning("distill: could not lower the trainer's priority: %s", g_strerror(errno));
 }
 
-/* Two threads even on 2 cores: at nice 10 the second takes what inference leaves idle without
- * slowing the stream, and real time is short of training compute (student/README.md). */
-static int default_train_threads(void)
-{
-  int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  return cores <= 1 ? 1 : MAX(2, cores / 2);
-}
-
 static gpointer trainer_main(gpointer data)
 {
   DistillEngine *e = data;
   lower_priority(e->cfg.train_nice);
-  e->train_pool = thread_pool_new(e->cfg.train_threads > 0 ? e->cfg.train_threads
-                                                           : default_train_threads());
+  e->train_pool = thread_pool_new(distill_config_train_threads(&e->cfg));
   for (;;) {
     g_mutex_lock(&e->lock);
     Slot *slot;
@@ -250,7 +219,7 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
                                   GError **error)
 {
   g_return_val_if_fail(initial && cfg, NULL);
-  if (!check_config(cfg, student_get_config(initial)->num_classes, error))
+  if (!distill_config_check(cfg, student_get_config(initial)->num_classes, error))
     return NULL;
   DistillEngine *e = g_new0(DistillEngine, 1);
   e->cfg = *cfg;
@@ -258,24 +227,19 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   e->student = student_new(student_get_config(initial), 0);
   student_set_bf16_forward(e->student, cfg->forward_bf16);
   memcpy(student_params(e->student), student_params((Student *)initial), param_bytes(e));
-  student_logits_size(e->student, cfg->input_height, cfg->input_width, &e->label_h, &e->label_w);
   /* Engines in one process (cameras) share one pool unless given their own thread count. */
   e->pool = cfg->threads > 0 ? thread_pool_new(cfg->threads) : thread_pool_shared();
   e->stride = cfg->min_stride;
   e->stats.last_miou = -1.0;
   g_mutex_init(&e->lock);
   g_cond_init(&e->work);
+  g_cond_init(&e->answered);
   g_mutex_init(&e->publish_lock);
   g_mutex_init(&e->save_lock);
 
-  e->n_slots = cfg->max_pending;
+  /* One in training, one answered, the rest out to the teacher. */
+  e->n_slots = cfg->teacher_inflight + 2;
   e->slots = g_new0(Slot, e->n_slots);
-  for (guint i = 0; i < e->n_slots; i++) {
-    Slot *s = &e->slots[i];
-    s->input = feature_map(g_new(float, (size_t)cfg->input_height * cfg->input_width * 3),
-                           cfg->input_height, cfg->input_width, 3);
-    s->labels = g_malloc((size_t)e->label_h * e->label_w);
-  }
   e->published = g_malloc(param_bytes(e));
   memcpy(e->published, student_params(e->student), param_bytes(e));
   e->save_buffer = g_malloc(param_bytes(e));
@@ -313,6 +277,7 @@ void distill_engine_free(DistillEngine *e)
   student_free(e->student);
   g_mutex_clear(&e->lock);
   g_cond_clear(&e->work);
+  g_cond_clear(&e->answered);
   g_mutex_clear(&e->publish_lock);
   g_mutex_clear(&e->save_lock);
   g_free(e);
@@ -320,25 +285,24 @@ void distill_engine_free(DistillEngine *e)
 
 const DistillConfig *distill_engine_get_config(const DistillEngine *e) { return &e->cfg; }
 
-void distill_engine_label_size(const DistillEngine *e, int *height, int *width)
+void distill_engine_label_size(const DistillEngine *e, int in_h, int in_w, int *height,
+                               int *width)
 {
-  *height = e->label_h;
-  *width = e->label_w;
+  student_logits_size(e->student, in_h, in_w, height, width);
 }
 
 /* ---- teacher frames ---------------------------------------------------------------------- */
 
-static gboolean check_input(DistillEngine *e, const FeatureMap *input)
+static gboolean check_input(const FeatureMap *input)
 {
-  if (input->h == e->cfg.input_height && input->w == e->cfg.input_width && input->c == 3)
+  if (input->h >= 2 && input->w >= 2 && input->c == 3)
     return TRUE;
-  g_critical("distill: input of %dx%dx%d, the engine was made for %dx%dx3: make another engine "
-             "for another size", input->w, input->h, input->c, e->cfg.input_width,
-             e->cfg.input_height);
+  g_critical("distill: an input of %dx%dx%d: the student takes RGB (3 channels), at least 2x2",
+             input->w, input->h, input->c);
   return FALSE;
 }
 
-/* Under lock: gives up requests older than the timeout, so that a lost answer frees its slot. */
+/* Under lock: gives up queries older than the timeout, so that a lost answer frees its slot. */
 static void give_up_stale(DistillEngine *e, gint64 now)
 {
   if (!e->cfg.teacher_timeout_ms)
@@ -367,17 +331,36 @@ static gboolean teacher_due(DistillEngine *e, const FeatureMap *input, guint str
          distill_thumbnail_distance(e->thumb, e->query_thumb) > e->cfg.scene_change_threshold;
 }
 
-guint64 distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *input)
+/* The slot's buffers, made to hold a frame of input's size and its labels. Only the streaming
+ * thread calls this, on a slot it holds REQUESTED before its query is out. */
+static void fit_slot(DistillEngine *e, Slot *slot, const FeatureMap *input, int label_h,
+                     int label_w)
 {
-  if (!check_input(e, input) || e->decided_frame == e->frame + 1)
-    return 0;
+  size_t floats = (size_t)input->h * input->w * 3, labels = (size_t)label_h * label_w;
+  if (floats > slot->input_capacity) {
+    g_free(slot->input.data);
+    slot->input.data = g_new(float, floats);
+    slot->input_capacity = floats;
+  }
+  if (labels > slot->label_capacity) {
+    g_free(slot->labels);
+    slot->labels = g_malloc(labels);
+    slot->label_capacity = labels;
+  }
+  slot->input = feature_map(slot->input.data, input->h, input->w, 3);
+}
+
+DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *input)
+{
+  if (!check_input(input) || e->decided_frame == e->frame + 1)
+    return NULL;
   e->decided_frame = e->frame + 1;
 
   g_mutex_lock(&e->lock);
   guint stride = e->stride;
   g_mutex_unlock(&e->lock);
   if (!teacher_due(e, input, stride))
-    return 0;
+    return NULL;
 
   g_mutex_lock(&e->lock);
   gint64 now = g_get_monotonic_time();
@@ -388,44 +371,62 @@ guint64 distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *input)
       slot = &e->slots[i];
   if (slot) {
     slot->state = SLOT_REQUESTED;
-    slot->ticket = e->frame + 1;
+    slot->query_id = e->frame + 1;
     slot->requested_at = now;
     e->stats.teacher_queries++;
   }
   g_mutex_unlock(&e->lock);
   if (!slot)
-    return 0; /* all slots busy: the next frame asks again */
+    return NULL; /* all slots busy: the next frame asks again */
 
-  /* Nobody else touches a REQUESTED slot before its ticket is out. */
+  /* Nobody else touches a REQUESTED slot before its query is out. */
+  DistillQuery *query = g_new(DistillQuery, 1);
+  query->engine = e;
+  query->id = slot->query_id;
+  distill_engine_label_size(e, input->h, input->w, &query->label_h, &query->label_w);
+  fit_slot(e, slot, input, query->label_h, query->label_w);
   for (int y = 0; y < input->h; y++)
     memcpy(feature_map_at(&slot->input, y, 0), feature_map_at(input, y, 0),
            (size_t)input->w * 3 * sizeof(float));
   e->queried = TRUE;
   e->last_query_frame = e->frame;
   memcpy(e->query_thumb, e->thumb, sizeof e->thumb);
-  return slot->ticket;
+  return query;
 }
 
-static Slot *find_slot(DistillEngine *e, guint64 ticket, SlotState state)
+guint64 distill_query_id(const DistillQuery *query)
+{
+  return query->id;
+}
+
+void distill_query_label_size(const DistillQuery *query, int *height, int *width)
+{
+  *height = query->label_h;
+  *width = query->label_w;
+}
+
+static Slot *find_slot(DistillEngine *e, guint64 query_id, SlotState state)
 {
   for (guint i = 0; i < e->n_slots; i++)
-    if (e->slots[i].state == state && e->slots[i].ticket == ticket)
+    if (e->slots[i].state == state && e->slots[i].query_id == query_id)
       return &e->slots[i];
   return NULL;
 }
 
-gboolean distill_engine_teacher_result(DistillEngine *e, guint64 ticket, const uint8_t *labels,
-                                       int height, int width, GError **error)
+gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int height, int width,
+                              GError **error)
 {
-  if (height != e->label_h || width != e->label_w) {
+  DistillEngine *e = query->engine;
+  if (height != query->label_h || width != query->label_w) {
     g_set_error(error, DISTILL_ERROR, DISTILL_ERROR_LABELS,
                 "distill: teacher labels of %dx%d, expected %dx%d (the student's logits size, "
-                "half the input size): resize them first", width, height, e->label_w, e->label_h);
-    distill_engine_teacher_failed(e, ticket);
+                "half the input size): resize them first", width, height, query->label_w,
+                query->label_h);
+    distill_query_fail(query);
     return FALSE;
   }
   g_mutex_lock(&e->lock);
-  Slot *slot = find_slot(e, ticket, SLOT_REQUESTED);
+  Slot *slot = find_slot(e, query->id, SLOT_REQUESTED);
   if (slot) {
     memcpy(slot->labels, labels, (size_t)height * width);
     slot->state = SLOT_LABELED;
@@ -433,38 +434,59 @@ gboolean distill_engine_teacher_result(DistillEngine *e, guint64 ticket, const u
   } else {
     e->stats.teacher_errors++;
   }
+  g_cond_broadcast(&e->answered);
   g_mutex_unlock(&e->lock);
   if (!slot)
-    g_set_error(error, DISTILL_ERROR, DISTILL_ERROR_TICKET,
-                "distill: no outstanding teacher request for ticket %" G_GUINT64_FORMAT
-                " (answered already, given up after teacher_timeout_ms, or never given)", ticket);
+    g_set_error(error, DISTILL_ERROR, DISTILL_ERROR_QUERY,
+                "distill: the answer to teacher query %" G_GUINT64_FORMAT " came after it was "
+                "given up (teacher_timeout_ms)", query->id);
+  g_free(query);
   return slot != NULL;
 }
 
-void distill_engine_teacher_failed(DistillEngine *e, guint64 ticket)
+void distill_query_fail(DistillQuery *query)
 {
+  DistillEngine *e = query->engine;
   g_mutex_lock(&e->lock);
-  Slot *slot = find_slot(e, ticket, SLOT_REQUESTED);
+  Slot *slot = find_slot(e, query->id, SLOT_REQUESTED);
   if (slot) {
     slot->state = SLOT_FREE;
     e->stats.teacher_errors++;
   }
+  g_cond_broadcast(&e->answered);
   g_mutex_unlock(&e->lock);
+  g_free(query);
 }
 
 /* ---- frames ------------------------------------------------------------------------------ */
 
+/* Sync mode, under lock: waits while the current frame's query is out, up to the timeout (and
+ * a grace period for the caller's own timeout to fail it first); gives it up then. */
+static void wait_for_answer(DistillEngine *e, guint64 query_id)
+{
+  Slot *slot;
+  while ((slot = find_slot(e, query_id, SLOT_REQUESTED))) {
+    if (!e->cfg.teacher_timeout_ms) {
+      g_cond_wait(&e->answered, &e->lock);
+      continue;
+    }
+    gint64 deadline = slot->requested_at +
+                      (e->cfg.teacher_timeout_ms + SYNC_WAIT_GRACE_MS) * G_TIME_SPAN_MILLISECOND;
+    if (!g_cond_wait_until(&e->answered, &e->lock, deadline) &&
+        find_slot(e, query_id, SLOT_REQUESTED) == slot) {
+      slot->state = SLOT_FREE;
+      e->stats.teacher_errors++;
+    }
+  }
+}
+
 /* Sync mode: the current frame's teacher round, inline. */
 static void train_inline(DistillEngine *e)
 {
-  guint64 ticket = e->frame + 1;
+  guint64 query_id = e->frame + 1;
   g_mutex_lock(&e->lock);
-  Slot *slot = find_slot(e, ticket, SLOT_LABELED);
-  Slot *unanswered = find_slot(e, ticket, SLOT_REQUESTED);
-  if (unanswered) {
-    unanswered->state = SLOT_FREE;
-    e->stats.teacher_errors++;
-  }
+  wait_for_answer(e, query_id);
+  Slot *slot = find_slot(e, query_id, SLOT_LABELED);
   if (slot)
     slot->state = SLOT_TRAINING;
   g_mutex_unlock(&e->lock);
@@ -474,7 +496,7 @@ static void train_inline(DistillEngine *e)
 
 void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *classes)
 {
-  if (!check_input(e, input))
+  if (!check_input(input))
     return;
   if (e->cfg.sync)
     train_inline(e);

@@ -17,6 +17,16 @@ static size_t param_bytes(const DistillTrainer *t)
   return student_param_count(t->student) * sizeof(float);
 }
 
+/* buffer, holding at least `needed` bytes: reallocated (its contents dropped) when smaller. */
+static void *ensure_bytes(void *buffer, size_t *capacity, size_t needed)
+{
+  if (needed <= *capacity)
+    return buffer;
+  g_free(buffer);
+  *capacity = needed;
+  return g_malloc(needed);
+}
+
 void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial)
 {
   memset(t, 0, sizeof *t);
@@ -26,17 +36,6 @@ void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Stu
   student_set_bf16(t->student, cfg->train_bf16);
   student_set_bf16_forward(t->student, cfg->forward_bf16);
   t->optimizer = optimizer_new(&cfg->optimizer, student_param_count(t->student));
-  t->input_h = cfg->input_height;
-  t->input_w = cfg->input_width;
-  student_logits_size(t->student, t->input_h, t->input_w, &t->label_h, &t->label_w);
-  size_t labels = (size_t)t->label_h * t->label_w;
-  t->pred = g_malloc(labels);
-  if (cfg->foreground_weight != 1.0)
-    t->pixel_weight = g_new(float, labels);
-  if (cfg->replay_frames) {
-    t->replay_inputs = g_new(float, (size_t)cfg->replay_frames * t->input_h * t->input_w * 3);
-    t->replay_labels = g_malloc((size_t)cfg->replay_frames * labels);
-  }
   t->good_params = g_memdup2(student_params(t->student), param_bytes(t));
   t->usual_miou = -1.0;
 }
@@ -53,11 +52,22 @@ void distill_trainer_clear(DistillTrainer *t)
   memset(t, 0, sizeof *t);
 }
 
-static const float *pixel_weights(DistillTrainer *t, const uint8_t *labels)
+/* The per-pixel buffers of a round whose labels have n pixels. */
+static void plan_round(DistillTrainer *t, size_t n)
+{
+  if (n <= t->label_capacity)
+    return;
+  g_free(t->pred);
+  g_free(t->pixel_weight);
+  t->pred = g_malloc(n);
+  t->pixel_weight = t->cfg->foreground_weight != 1.0 ? g_new(float, n) : NULL;
+  t->label_capacity = n;
+}
+
+static const float *pixel_weights(DistillTrainer *t, const uint8_t *labels, size_t n)
 {
   if (!t->pixel_weight)
     return NULL;
-  size_t n = (size_t)t->label_h * t->label_w;
   float fg = (float)t->cfg->foreground_weight;
   for (size_t i = 0; i < n; i++)
     t->pixel_weight[i] = labels[i] != 0 && labels[i] != LABEL_IGNORE ? fg : 1.0f;
@@ -66,31 +76,53 @@ static const float *pixel_weights(DistillTrainer *t, const uint8_t *labels)
 
 static FeatureMap replay_input(DistillTrainer *t, guint index)
 {
-  size_t floats = (size_t)t->input_h * t->input_w * 3;
-  return feature_map(t->replay_inputs + index * floats, t->input_h, t->input_w, 3);
+  size_t floats = (size_t)t->replay_h * t->replay_w * 3;
+  return feature_map(t->replay_inputs + index * floats, t->replay_h, t->replay_w, 3);
 }
 
-static const uint8_t *replay_labels(DistillTrainer *t, guint index)
+static uint8_t *replay_labels(DistillTrainer *t, guint index)
 {
-  return t->replay_labels + (size_t)index * t->label_h * t->label_w;
+  return t->replay_labels + (size_t)index * t->replay_label_h * t->replay_label_w;
 }
 
-/* Adds the gradient of one kept frame (in turn) to the step's; returns its loss (0: none). */
-static double add_replay_gradient(DistillTrainer *t, ThreadPool *pool)
+/* Adds the gradient of one kept frame (in turn) to the step's; returns its loss (0: none). Kept
+ * frames of another size than the round's (a size change while it runs) wait for the next
+ * round: alternating sizes would plan the network's buffers again at every step. */
+static double add_replay_gradient(DistillTrainer *t, const FeatureMap *round_input,
+                                  ThreadPool *pool)
 {
-  if (!t->replay_count)
+  if (!t->replay_count || t->replay_h != round_input->h || t->replay_w != round_input->w)
     return 0.0;
   guint index = t->replay_cursor++ % t->replay_count;
   FeatureMap input = replay_input(t, index);
   const uint8_t *labels = replay_labels(t, index);
   student_forward(t->student, &input, pool);
-  return student_backward(t->student, labels, pixel_weights(t, labels), pool);
+  return student_backward(t->student, labels,
+                          pixel_weights(t, labels, (size_t)t->replay_label_h * t->replay_label_w),
+                          pool);
+}
+
+/* The ring for frames of input's size: emptied, and grown if need be, when the size changes. */
+static void plan_replay(DistillTrainer *t, const FeatureMap *input)
+{
+  if (input->h == t->replay_h && input->w == t->replay_w)
+    return;
+  guint frames = t->cfg->replay_frames;
+  t->replay_h = input->h;
+  t->replay_w = input->w;
+  student_logits_size(t->student, input->h, input->w, &t->replay_label_h, &t->replay_label_w);
+  t->replay_inputs = ensure_bytes(t->replay_inputs, &t->replay_input_capacity,
+                                  (size_t)frames * input->h * input->w * 3 * sizeof(float));
+  t->replay_labels = ensure_bytes(t->replay_labels, &t->replay_label_capacity,
+                                  (size_t)frames * t->replay_label_h * t->replay_label_w);
+  t->replay_count = t->replay_next = t->replay_cursor = 0;
 }
 
 void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels)
 {
   if (!t->cfg->replay_frames)
     return;
+  plan_replay(t, input);
   guint index = t->replay_next;
   t->replay_next = (t->replay_next + 1) % t->cfg->replay_frames;
   if (t->replay_count < t->cfg->replay_frames)
@@ -99,7 +131,7 @@ void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint
   for (int y = 0; y < input->h; y++)
     memcpy(feature_map_at(&kept, y, 0), feature_map_at(input, y, 0),
            (size_t)input->w * 3 * sizeof(float));
-  memcpy((uint8_t *)replay_labels(t, index), labels, (size_t)t->label_h * t->label_w);
+  memcpy(replay_labels(t, index), labels, (size_t)t->replay_label_h * t->replay_label_w);
 }
 
 /* ---- rollback ------------------------------------------------------------------------------ */
@@ -162,7 +194,10 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
                            const gint *stop)
 {
   const DistillConfig *cfg = t->cfg;
-  size_t n = (size_t)t->label_h * t->label_w;
+  int label_h, label_w;
+  student_logits_size(t->student, round->input->h, round->input->w, &label_h, &label_w);
+  size_t n = (size_t)label_h * label_w;
+  plan_round(t, n);
   int num_classes = student_get_config(t->student)->num_classes;
   guint updates = 0;
   double miou, first_loss = 0.0;
@@ -179,11 +214,11 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     if (!distill_policy_keep_training(cfg, updates, miou) || (stop && g_atomic_int_get(stop)))
       break;
     student_zero_grads(t->student);
-    double loss = student_backward(t->student, round->labels, pixel_weights(t, round->labels),
-                                   pool);
+    double loss = student_backward(t->student, round->labels,
+                                   pixel_weights(t, round->labels, n), pool);
     if (updates == 0)
       first_loss = loss;
-    double replay_loss = add_replay_gradient(t, pool);
+    double replay_loss = add_replay_gradient(t, round->input, pool);
     collapse = judge_loss(loss, replay_loss, first_loss, num_classes);
     if (collapse)
       break;
