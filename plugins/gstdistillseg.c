@@ -799,8 +799,12 @@ static gboolean gst_distill_seg_start(GstBaseTransform *trans)
                          refused->message, origin),
                         ("Fix the file, set checkpoint to a student of %u classes, or set "
                          "num-classes to the checkpoint's.", num_classes));
-  GST_INFO_OBJECT(self, "starting from %s", origin ? origin : "random weights (no checkpoint and "
-                  "no shipped weights for this number of classes)");
+  if (origin)
+    GST_INFO_OBJECT(self, "starting from the %s %s",
+                    g_strcmp0(origin, checkpoint) == 0 ? "checkpoint" : "shipped weights", origin);
+  else
+    GST_INFO_OBJECT(self, "no checkpoint and no shipped weights for %u classes: starting from "
+                    "random weights", num_classes);
   self->engine = distill_engine_new(initial, &cfg, &error);
   student_free(initial);
   if (!self->engine)
