@@ -12,13 +12,11 @@
 #include <glib/gstdio.h>
 #include <gst/app/gstappsrc.h>
 #include <gst/gst.h>
-#include <libsoup/soup.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
 
 #include "synthetic_scene.h"
+#include "teacher_server.h"
 
 #define LOOP_FRAMES 300       /* the scene's frames streamed in a loop, and what the teacher holds */
 #define RSS_LIMIT_KB 5120
@@ -40,9 +38,8 @@ typedef struct {
 
 typedef struct {
   char *dir, *video, *labels;
-  GSubprocess *process;
-  int port;
-  char *url;
+  TeacherServer *server;
+  int port; /* 0 until the first start, then the same on each start */
 } Teacher;
 
 static long rss_kb(void)
@@ -121,71 +118,29 @@ static void write_teacher_data(Teacher *t, const SoakOptions *o, const guint8 *r
   g_free(labels);
 }
 
-static void die_with_parent(gpointer data)
-{
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
-}
-
-/* Starts teacher-server/run on t->port (0: a free one, then remembered) and waits for its model
+/* Starts the replay teacher on t->port (0: a free one, then remembered) and waits for its model
  * to be ready. */
 static void teacher_start(Teacher *t, const SoakOptions *o)
 {
   g_autoptr(GError) error = NULL;
-  g_autofree char *run = g_build_filename(DISTILL_SOURCE_ROOT, "teacher-server", "run", NULL);
-  char port[16], fail[32], garbage[32], hang[32], latency[16];
-  g_snprintf(port, sizeof port, "%d", t->port);
+  char fail[32], garbage[32], hang[32], latency[16];
   g_ascii_dtostr(fail, sizeof fail, o->fail_rate);
   g_ascii_dtostr(garbage, sizeof garbage, o->garbage_rate);
   g_ascii_dtostr(hang, sizeof hang, o->hang_rate);
   g_snprintf(latency, sizeof latency, "%d", o->latency_ms);
-  g_autoptr(GSubprocessLauncher) launcher =
-      g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
-  g_subprocess_launcher_set_child_setup(launcher, die_with_parent, NULL, NULL);
-  t->process = g_subprocess_launcher_spawn(
-      launcher, &error, run, "--model", "replay", "--video", t->video, "--labels", t->labels,
-      "--port", port, "--fail-rate", fail, "--garbage-rate", garbage, "--hang-rate", hang,
-      "--latency-ms", latency, NULL);
-  if (!t->process)
+  const char *flags[] = {"--model", "replay", "--video", t->video, "--labels", t->labels,
+                         "--fail-rate", fail, "--garbage-rate", garbage, "--hang-rate", hang,
+                         "--latency-ms", latency, NULL};
+  t->server = teacher_server_start(&(TeacherServerOptions){.flags = flags, .port = t->port},
+                                   &error);
+  if (!t->server)
     g_error("cannot start the teacher: %s", error->message);
-
-  /* "… listening on http://127.0.0.1:PORT/v2 …", printed once the model is ready. */
-  g_autoptr(GDataInputStream) out =
-      g_data_input_stream_new(g_subprocess_get_stdout_pipe(t->process));
-  for (;;) {
-    g_autofree char *line = g_data_input_stream_read_line(out, NULL, NULL, &error);
-    if (!line)
-      g_error("the teacher stopped before listening%s%s", error ? ": " : "",
-              error ? error->message : "");
-    const char *at = strstr(line, "listening on http://127.0.0.1:");
-    if (at) {
-      t->port = atoi(at + strlen("listening on http://127.0.0.1:"));
-      break;
-    }
-  }
-  g_free(t->url);
-  t->url = g_strdup_printf("http://127.0.0.1:%d", t->port);
-
-  /* The replay model decodes its videos after that line: 503 until then. */
-  g_autoptr(SoupSession) session = soup_session_new();
-  g_autofree char *ready = g_strconcat(t->url, "/v2/health/ready", NULL);
-  for (int attempt = 0;; attempt++) {
-    g_autoptr(SoupMessage) probe = soup_message_new("GET", ready);
-    g_autoptr(GBytes) body = soup_session_send_and_read(session, probe, NULL, NULL);
-    if (soup_message_get_status(probe) == SOUP_STATUS_OK)
-      break;
-    if (attempt == 600)
-      g_error("the teacher at %s is not ready after a minute", t->url);
-    g_usleep(100 * 1000);
-  }
+  t->port = teacher_server_port(t->server);
 }
 
 static void teacher_stop(Teacher *t)
 {
-  if (!t->process)
-    return;
-  g_subprocess_send_signal(t->process, SIGTERM);
-  g_subprocess_wait(t->process, NULL, NULL);
-  g_clear_object(&t->process);
+  g_clear_pointer(&t->server, teacher_server_stop);
 }
 
 /* ---- the stream ----------------------------------------------------------------------------- */
@@ -310,7 +265,8 @@ int main(int argc, char **argv)
       "appsrc name=src format=time block=true max-bytes=%" G_GSIZE_FORMAT
       " caps=video/x-raw,format=RGB,width=%d,height=%d,framerate=30/1 ! distillseg "
       "teacher-url=%s teacher-timeout=%d accuracy-threshold=%g stats-interval=500 ! "
-      "fakesink sync=false", frame_bytes * 4, o.width, o.height, teacher.url, o.timeout_ms,
+      "fakesink sync=false", frame_bytes * 4, o.width, o.height,
+      teacher_server_url(teacher.server), o.timeout_ms,
       o.accuracy_threshold);
   GstElement *pipeline = gst_parse_launch(launch, &error);
   if (!pipeline)
@@ -396,7 +352,6 @@ int main(int argc, char **argv)
   g_free(teacher.video);
   g_free(teacher.labels);
   g_free(teacher.dir);
-  g_free(teacher.url);
   g_free(loop);
   return ok ? 0 : 1;
 }

@@ -2,15 +2,12 @@
 `run --model isnet --output probabilities` at nice 19 on a free loopback port, and asks it for a
 frame's foreground map over KServe v2 binary tensors."""
 import json
-import os
-import re
 import struct
-import subprocess
 import time
 import urllib.error
 import urllib.request
 
-RUN = os.path.join(os.path.dirname(os.path.realpath(__file__)), 'run')
+from teacher_process import TeacherProcess
 
 
 def infer(url, w, h, rgb, attempts=20):
@@ -44,23 +41,10 @@ def infer(url, w, h, rgb, attempts=20):
 
 
 def start(threads):
-    """(process, url) of a fresh isnet teacher, once ready; RuntimeError if it did not start.
-    The process leads its own session: stop it with os.killpg."""
-    cmd = ['nice', '-n', '19', RUN, '--model', 'isnet', '--output', 'probabilities', '--port', '0',
-           '--max-queue', '1']
+    """A fresh isnet teacher at nice 19, once ready (a TeacherProcess: its url, stop()); raises
+    TeacherError (a RuntimeError) if it did not start."""
+    flags = ['--model', 'isnet', '--output', 'probabilities', '--max-queue', '1']
     if threads:
-        cmd += ['--threads', str(threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    line = proc.stdout.readline()
-    m = re.search(r'listening on (http://[^ ]+)/v2', line)
-    if not m:
-        proc.kill()
-        raise RuntimeError('the teacher did not start (said %r)' % line)
-    url = m.group(1)
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(url + '/v2/health/ready', timeout=5):
-                break
-        except Exception:
-            time.sleep(1)
-    return proc, url
+        flags += ['--threads', str(threads)]
+    # At nice 19 on busy cores the model can take minutes to load.
+    return TeacherProcess(*flags, nice=19, quiet=False, timeout=600)

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.environ["DISTILL_SOURCE_ROOT"], "tests", "pipelines"))
-from harness import BUILD, LABELS, SOURCE, VTEST, Process  # noqa: E402
+from harness import BUILD, LABELS, VTEST  # noqa: E402
+from teacher_process import TeacherProcess  # noqa: E402  (harness puts teacher-server/ on the path)
 
 STREAM_WATCH = os.path.join(BUILD, "tests", "faults", "stream-watch")
 
@@ -30,24 +30,10 @@ class Teacher:
         """(Re)starts the teacher; ready: waits until it has loaded the video (not for a teacher
         that may go down first, --down-after)."""
         self.stop()
-        argv = [os.path.join(SOURCE, "teacher-server", "run"), "--model", "replay", "--video",
-                VTEST, "--labels", LABELS, "--port", str(self.port)]
-        if token_file or self.token_file:
-            argv += ["--token-file", token_file or self.token_file]
-        self.process = Process(argv + list(flags), r"listening on http://", timeout=120)
-        if not ready:
-            return
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # replay decodes the video before it is ready
-            try:
-                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the teacher on port {self.port} never got ready: "
-                           f"{self.process.stderr()[-1000:]}")
+        token_file = token_file or self.token_file
+        token = ["--token-file", token_file] if token_file else []
+        self.process = TeacherProcess("--model", "replay", "--video", VTEST, "--labels", LABELS,
+                                      *token, *flags, port=self.port, ready=ready)
 
     def stop(self):
         if self.process:

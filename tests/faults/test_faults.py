@@ -16,8 +16,8 @@ import tempfile
 import time
 import urllib.request
 
-from faultlib import BUILD, Process, Teacher, Watch, distill_pipeline
-from harness import diag, file_camera, finish, free_port, ok
+from faultlib import BUILD, Teacher, Watch, distill_pipeline
+from harness import Process, diag, file_camera, finish, free_port, ok
 
 TIMEOUT_MS = 3000     # teacher-timeout: how long a hanging request can last
 SLOW_MS = 2000        # the slow teacher's latency, under the timeout: late answers, not failures

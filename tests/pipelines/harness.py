@@ -11,6 +11,8 @@ import time
 
 BUILD = os.environ["DISTILL_BUILD_ROOT"]
 SOURCE = os.environ["DISTILL_SOURCE_ROOT"]
+sys.path.insert(0, os.path.join(SOURCE, "teacher-server"))
+from teacher_process import TeacherProcess  # noqa: E402
 VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 LABELS = os.path.join(SOURCE, "data", "vtest", "labels.mkv")
 
@@ -120,11 +122,12 @@ def stop_all():
         p.stop()
 
 
-def replay_teacher():
-    p = Process([os.path.join(SOURCE, "teacher-server", "run"), "--model", "replay", "--video",
-                 VTEST, "--labels", LABELS, "--port", "0"],
-                r"listening on (http://\S+)/v2", timeout=120)
-    return p, p.match.group(1)
+def replay_teacher(*flags, ready=False, ca_file=None):
+    """The replay teacher of vtest on a free port, with more of run's flags: (teacher, its URL).
+    Returned once listening, unless ready: clients probe its health while it loads."""
+    teacher = TeacherProcess("--model", "replay", "--video", VTEST, "--labels", LABELS, *flags,
+                             ready=ready, ca_file=ca_file)
+    return teacher, teacher.url
 
 
 def file_camera(port, video=VTEST):

@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from harness import (BUILD, LABELS, SOURCE, VTEST, Process, diag, ffmpeg_frames, free_port, ok,
+from harness import (BUILD, VTEST, Process, diag, ffmpeg_frames, free_port, ok, replay_teacher,
                      run_test)
 
 DISTILL_RTSP = os.path.join(BUILD, "pipelines", "distill-rtsp")
@@ -293,11 +293,8 @@ def test_camera_password():
 
 def https_teacher(files, work, token):
     token_file = write_secret(os.path.join(work, "server-token"), token + "\n")
-    p = Process([os.path.join(SOURCE, "teacher-server", "run"), "--model", "replay", "--video",
-                 VTEST, "--labels", LABELS, "--port", "0", "--token-file", token_file,
-                 "--tls-cert", files["server.pem"], "--tls-key", files["server.key"]],
-                r"listening on (https://\S+)/v2", timeout=120)
-    return p, p.match.group(1)
+    return replay_teacher("--token-file", token_file, "--tls-cert", files["server.pem"],
+                          "--tls-key", files["server.key"], ready=True, ca_file=files["ca.pem"])
 
 
 def main():

@@ -4,47 +4,30 @@
  * settings have a client of their own. */
 #include <gio/gio.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <signal.h>
 
 #include "teacher_group.h"
+#include "teacher_server.h"
 
 #define VTEST "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
-static GSubprocess *server;
-static gchar *url;
+static TeacherServer *server;
+static const gchar *url;
 static guint8 frame_pixels[64 * 48 * 3];
-
-static void die_with_parent(gpointer data)
-{
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
-}
 
 static void start_teacher(void)
 {
-  g_autofree gchar *run = g_build_filename(g_getenv("DISTILL_SOURCE_ROOT"), "teacher-server",
-                                           "run", NULL);
   g_autofree gchar *labels = g_build_filename(g_getenv("DISTILL_SOURCE_ROOT"), "data", "vtest",
                                               "labels.mkv", NULL);
   g_autoptr(GError) error = NULL;
-  g_autoptr(GSubprocessLauncher) launcher =
-      g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
 
-  g_subprocess_launcher_set_child_setup(launcher, die_with_parent, NULL, NULL);
-  server = g_subprocess_launcher_spawn(launcher, &error, run, "--model", "replay", "--video",
-                                       VTEST, "--labels", labels, "--port", "0", "--latency-ms",
-                                       "300", NULL);
+  server = teacher_server_start(
+      &(TeacherServerOptions){.flags = (const char *[]){"--model", "replay", "--video", VTEST,
+                                                        "--labels", labels, "--latency-ms",
+                                                        "300", NULL},
+                              .wait = TEACHER_SERVER_LISTENING},
+      &error);
   g_assert_no_error(error);
-  g_autoptr(GDataInputStream) out =
-      g_data_input_stream_new(g_subprocess_get_stdout_pipe(server));
-  gchar *line;
-  while (!url && (line = g_data_input_stream_read_line(out, NULL, NULL, &error))) {
-    const gchar *at = strstr(line, "listening on ");
-    if (at)
-      url = g_strndup(at + strlen("listening on "), strstr(at, "/v2") - at - strlen("listening on "));
-    g_free(line);
-  }
-  g_assert_nonnull(url);
+  url = teacher_server_url(server);
 }
 
 static void config(TeacherClientConfig *cfg, guint timeout_ms)
@@ -177,7 +160,6 @@ int main(int argc, char **argv)
   g_test_add_func("/teachergroup/other-settings-other-client", test_other_settings_other_client);
   g_test_add_func("/teachergroup/leave-cancels", test_leave_cancels);
   int status = g_test_run();
-  g_subprocess_send_signal(server, SIGTERM);
-  g_subprocess_wait(server, NULL, NULL);
+  teacher_server_stop(server);
   return status;
 }

@@ -9,25 +9,23 @@
  * - sync=false, with a teacher that answers after 3 s: the stream never waits for it (the
  *   longest gap between output buffers stays far below the teacher's latency) and the student
  *   still trains. */
-#include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <gst/app/gstappsink.h>
 #include <gst/app/gstappsrc.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
-#include <signal.h>
-#include <sys/prctl.h>
 
 #include "distill.h"
 #include "synthetic_scene.h"
+#include "teacher_server.h"
 
 enum { WIDTH = 320, HEIGHT = 192, FRAMES = 480, SCORED_FROM = 360 };
 
 typedef struct {
   gchar *dir;
   SyntheticScene *scene;
-  GSubprocess *server;
-  gchar *url;
+  TeacherServer *server;
+  const gchar *url;
 } Fixture;
 
 /* Writes the scene's frames (ffv1, lossless) and their labels (0 / 255, as teacher labels are
@@ -75,76 +73,25 @@ static void write_scene_videos(Fixture *fx, const gchar *video, const gchar *lab
   g_free(lab);
 }
 
-/* Polls GET /v2/health/ready (the replay model decodes its videos first). */
-static void wait_until_ready(const gchar *url)
-{
-  GUri *uri = g_uri_parse(url, G_URI_FLAGS_NONE, NULL);
-  GSocketClient *client = g_socket_client_new();
-
-  for (int attempt = 0; attempt < 600; attempt++) {
-    GSocketConnection *conn = g_socket_client_connect_to_host(
-        client, g_uri_get_host(uri), (guint16)g_uri_get_port(uri), NULL, NULL);
-    if (conn) {
-      const char request[] = "GET /v2/health/ready HTTP/1.0\r\n\r\n";
-      char reply[16] = {0};
-      gsize got = 0;
-      g_output_stream_write_all(g_io_stream_get_output_stream(G_IO_STREAM(conn)), request,
-                                sizeof request - 1, NULL, NULL, NULL);
-      g_input_stream_read_all(g_io_stream_get_input_stream(G_IO_STREAM(conn)), reply,
-                              sizeof reply - 1, &got, NULL, NULL);
-      g_object_unref(conn);
-      if (strstr(reply, " 200"))
-        break;
-    }
-    g_usleep(100 * 1000);
-  }
-  g_object_unref(client);
-  g_uri_unref(uri);
-}
-
-/* The server ends with the test, even when a failed assertion aborts it. */
-static void die_with_parent(gpointer data)
-{
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
-}
-
 /* Starts the replay teacher on a free port and waits until its model is ready; fx->url is its
  * base URL. */
 static void start_teacher(Fixture *fx, const gchar *latency_ms)
 {
   gchar *video = g_build_filename(fx->dir, "scene.mkv", NULL);
   gchar *labels = g_build_filename(fx->dir, "labels.mkv", NULL);
-  gchar *run = g_build_filename(g_getenv("DISTILL_SOURCE_ROOT"), "teacher-server", "run", NULL);
   GError *err = NULL;
 
   if (!g_file_test(video, G_FILE_TEST_EXISTS))
     write_scene_videos(fx, video, labels);
-  GSubprocessLauncher *launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
-  g_subprocess_launcher_set_child_setup(launcher, die_with_parent, NULL, NULL);
-  fx->server = g_subprocess_launcher_spawn(launcher, &err, run, "--model", "replay", "--video",
-                                           video, "--labels", labels, "--port", "0",
-                                           "--latency-ms", latency_ms, NULL);
+  fx->server = teacher_server_start(
+      &(TeacherServerOptions){.flags = (const char *[]){"--model", "replay", "--video", video,
+                                                        "--labels", labels, "--latency-ms",
+                                                        latency_ms, NULL}},
+      &err);
   g_assert_no_error(err);
-  g_object_unref(launcher);
-  GDataInputStream *out = g_data_input_stream_new(g_subprocess_get_stdout_pipe(fx->server));
-  gchar *line;
-  while ((line = g_data_input_stream_read_line(out, NULL, NULL, &err))) {
-    const gchar *at = strstr(line, "listening on ");
-    if (at) {
-      gchar *end = strstr(at, "/v2");
-      fx->url = g_strndup(at + strlen("listening on "), end - at - strlen("listening on "));
-    }
-    g_free(line);
-    if (fx->url)
-      break;
-  }
-  g_assert_no_error(err);
-  g_assert_nonnull(fx->url);
-  g_object_unref(out);
-  wait_until_ready(fx->url);
+  fx->url = teacher_server_url(fx->server);
   g_free(video);
   g_free(labels);
-  g_free(run);
 }
 
 static void fixture_setup(Fixture *fx, gconstpointer data)
@@ -159,11 +106,7 @@ static void fixture_setup(Fixture *fx, gconstpointer data)
 
 static void fixture_teardown(Fixture *fx, gconstpointer data)
 {
-  if (fx->server) {
-    g_subprocess_send_signal(fx->server, SIGTERM);
-    g_subprocess_wait(fx->server, NULL, NULL);
-    g_object_unref(fx->server);
-  }
+  teacher_server_stop(fx->server);
   synthetic_scene_free(fx->scene);
   const gchar *name;
   GDir *dir = g_dir_open(fx->dir, 0, NULL);
@@ -175,7 +118,6 @@ static void fixture_teardown(Fixture *fx, gconstpointer data)
   g_dir_close(dir);
   g_rmdir(fx->dir);
   g_free(fx->dir);
-  g_free(fx->url);
 }
 
 /* appsrc (the scene, RGB) ! distillseg <properties> output=mask ! appsink */

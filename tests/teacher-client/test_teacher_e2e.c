@@ -5,11 +5,10 @@
  * injected faults end each request once, with the right kind of error; a server that goes down
  * fails over to the second URL. The first request is sent while the server still loads: the
  * client's readiness probes carry it through. */
-#include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 
 #include "outcome.h"
+#include "teacher_server.h"
 
 #define VIDEO "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 #define VIDEO_W 768
@@ -49,58 +48,34 @@ static guint8 *decode_frame(const char *file, int index, const char *pix_fmt, gs
   return decode_frames(file, index, 1, pix_fmt, size);
 }
 
-typedef struct {
-  GSubprocess *process;
-  char *url;
-} Teacher;
-
-/* In the server's process before exec (run execs node): a test that fails aborts without
- * teacher_stop(), and the server must not outlive it. */
-static void die_with_parent(gpointer data)
+/* teacher-server/run --model model (replay: of vtest) on a free port with the extra flags,
+ * returned once listening, its model still loading; NULL when it did not come up (why: in the
+ * test's log). */
+static TeacherServer *teacher_start_model(const char *model, const char *const *extra)
 {
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
-}
-
-/* Starts teacher-server/run --model model (replay: of vtest) on a free port with the extra flags;
- * FALSE when it did not come up. */
-static gboolean teacher_start_model(Teacher *teacher, const char *model, const char *const *extra)
-{
-  g_autofree char *run = g_build_filename(root, "teacher-server", "run", NULL);
   g_autofree char *labels = g_build_filename(root, "data", "vtest", "labels.mkv", NULL);
-  g_autoptr(GPtrArray) argv = g_ptr_array_new();
-  const char *base[] = {run, "--model", model, "--port", "0"};
-  for (guint i = 0; i < G_N_ELEMENTS(base); i++)
-    g_ptr_array_add(argv, (gpointer)base[i]);
+  g_autoptr(GPtrArray) flags = g_ptr_array_new();
+  g_ptr_array_add(flags, (gpointer) "--model");
+  g_ptr_array_add(flags, (gpointer)model);
   const char *replay[] = {"--video", VIDEO, "--labels", labels};
   for (guint i = 0; strcmp(model, "replay") == 0 && i < G_N_ELEMENTS(replay); i++)
-    g_ptr_array_add(argv, (gpointer)replay[i]);
+    g_ptr_array_add(flags, (gpointer)replay[i]);
   for (guint i = 0; extra[i]; i++)
-    g_ptr_array_add(argv, (gpointer)extra[i]);
-  g_ptr_array_add(argv, NULL);
+    g_ptr_array_add(flags, (gpointer)extra[i]);
+  g_ptr_array_add(flags, NULL);
   g_autoptr(GError) error = NULL;
-  g_autoptr(GSubprocessLauncher) launcher =
-      g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
-  g_subprocess_launcher_set_child_setup(launcher, die_with_parent, NULL, NULL);
-  teacher->process = g_subprocess_launcher_spawnv(launcher, (const char *const *)argv->pdata,
-                                                  &error);
-  g_assert_no_error(error);
-  g_autoptr(GDataInputStream) lines =
-      g_data_input_stream_new(g_subprocess_get_stdout_pipe(teacher->process));
-  g_autofree char *line = g_data_input_stream_read_line(lines, NULL, NULL, &error);
-  /* "teacher-server: listening on http://HOST:PORT/v2 (…)" */
-  const char *start = line ? strstr(line, "http://") : NULL;
-  const char *end = start ? strstr(start, "/v2") : NULL;
-  if (end == NULL) {
-    g_test_message("teacher-server did not start: %s", line ? line : "no output");
-    return FALSE;
-  }
-  teacher->url = g_strndup(start, (gsize)(end - start));
-  return TRUE;
+  TeacherServer *teacher = teacher_server_start(
+      &(TeacherServerOptions){.flags = (const char *const *)flags->pdata,
+                              .wait = TEACHER_SERVER_LISTENING},
+      &error);
+  if (!teacher)
+    g_test_message("%s", error->message);
+  return teacher;
 }
 
-static gboolean teacher_start(Teacher *teacher, const char *const *extra)
+static TeacherServer *teacher_start(const char *const *extra)
 {
-  return teacher_start_model(teacher, "replay", extra);
+  return teacher_start_model("replay", extra);
 }
 
 /* Skips the test (TRUE) when the reference teacher cannot run here. */
@@ -116,14 +91,6 @@ static gboolean skip_without_teacher(void)
   g_test_skip("needs teacher-server/run, data/vtest/labels.mkv, " VIDEO
               " (opencv-doc), node and ffmpeg");
   return TRUE;
-}
-
-static void teacher_stop(Teacher *teacher)
-{
-  g_subprocess_send_signal(teacher->process, SIGTERM);
-  g_subprocess_wait(teacher->process, NULL, NULL);
-  g_clear_object(&teacher->process);
-  g_clear_pointer(&teacher->url, g_free);
 }
 
 /* The class map of a stored label frame (grey) at the class map's size (nearest). */
@@ -210,16 +177,15 @@ static void run_against(const char *output)
 {
   if (skip_without_teacher())
     return;
-  Teacher teacher = {0};
-  if (!teacher_start(&teacher, (const char *[]){"--output", output, NULL})) {
-    teacher_stop(&teacher);
+  TeacherServer *teacher = teacher_start((const char *[]){"--output", output, NULL});
+  if (!teacher) {
     g_test_fail_printf("teacher-server/run did not start");
     return;
   }
   const int frames[] = {120, 600};
   for (guint k = 0; k < G_N_ELEMENTS(sendings); k++) {
     /* The first request waits while the server loads the video. */
-    TeacherClient *client = client_new_for(teacher.url, sendings[k].encoding,
+    TeacherClient *client = client_new_for(teacher_server_url(teacher), sendings[k].encoding,
                                            sendings[k].max_side, 60000);
     g_autoptr(GError) error = NULL;
     TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
@@ -253,7 +219,7 @@ static void run_against(const char *output)
     collector_clear(&collector);
     teacher_client_free(client);
   }
-  teacher_stop(&teacher);
+  teacher_server_stop(teacher);
 }
 
 static void test_labels(void)
@@ -307,13 +273,13 @@ static void test_injected_faults(void)
 {
   if (skip_without_teacher())
     return;
-  Teacher teacher = {0};
-  g_assert_true(teacher_start(&teacher, (const char *[]){"--fail-rate", "0.3", "--garbage-rate",
-                                                         "0.2", "--hang-rate", "0.1", "--seed",
-                                                         "7", NULL}));
+  TeacherServer *teacher = teacher_start((const char *[]){"--fail-rate", "0.3", "--garbage-rate",
+                                                          "0.2", "--hang-rate", "0.1", "--seed",
+                                                          "7", NULL});
+  g_assert_nonnull(teacher);
   TeacherClientConfig cfg;
   teacher_client_config_init(&cfg);
-  cfg.urls = teacher.url;
+  cfg.urls = teacher_server_url(teacher);
   cfg.timeout_ms = 15000;  /* the first request waits while the server loads */
   TeacherClient *client = teacher_client_new(&cfg, NULL);
   TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
@@ -343,7 +309,7 @@ static void test_injected_faults(void)
                    ==, 11);
   teacher_stream_close(stream);
   teacher_client_free(client);
-  teacher_stop(&teacher);
+  teacher_server_stop(teacher);
 }
 
 /* One frame through a client of its own on url: the server has loaded when this returns. */
@@ -364,12 +330,14 @@ static void test_failover(void)
 {
   if (skip_without_teacher())
     return;
-  Teacher first = {0}, second = {0};
-  g_assert_true(teacher_start(&first, (const char *[]){"--down-after", "3", NULL}));
-  g_assert_true(teacher_start(&second, (const char *[]){NULL}));
-  warm_up(first.url, 199);
-  warm_up(second.url, 199);
-  g_autofree char *urls = g_strdup_printf("%s,%s", first.url, second.url);
+  TeacherServer *first = teacher_start((const char *[]){"--down-after", "3", NULL});
+  TeacherServer *second = teacher_start((const char *[]){NULL});
+  g_assert_nonnull(first);
+  g_assert_nonnull(second);
+  warm_up(teacher_server_url(first), 199);
+  warm_up(teacher_server_url(second), 199);
+  g_autofree char *urls = g_strdup_printf("%s,%s", teacher_server_url(first),
+                                          teacher_server_url(second));
   TeacherClient *client = client_new_for(urls, TEACHER_ENCODING_RAW, 0, 10000);
   TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
   Tally tally = {0};
@@ -385,8 +353,8 @@ static void test_failover(void)
   g_assert_cmpuint(counters.errors[TEACHER_ERROR_CONNECT], ==, 0);
   teacher_stream_close(stream);
   teacher_client_free(client);
-  teacher_stop(&first);
-  teacher_stop(&second);
+  teacher_server_stop(first);
+  teacher_server_stop(second);
 }
 
 /* The loopback figures per query, the server warmed up: latency (submission to class map) and
@@ -397,11 +365,11 @@ static void test_loopback_figures(void)
     return;
   const char *outputs[] = {"labels", "probabilities"};
   for (guint o = 0; o < G_N_ELEMENTS(outputs); o++) {
-    Teacher teacher = {0};
-    g_assert_true(teacher_start(&teacher, (const char *[]){"--output", outputs[o], NULL}));
-    warm_up(teacher.url, 299);
+    TeacherServer *teacher = teacher_start((const char *[]){"--output", outputs[o], NULL});
+    g_assert_nonnull(teacher);
+    warm_up(teacher_server_url(teacher), 299);
     for (guint k = 0; k < G_N_ELEMENTS(sendings); k++) {
-      TeacherClient *client = client_new_for(teacher.url, sendings[k].encoding,
+      TeacherClient *client = client_new_for(teacher_server_url(teacher), sendings[k].encoding,
                                              sendings[k].max_side, 10000);
       TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
       Tally tally = {0};
@@ -417,7 +385,7 @@ static void test_loopback_figures(void)
       teacher_stream_close(stream);
       teacher_client_free(client);
     }
-    teacher_stop(&teacher);
+    teacher_server_stop(teacher);
   }
 }
 
@@ -435,14 +403,14 @@ static void test_isnet(void)
     g_test_skip("needs the ISNet model (scripts/setup-deps assembles it)");
     return;
   }
-  Teacher teacher = {0};
-  if (!teacher_start_model(&teacher, "isnet", (const char *[]){NULL})) {
-    teacher_stop(&teacher);
+  TeacherServer *teacher = teacher_start_model("isnet", (const char *[]){NULL});
+  if (!teacher) {
     g_test_fail_printf("teacher-server/run --model isnet did not start");
     return;
   }
   const int frame = 120;
-  TeacherClient *client = client_new_for(teacher.url, TEACHER_ENCODING_RAW, 0, 180000);
+  TeacherClient *client = client_new_for(teacher_server_url(teacher), TEACHER_ENCODING_RAW, 0,
+                                         180000);
   g_autoptr(GError) error = NULL;
   TeacherStream *stream = teacher_client_open_stream(client, "vtest", 0);
   Collector collector;
@@ -470,7 +438,7 @@ static void test_isnet(void)
   teacher_stream_close(stream);
   collector_clear(&collector);
   teacher_client_free(client);
-  teacher_stop(&teacher);
+  teacher_server_stop(teacher);
 }
 
 int main(int argc, char **argv)
