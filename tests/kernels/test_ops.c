@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "test_map.h"
 
-#define SENTINEL 12345.0f
 #define RTOL 2e-5
 
 static const int channel_counts[] = { 1, 2, 3, 8, 15, 16, 17, 33, 64 };
@@ -35,82 +35,6 @@ static int input_sliced(Layout layout)
 static int output_sliced(Layout layout)
 {
   return layout == SLICED_BOTH || layout == SLICED_OUTPUT;
-}
-
-/* A map inside its own buffer; a slice sits 3 floats into pixels 7 floats wider than c. */
-typedef struct {
-  float *buf;
-  size_t n;
-  int first;
-  FeatureMap map;
-} TestMap;
-
-static TestMap test_map_new(int h, int w, int c, int sliced)
-{
-  TestMap m;
-  int ld = sliced ? c + 7 : c;
-  m.first = sliced ? 3 : 0;
-  m.n = (size_t)h * w * ld;
-  m.buf = g_new(float, m.n > 0 ? m.n : 1);
-  for (size_t i = 0; i < m.n; i++)
-    m.buf[i] = SENTINEL;
-  m.map = (FeatureMap){ m.buf + m.first, h, w, c, ld };
-  return m;
-}
-
-static int is_channel(const TestMap *m, size_t i)
-{
-  int lane = (int)(i % (size_t)m->map.ld);
-  return lane >= m->first && lane < m->first + m->map.c;
-}
-
-static void fill(TestMap *m, float lo, float hi)
-{
-  for (size_t i = 0; i < m->n; i++)
-    if (is_channel(m, i))
-      m->buf[i] = (float)g_test_rand_double_range(lo, hi);
-}
-
-static void fill_nan(TestMap *m)
-{
-  for (size_t i = 0; i < m->n; i++)
-    if (is_channel(m, i))
-      m->buf[i] = NAN;
-}
-
-static TestMap test_map_copy(const TestMap *src)
-{
-  TestMap m = *src;
-  m.buf = g_memdup2(src->buf, (m.n > 0 ? m.n : 1) * sizeof(float));
-  m.map.data = m.buf + m.first;
-  return m;
-}
-
-static void test_map_free(TestMap *m)
-{
-  g_free(m->buf);
-}
-
-/* Channel lanes within rtol of the reference, relative to its largest magnitude too, plus atol;
- * the lanes around a slice bit-identical. Reports the first mismatch. */
-static gboolean maps_close(const TestMap *got, const TestMap *want, double rtol, double atol,
-                           const char *what)
-{
-  double scale = 0.0;
-  for (size_t i = 0; i < want->n; i++)
-    if (is_channel(want, i))
-      scale = fmax(scale, fabs(want->buf[i]));
-  for (size_t i = 0; i < want->n; i++) {
-    double a = got->buf[i], b = want->buf[i];
-    gboolean ok = is_channel(want, i) ? fabs(a - b) <= rtol * (fabs(b) + scale) + atol
-                                      : memcmp(&got->buf[i], &want->buf[i], sizeof(float)) == 0;
-    if (!ok) {
-      g_test_fail_printf("%s: element %zu (pixel %zu, lane %zu) is %.9g, expected %.9g", what, i,
-                         i / want->map.ld, i % want->map.ld, a, b);
-      return FALSE;
-    }
-  }
-  return TRUE;
 }
 
 static const KernelsIsa isas[] = { KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512 };
@@ -157,15 +81,15 @@ static void check_pixelwise(PixelwiseOp op, const char *name)
           continue;
         TestMap in = test_map_new(h, w, c, input_sliced(layout));
         TestMap out0 = test_map_new(h, w, c, output_sliced(layout));
-        fill(&in, -1.0f, 1.0f);
+        test_map_fill(&in, -1.0f, 1.0f);
         if (op == RELU_BACKWARD) /* exact zeros: not positive, so they block the gradient */
           for (size_t i = 0; i < in.n; i += 5)
-            if (is_channel(&in, i))
+            if (test_map_is_channel(&in, i))
               in.buf[i] = 0.0f;
         if (op == COPY)
-          fill_nan(&out0);
+          test_map_fill_nan(&out0);
         else
-          fill(&out0, -1.0f, 1.0f);
+          test_map_fill(&out0, -1.0f, 1.0f);
         TestMap want = test_map_copy(&out0);
         run_pixelwise(op, &in.map, &want.map, NULL, TRUE);
         for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
@@ -173,7 +97,7 @@ static void check_pixelwise(PixelwiseOp op, const char *name)
             TestMap got = test_map_copy(&out0);
             run_pixelwise(op, &in.map, &got.map, pools[p], FALSE);
             char *what = describe(name, isas[i], p, h, w, c, layout);
-            maps_close(&got, &want, 0.0, 0.0, what);
+            test_maps_close(&got, &want, NULL, 0.0, 0.0, what);
             g_free(what);
             test_map_free(&got);
           }
@@ -212,11 +136,11 @@ static void check_subsample2(int backward, int accumulate)
                               : test_map_new(h, w, c, input_sliced(layout));
         TestMap out0 = backward ? test_map_new(h, w, c, output_sliced(layout))
                                 : test_map_new(sh, sw, c, output_sliced(layout));
-        fill(&in, -1.0f, 1.0f);
+        test_map_fill(&in, -1.0f, 1.0f);
         if (accumulate)
-          fill(&out0, -1.0f, 1.0f);
+          test_map_fill(&out0, -1.0f, 1.0f);
         else
-          fill_nan(&out0);
+          test_map_fill_nan(&out0);
         TestMap want = test_map_copy(&out0);
         if (backward)
           subsample2_backward_ref(&in.map, &want.map, accumulate);
@@ -233,7 +157,7 @@ static void check_subsample2(int backward, int accumulate)
                                                          : "subsample2_backward")
                                            : "subsample2_forward",
                                   isas[i], p, h, w, c, layout);
-            maps_close(&got, &want, 0.0, 0.0, what);
+            test_maps_close(&got, &want, NULL, 0.0, 0.0, what);
             g_free(what);
             test_map_free(&got);
           }
@@ -270,11 +194,11 @@ static void check_resize(const ResizeCase *rc, int c, Layout layout, int backwar
                          : test_map_new(rc->in_h, rc->in_w, c, input_sliced(layout));
   TestMap dst0 = backward ? test_map_new(rc->in_h, rc->in_w, c, output_sliced(layout))
                           : test_map_new(rc->out_h, rc->out_w, c, output_sliced(layout));
-  fill(&src, -1.0f, 1.0f);
+  test_map_fill(&src, -1.0f, 1.0f);
   if (accumulate)
-    fill(&dst0, -1.0f, 1.0f);
+    test_map_fill(&dst0, -1.0f, 1.0f);
   else
-    fill_nan(&dst0);
+    test_map_fill_nan(&dst0);
   TestMap want = test_map_copy(&dst0);
   /* A backward pixel sums the gradients of every output pixel it feeds, up to
    * ceil(out/in) a side, plus its old value: the sum can cancel to near zero, so its rounding
@@ -298,7 +222,7 @@ static void check_resize(const ResizeCase *rc, int c, Layout layout, int backwar
                                       : "resize_forward",
                              isas[i], p, rc->in_h, rc->in_w, c, layout);
       char *what = g_strdup_printf("%s -> %dx%d", shape, rc->out_h, rc->out_w);
-      maps_close(&got, &want, RTOL, RTOL * terms, what);
+      test_maps_close(&got, &want, NULL, RTOL, RTOL * terms, what);
       g_free(what);
       g_free(shape);
       test_map_free(&got);
@@ -410,9 +334,9 @@ static void check_softmax_xent(int h, int w, int c, Layout layout, gboolean weig
 {
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, input_sliced(layout));
-  fill(&z, -8.0f, 8.0f);
+  test_map_fill(&z, -8.0f, 8.0f);
   TestMap dz0 = test_map_new(h, w, c, output_sliced(layout));
-  fill_nan(&dz0);
+  test_map_fill_nan(&dz0);
   uint8_t *labels = random_labels(pixels, c);
   float *weights = weighted ? random_weights(pixels) : NULL;
   TestMap want = test_map_copy(&dz0);
@@ -436,7 +360,7 @@ static void check_softmax_xent(int h, int w, int c, Layout layout, gboolean weig
       double loss = softmax_xent(&z.map, labels, weights, &got.map, pools[p]);
       if (fabs(loss - want_loss) > 1e-5 * fmax(1.0, fabs(want_loss)))
         g_test_fail_printf("%s: loss %.9g, reference %.9g", what, loss, want_loss);
-      maps_close(&got, &want, RTOL, atol, what);
+      test_maps_close(&got, &want, NULL, RTOL, atol, what);
       check_xent_against_double(what, loss, &got.map, exact_loss, grad, atol);
       double loss_only = softmax_xent(&z.map, labels, weights, NULL, pools[p]);
       check_xent_against_double(what, loss_only, NULL, exact_loss, NULL, 0.0);
@@ -469,7 +393,7 @@ static void test_softmax_xent_nothing_counts(void)
   const int h = 9, w = 37, c = 3;
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, 1);
-  fill(&z, -4.0f, 4.0f);
+  test_map_fill(&z, -4.0f, 4.0f);
   uint8_t *labels = g_new(uint8_t, pixels);
   float *zero_weights = g_new0(float, pixels);
   for (int variant = 0; variant < 3; variant++) {
@@ -478,12 +402,12 @@ static void test_softmax_xent_nothing_counts(void)
     for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
       for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
         TestMap dz = test_map_new(h, w, c, 1);
-        fill_nan(&dz);
+        test_map_fill_nan(&dz);
         double loss = softmax_xent(&z.map, labels, variant == 2 ? zero_weights : NULL, &dz.map,
                                    pools[p]);
         g_assert_cmpfloat(loss, ==, 0.0);
         for (size_t k = 0; k < dz.n; k++)
-          if (is_channel(&dz, k))
+          if (test_map_is_channel(&dz, k))
             g_assert_cmpfloat(dz.buf[k], ==, 0.0f);
         test_map_free(&dz);
       }
@@ -499,7 +423,7 @@ static void check_xent_gradient(int c, Layout layout)
   const int h = 3, w = 5;
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, input_sliced(layout));
-  fill(&z, -3.0f, 3.0f);
+  test_map_fill(&z, -3.0f, 3.0f);
   uint8_t *labels = random_labels(pixels, c);
   labels[0] = 0; /* at least one pixel counts */
   float *weights = random_weights(pixels);
@@ -510,7 +434,7 @@ static void check_xent_gradient(int c, Layout layout)
       softmax_xent(&z.map, labels, weights, &dz.map, pools[p]);
       double scale = 0.0;
       for (size_t k = 0; k < dz.n; k++)
-        if (is_channel(&dz, k))
+        if (test_map_is_channel(&dz, k))
           scale = fmax(scale, fabs(dz.buf[k]));
       for (size_t px = 0; px < pixels; px++)
         for (int k = 0; k < c; k++) {
@@ -547,10 +471,10 @@ static void check_argmax(int h, int w, int c, Layout layout, gboolean ties)
 {
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, input_sliced(layout));
-  fill(&z, -1.0f, 1.0f);
+  test_map_fill(&z, -1.0f, 1.0f);
   if (ties) /* few distinct values: the lowest index must win */
     for (size_t i = 0; i < z.n; i++)
-      if (is_channel(&z, i))
+      if (test_map_is_channel(&z, i))
         z.buf[i] = floorf(z.buf[i] * 2.0f);
   uint8_t *want = g_new(uint8_t, pixels + 1), *got = g_new(uint8_t, pixels + 1);
   argmax_channels_ref(&z.map, want);
