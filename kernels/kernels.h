@@ -126,6 +126,8 @@ void subsample2_backward_ref(const FeatureMap *dy, FeatureMap *dx, int accumulat
 
 /* ---- bilinear resizing (half-pixel centres, PyTorch align_corners=False) -------------------- */
 
+/* The taps of every bilinear resampling of the project are bilinear.h's. */
+
 /* y = resize(x) to y's size. */
 void resize_bilinear_forward(const FeatureMap *x, FeatureMap *y, ThreadPool *pool);
 /* dx (=, or += when accumulate) the gradient of the resize, given dy. */

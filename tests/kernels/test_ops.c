@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "bilinear.h"
 #include "kernels.h"
 #include "test_map.h"
 
@@ -175,6 +176,39 @@ static void test_subsample2(void)
 }
 
 /* ---- resize --------------------------------------------------------------------------------- */
+
+/* bilinear.h against the definition in double precision: the position of destination centre
+ * d + 0.5 on the source axis, less half a sample, clamped to the first source centre. Every tap
+ * lies in the axis, the second is the next sample (or the last again), the taps never go back, and
+ * the axis fill gives the same taps one by one. */
+static void test_bilinear_taps(void)
+{
+  static const int lengths[] = { 1, 2, 3, 5, 7, 16, 45, 240, 320, 576, 768, 1280 };
+  for (size_t a = 0; a < G_N_ELEMENTS(lengths); a++)
+    for (size_t b = 0; b < G_N_ELEMENTS(lengths); b++) {
+      int in = lengths[a], out = lengths[b];
+      int32_t *i0 = g_new(int32_t, out), *i1 = g_new(int32_t, out);
+      float *frac = g_new(float, out);
+      bilinear_taps(in, out, i0, i1, frac);
+      for (int d = 0; d < out; d++) {
+        int lo, hi;
+        float f;
+        bilinear_tap(d, in, out, &lo, &hi, &f);
+        double s = fmax(0.0, (d + 0.5) * in / out - 0.5);
+        double want = s >= in - 1 ? in - 1 : s; /* as a position: lo + frac */
+        if (lo != i0[d] || hi != i1[d] || f != frac[d] || lo < 0 || lo > in - 1 ||
+            hi != (lo < in - 1 ? lo + 1 : lo) || !(f >= 0.0f && f < 1.0f) ||
+            (d > 0 && lo < i0[d - 1]) || fabs((hi > lo ? lo + f : lo) - want) > 1e-4 * in) {
+          g_test_fail_printf("bilinear_tap(%d, %d, %d) = %d, %d, %.9g; %.9g in double", d, in,
+                             out, lo, hi, f, s);
+          break;
+        }
+      }
+      g_free(i0);
+      g_free(i1);
+      g_free(frac);
+    }
+}
 
 typedef struct {
   int in_h, in_w, out_h, out_w;
@@ -533,6 +567,7 @@ int main(int argc, char **argv)
   g_test_add_func("/ops/copy", test_copy);
   g_test_add_func("/ops/accumulate", test_accumulate);
   g_test_add_func("/ops/subsample2", test_subsample2);
+  g_test_add_func("/ops/bilinear-taps", test_bilinear_taps);
   g_test_add_func("/ops/resize-forward", test_resize_forward);
   g_test_add_func("/ops/resize-backward", test_resize_backward);
   g_test_add_func("/ops/softmax-xent", test_softmax_xent);
