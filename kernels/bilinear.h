@@ -34,3 +34,11 @@ static inline void bilinear_taps(int in, int out, int32_t *i0, int32_t *i1, floa
     i1[d] = hi;
   }
 }
+
+/* The bilinear value between a (top left), b (top right), c (bottom left) and d (bottom right):
+ * the two rows at frac fx first, then between them at fy. */
+static inline float bilinear_blend(float a, float b, float c, float d, float fx, float fy)
+{
+  float top = a + (b - a) * fx, bottom = c + (d - c) * fx;
+  return top + (bottom - top) * fy;
+}

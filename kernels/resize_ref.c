@@ -17,11 +17,8 @@ void resize_bilinear_forward_ref(const FeatureMap *x, FeatureMap *y)
       const float *a = feature_map_at(x, y0, x0), *b = feature_map_at(x, y0, x1);
       const float *c = feature_map_at(x, y1, x0), *d = feature_map_at(x, y1, x1);
       float *out = feature_map_at(y, oy, ox);
-      for (int ch = 0; ch < x->c; ch++) {
-        float top = a[ch] + (b[ch] - a[ch]) * fx;
-        float bottom = c[ch] + (d[ch] - c[ch]) * fx;
-        out[ch] = top + (bottom - top) * fy;
-      }
+      for (int ch = 0; ch < x->c; ch++)
+        out[ch] = bilinear_blend(a[ch], b[ch], c[ch], d[ch], fx, fy);
     }
   }
 }

@@ -543,6 +543,118 @@ static void test_argmax(void)
       }
 }
 
+/* ---- class maps at another size ------------------------------------------------------------ */
+
+/* The reference's resized scores: the logits, or with two classes their difference, through
+ * resize_bilinear_forward_ref (the same taps and arithmetic as argmax_bilinear_ref). */
+static TestMap resized_scores(const FeatureMap *z, int height, int width)
+{
+  int planes = z->c == 2 ? 1 : z->c;
+  TestMap source = test_map_new(z->h, z->w, planes, FALSE);
+  for (int y = 0; y < z->h; y++)
+    for (int x = 0; x < z->w; x++) {
+      const float *l = feature_map_at(z, y, x);
+      float *s = feature_map_at(&source.map, y, x);
+      for (int p = 0; p < planes; p++)
+        s[p] = planes == 1 ? l[1] - l[0] : l[p];
+    }
+  TestMap scores = test_map_new(height, width, planes, FALSE);
+  resize_bilinear_forward_ref(&source.map, &scores.map);
+  test_map_free(&source);
+  return scores;
+}
+
+/* A class that differs from the reference's is wrong unless the reference's scores of the two
+ * are within rounding (the fast path may fuse its multiply-adds), and a tie still goes to the
+ * lower class. */
+static gboolean class_close(const float *score, int planes, int got, int want, float tol)
+{
+  if (got == want)
+    return TRUE;
+  if (planes == 1)
+    return got <= 1 && fabsf(score[0]) <= tol;
+  if (got >= planes)
+    return FALSE;
+  float margin = score[want] - score[got];
+  return margin <= tol && !(margin == 0.0f && got > want);
+}
+
+typedef struct {
+  int in_h, in_w, out_h, out_w;
+} UpsampleCase;
+
+static void check_argmax_bilinear(const UpsampleCase *uc, int c, gboolean sliced, int pad,
+                                  gboolean ties)
+{
+  TestMap z = test_map_new(uc->in_h, uc->in_w, c, sliced);
+  test_map_fill(&z, -4.0f, 4.0f);
+  if (ties) /* classes 1 and 2 alike: where they win, 1 must; two classes: many zero differences */
+    for (int y = 0; y < uc->in_h; y++)
+      for (int x = 0; x < uc->in_w; x++) {
+        float *l = feature_map_at(&z.map, y, x);
+        if (c == 2)
+          l[1] = (x + y) % 3 ? l[0] : l[1];
+        else if (c > 2)
+          l[2] = l[1];
+      }
+  size_t stride = (size_t)uc->out_w + pad, n = stride * uc->out_h + 1;
+  uint8_t *want = g_malloc(n), *got = g_malloc(n);
+  memset(want, 0xee, n);
+  argmax_bilinear_ref(&z.map, uc->out_w, uc->out_h, want, stride);
+  TestMap scores = resized_scores(&z.map, uc->out_h, uc->out_w);
+  int planes = scores.map.c;
+  float largest = 0.0f;
+  for (size_t i = 0; i < scores.n; i++)
+    largest = fmaxf(largest, fabsf(scores.buf[i]));
+  float tol = 1e-5f * largest;
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      memset(got, 0xee, n);
+      argmax_bilinear(&z.map, uc->out_w, uc->out_h, got, stride, pools[p]);
+      char *what = g_strdup_printf("argmax_bilinear%s %s pool=%d %dx%dx%d%s -> %dx%d stride %zu",
+                                   ties ? " ties" : "", kernels_isa_name(isas[i]),
+                                   thread_pool_threads(pools[p]), uc->in_h, uc->in_w, c,
+                                   sliced ? " sliced" : "", uc->out_h, uc->out_w, stride);
+      for (size_t k = 0; k < n; k++) {
+        int y = (int)(k / stride), x = (int)(k % stride);
+        gboolean pixel = y < uc->out_h && x < uc->out_w;
+        if (!pixel ? got[k] != 0xee
+                   : !class_close(feature_map_at(&scores.map, y, x), planes, got[k], want[k],
+                                  tol)) {
+          g_test_fail_printf("%s: byte %zu (row %d, column %d) is %d, the reference's %d", what,
+                             k, y, x, got[k], want[k]);
+          break;
+        }
+      }
+      g_free(what);
+    }
+  test_map_free(&scores);
+  g_free(want);
+  g_free(got);
+  test_map_free(&z);
+}
+
+static void test_argmax_bilinear(void)
+{
+  static const UpsampleCase cases[] = {
+    { 1, 1, 3, 4 },     { 4, 3, 5, 1 },    { 5, 7, 2, 3 },      { 7, 5, 7, 5 },
+    { 3, 9, 11, 2 },    { 9, 16, 17, 33 }, { 12, 20, 23, 40 },  { 23, 40, 45, 80 },
+    { 45, 80, 180, 320 }, { 180, 320, 45, 80 }, { 240, 320, 576, 768 },
+  };
+  static const int class_counts[] = { 1, 2, 3, 5, 17 };
+  for (size_t u = 0; u < G_N_ELEMENTS(cases); u++)
+    for (size_t ci = 0; ci < G_N_ELEMENTS(class_counts); ci++) {
+      int c = class_counts[ci];
+      gboolean large = cases[u].out_h * cases[u].out_w > 50000;
+      if (large && c != 2 && c != 3)
+        continue;
+      for (int sliced = 0; sliced < 2; sliced++) {
+        check_argmax_bilinear(&cases[u], c, sliced, 0, FALSE);
+        check_argmax_bilinear(&cases[u], c, sliced, large ? 0 : 5, TRUE);
+      }
+    }
+}
+
 /* ---- machine -------------------------------------------------------------------------------- */
 
 static void test_fma_peak(void)
@@ -574,6 +686,7 @@ int main(int argc, char **argv)
   g_test_add_func("/ops/softmax-xent-nothing-counts", test_softmax_xent_nothing_counts);
   g_test_add_func("/ops/softmax-xent-gradient", test_softmax_xent_gradient);
   g_test_add_func("/ops/argmax", test_argmax);
+  g_test_add_func("/ops/argmax-bilinear", test_argmax_bilinear);
   g_test_add_func("/ops/fma-peak", test_fma_peak);
   int status = g_test_run();
   thread_pool_free(pools[1]);
