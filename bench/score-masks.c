@@ -12,7 +12,8 @@
  *          digits are taken in name order.
  *
  * Per frame: the IoU of every class whose union is non-empty, averaged = the frame's mIoU (1 when
- * no class is present in either). Prints one JSON line:
+ * no class is present in either: kernels/miou.h, the rule every mIoU of the project follows).
+ * Prints one JSON line:
  *   {"frames":N,"labels":M,"coverage":N/M,"miou":..,"fg_iou":..,"fg_frames":..,"pred_flip":..,"label_flip":..}
  * frames = predictions read, labels = label frames. miou is the mean frame mIoU over the label
  * frames (a missing or unreadable prediction scores 0); fg_iou the mean IoU of class 1 over the
@@ -25,9 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "miou.h"
 #include "score-masks.h"
-
-#define IGNORE_LABEL 255
 
 typedef struct {
   int classes, threshold;
@@ -40,48 +40,31 @@ typedef struct {
   double miou_sum, fg_sum, pred_flip_sum, label_flip_sum;
 } ScoreTotals;
 
-/* One frame's working set: the label, the prediction (both at the label size), the previous of
- * each for the flips, and the per-class intersections and unions. */
+/* One frame's working set: the label (as classes), the prediction (both at the label size), the
+ * previous of each for the flips, and the per-class intersections and unions. */
 typedef struct {
   size_t pixels;
-  uint8_t *label, *pred, *prev_pred, *prev_label_class;
-  long *inter, *uni;
+  uint8_t *label, *pred, *prev_pred, *prev_label;
+  size_t *inter, *uni;
   gboolean have_prev_pred, have_prev_label;
 } FrameBuffers;
 
-static int label_class(const ScoreOptions *opt, uint8_t value)
+/* The label frame's values as classes, in place. */
+static void label_classes(const ScoreOptions *opt, uint8_t *label, size_t pixels)
 {
-  return opt->classes == 2 ? value >= opt->threshold : value;
+  if (opt->classes == 2)
+    for (size_t i = 0; i < pixels; i++)
+      label[i] = label[i] >= opt->threshold;
 }
 
 /* The frame's mIoU; *fg_iou = IoU of class 1, or -1 when the label has no class 1. */
 static double score_frame(const ScoreOptions *opt, FrameBuffers *fb, double *fg_iou)
 {
-  int classes = opt->classes, present = 0;
-  long label_fg = 0;
-  double sum = 0;
-
-  memset(fb->inter, 0, sizeof(long) * classes);
-  memset(fb->uni, 0, sizeof(long) * classes);
-  for (size_t i = 0; i < fb->pixels; i++) {
-    int truth = label_class(opt, fb->label[i]);
-    int guess = fb->pred[i] < classes ? fb->pred[i] : -1;
-    label_fg += truth == 1;
-    if (truth == IGNORE_LABEL || truth >= classes)
-      continue;
-    fb->uni[truth]++;
-    if (guess == truth)
-      fb->inter[truth]++;
-    else if (guess >= 0)
-      fb->uni[guess]++;
-  }
-  for (int c = 0; c < classes; c++)
-    if (fb->uni[c]) {
-      sum += (double)fb->inter[c] / fb->uni[c];
-      present++;
-    }
+  double miou = frame_miou_counts(fb->pred, fb->label, fb->pixels, opt->classes, fb->inter,
+                                  fb->uni);
+  gboolean label_fg = memchr(fb->label, 1, fb->pixels) != NULL;
   *fg_iou = label_fg ? (double)fb->inter[1] / fb->uni[1] : -1;
-  return present ? sum / present : 1.0;
+  return miou;
 }
 
 /* Fraction of pixels that differ between a and b. */
@@ -93,19 +76,13 @@ static double changed_fraction(const uint8_t *a, const uint8_t *b, size_t pixels
   return (double)changed / pixels;
 }
 
-static void count_label_flip(const ScoreOptions *opt, FrameBuffers *fb, ScoreTotals *totals)
+static void count_label_flip(FrameBuffers *fb, ScoreTotals *totals)
 {
-  long changed = 0;
-
-  for (size_t i = 0; i < fb->pixels; i++) {
-    uint8_t cls = (uint8_t)label_class(opt, fb->label[i]);
-    changed += fb->have_prev_label && cls != fb->prev_label_class[i];
-    fb->prev_label_class[i] = cls;
-  }
   if (fb->have_prev_label) {
-    totals->label_flip_sum += (double)changed / fb->pixels;
+    totals->label_flip_sum += changed_fraction(fb->label, fb->prev_label, fb->pixels);
     totals->label_pairs++;
   }
+  memcpy(fb->prev_label, fb->label, fb->pixels);
   fb->have_prev_label = TRUE;
 }
 
@@ -139,14 +116,15 @@ static gboolean score_stream(const ScoreOptions *opt, LabelVideo *labels,
   fb.label = g_malloc(fb.pixels);
   fb.pred = g_malloc(fb.pixels);
   fb.prev_pred = g_malloc(fb.pixels);
-  fb.prev_label_class = g_malloc(fb.pixels);
-  fb.inter = g_new(long, opt->classes);
-  fb.uni = g_new(long, opt->classes);
+  fb.prev_label = g_malloc(fb.pixels);
+  fb.inter = g_new(size_t, opt->classes);
+  fb.uni = g_new(size_t, opt->classes);
   while (label_video_next(labels, fb.label, error)) {
     double miou = 0, fg_iou = -1;
+    label_classes(opt, fb.label, fb.pixels);
     if (prediction_dir_read(preds, totals->labels, w, h, fb.pred))
       miou = count_prediction(opt, &fb, totals, &fg_iou);
-    count_label_flip(opt, &fb, totals);
+    count_label_flip(&fb, totals);
     if (csv)
       fprintf(csv, "%d,%.4f,%.4f\n", totals->labels, miou, fg_iou);
     totals->miou_sum += miou;
@@ -155,7 +133,7 @@ static gboolean score_stream(const ScoreOptions *opt, LabelVideo *labels,
   g_free(fb.label);
   g_free(fb.pred);
   g_free(fb.prev_pred);
-  g_free(fb.prev_label_class);
+  g_free(fb.prev_label);
   g_free(fb.inter);
   g_free(fb.uni);
   return *error == NULL;

@@ -1,9 +1,10 @@
-/* conv2d_impl.h: the row kernels behind conv2d.c, one table per ISA.
+/* conv2d_impl.h: the row kernels behind the convolution passes, one table per ISA.
  *
- * conv2d.c turns every convolution (forward, and both backward passes) into calls on one output
- * row at a time: the input rows a row needs are resolved (zero-padded copies where a tap reaches
- * past the left or right edge, so the kernels never test bounds) and the weights are packed into
- * output-channel blocks. The kernels are register-tiled loops over those rows. */
+ * The passes (conv2d_forward.c, conv2d_backward.c, on the machinery of conv2d_pass.h) turn every
+ * convolution (forward, and both backward passes) into calls on one output row at a time: the
+ * input rows a row needs are resolved (zero-padded copies where a tap reaches past the left or
+ * right edge, so the kernels never test bounds) and the weights are packed into output-channel
+ * blocks. The kernels are register-tiled loops over those rows. */
 #pragma once
 
 #include <stddef.h>
@@ -93,3 +94,16 @@ typedef struct {
 extern const ConvKernels conv_kernels_avx512;
 extern const ConvBf16Kernels conv_kernels_bf16;
 extern const ConvKernels conv_kernels_avx2;
+
+/* The table for the ISA in use; NULL for scalar (the references are the scalar path). */
+static inline const ConvKernels *conv_kernels(void)
+{
+  switch (kernels_isa()) {
+  case KERNELS_ISA_AVX512:
+    return &conv_kernels_avx512;
+  case KERNELS_ISA_AVX2:
+    return &conv_kernels_avx2;
+  default:
+    return NULL;
+  }
+}

@@ -126,6 +126,8 @@ void subsample2_backward_ref(const FeatureMap *dy, FeatureMap *dx, int accumulat
 
 /* ---- bilinear resizing (half-pixel centres, PyTorch align_corners=False) -------------------- */
 
+/* The taps of every bilinear resampling of the project are bilinear.h's. */
+
 /* y = resize(x) to y's size. */
 void resize_bilinear_forward(const FeatureMap *x, FeatureMap *y, ThreadPool *pool);
 /* dx (=, or += when accumulate) the gradient of the resize, given dy. */
@@ -151,6 +153,20 @@ double softmax_xent_ref(const FeatureMap *logits, const uint8_t *labels,
 /* classes[y * w + x] = argmax over channels of logits (lowest index on ties). */
 void argmax_channels(const FeatureMap *logits, uint8_t *classes, ThreadPool *pool);
 void argmax_channels_ref(const FeatureMap *logits, uint8_t *classes);
+
+/* ---- class maps at another size -------------------------------------------------------------- */
+
+/* The class of every pixel of a width x height image, from logits of another size (one channel
+ * per class): the logits resized bilinearly (bilinear.h), then the most likely class, the lowest
+ * on ties; with two classes, whether the resized difference logits[1] - logits[0] is > 0. Writes
+ * classes[y * row_stride + x] for x < width, so that rows may go straight into a video frame; the
+ * bytes between rows are left alone. Sharper than resizing a class map, and no image-sized map
+ * of floats: the rows are resized in the pool's scratch. Without AVX2 it runs the same row passes
+ * in plain C, not the reference, which works pixel by pixel. */
+void argmax_bilinear(const FeatureMap *logits, int width, int height, uint8_t *classes,
+                     size_t row_stride, ThreadPool *pool);
+void argmax_bilinear_ref(const FeatureMap *logits, int width, int height, uint8_t *classes,
+                         size_t row_stride);
 
 /* ---- machine ------------------------------------------------------------------------------- */
 

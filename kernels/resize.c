@@ -6,24 +6,10 @@
  * ever write the same row. */
 #include <string.h>
 
+#include "bilinear.h"
 #include "kernels.h"
 #include "row_bands.h"
 #include "simd.h"
-
-/* The two source taps and the weight of the second, for destination index d; the same formula as
- * resize_ref.c, so that both pick the same taps. */
-static void source_taps(int d, int in, int out, int *i0, int *i1, float *frac)
-{
-  float s = ((float)d + 0.5f) * ((float)in / (float)out) - 0.5f;
-  if (s < 0.0f)
-    s = 0.0f;
-  int lo = (int)s;
-  if (lo > in - 1)
-    lo = in - 1;
-  *i0 = lo;
-  *i1 = lo < in - 1 ? lo + 1 : lo;
-  *frac = s - (float)lo;
-}
 
 typedef struct {
   int32_t *i0, *i1;
@@ -76,8 +62,7 @@ static void resize_forward_band(void *arg, int band, int row_begin, int row_end,
   size_t element_n = per_element ? 3 * round16((size_t)y->w * c) : 0;
   float *blended = thread_pool_scratch(job->pool, thread, blended_n + column_n + element_n);
   Taps column = taps_in(blended + blended_n, (size_t)y->w);
-  for (int ox = 0; ox < y->w; ox++)
-    source_taps(ox, x->w, y->w, &column.i0[ox], &column.i1[ox], &column.frac[ox]);
+  bilinear_taps(x->w, y->w, column.i0, column.i1, column.frac);
   Taps element = taps_in(blended + blended_n + column_n, (size_t)y->w * c);
   for (int ox = 0; per_element && ox < y->w; ox++)
     for (int ch = 0; ch < c; ch++) {
@@ -90,7 +75,7 @@ static void resize_forward_band(void *arg, int band, int row_begin, int row_end,
   for (int oy = row_begin; oy < row_end; oy++) {
     int y0, y1;
     float fy;
-    source_taps(oy, x->h, y->h, &y0, &y1, &fy);
+    bilinear_tap(oy, x->h, y->h, &y0, &y1, &fy);
     blend_rows(job->k, x, y0, y1, fy, blended);
     if (per_element) {
       job->k->lerp_gather(blended, element.i0, element.i1, element.frac,
@@ -121,7 +106,7 @@ static int first_dy_row(int iy, int in, int out)
   while (lo < hi) {
     int mid = (lo + hi) / 2, y0, y1;
     float fy;
-    source_taps(mid, in, out, &y0, &y1, &fy);
+    bilinear_tap(mid, in, out, &y0, &y1, &fy);
     if (y1 >= iy)
       hi = mid;
     else
@@ -140,7 +125,7 @@ static int sum_dy_rows(const ResizeJob *job, int iy, float *summed)
   for (int oy = first_dy_row(iy, dx->h, dy->h); oy < dy->h; oy++) {
     int y0, y1;
     float fy;
-    source_taps(oy, dx->h, dy->h, &y0, &y1, &fy);
+    bilinear_tap(oy, dx->h, dy->h, &y0, &y1, &fy);
     if (y0 > iy)
       break;
     float weight = (y0 == iy ? 1.0f - fy : 0.0f) + (y1 == iy ? fy : 0.0f);
@@ -167,8 +152,7 @@ static void resize_backward_band(void *arg, int band, int row_begin, int row_end
   size_t summed_n = round16((size_t)dy->w * c);
   float *summed = thread_pool_scratch(job->pool, thread, summed_n + 3 * round16((size_t)dy->w));
   Taps column = taps_in(summed + summed_n, (size_t)dy->w);
-  for (int ox = 0; ox < dy->w; ox++)
-    source_taps(ox, dx->w, dy->w, &column.i0[ox], &column.i1[ox], &column.frac[ox]);
+  bilinear_taps(dx->w, dy->w, column.i0, column.i1, column.frac);
 
   for (int iy = row_begin; iy < row_end; iy++) {
     if (!job->accumulate)

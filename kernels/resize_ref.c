@@ -1,40 +1,24 @@
 /* resize_ref.c: plain-C bilinear resizing with half-pixel centres (align_corners=False). */
 #include <string.h>
 
+#include "bilinear.h"
 #include "kernels.h"
-
-/* The two source taps and the weight of the second, for destination index d. */
-static void source_taps(int d, int in, int out, int *i0, int *i1, float *frac)
-{
-  float s = ((float)d + 0.5f) * ((float)in / (float)out) - 0.5f;
-  if (s < 0.0f)
-    s = 0.0f;
-  int lo = (int)s;
-  if (lo > in - 1)
-    lo = in - 1;
-  *i0 = lo;
-  *i1 = lo < in - 1 ? lo + 1 : lo;
-  *frac = s - (float)lo;
-}
 
 void resize_bilinear_forward_ref(const FeatureMap *x, FeatureMap *y)
 {
   for (int oy = 0; oy < y->h; oy++) {
     int y0, y1;
     float fy;
-    source_taps(oy, x->h, y->h, &y0, &y1, &fy);
+    bilinear_tap(oy, x->h, y->h, &y0, &y1, &fy);
     for (int ox = 0; ox < y->w; ox++) {
       int x0, x1;
       float fx;
-      source_taps(ox, x->w, y->w, &x0, &x1, &fx);
+      bilinear_tap(ox, x->w, y->w, &x0, &x1, &fx);
       const float *a = feature_map_at(x, y0, x0), *b = feature_map_at(x, y0, x1);
       const float *c = feature_map_at(x, y1, x0), *d = feature_map_at(x, y1, x1);
       float *out = feature_map_at(y, oy, ox);
-      for (int ch = 0; ch < x->c; ch++) {
-        float top = a[ch] + (b[ch] - a[ch]) * fx;
-        float bottom = c[ch] + (d[ch] - c[ch]) * fx;
-        out[ch] = top + (bottom - top) * fy;
-      }
+      for (int ch = 0; ch < x->c; ch++)
+        out[ch] = bilinear_blend(a[ch], b[ch], c[ch], d[ch], fx, fy);
     }
   }
 }
@@ -48,11 +32,11 @@ void resize_bilinear_backward_ref(const FeatureMap *dy, FeatureMap *dx, int accu
   for (int oy = 0; oy < dy->h; oy++) {
     int y0, y1;
     float fy;
-    source_taps(oy, dx->h, dy->h, &y0, &y1, &fy);
+    bilinear_tap(oy, dx->h, dy->h, &y0, &y1, &fy);
     for (int ox = 0; ox < dy->w; ox++) {
       int x0, x1;
       float fx;
-      source_taps(ox, dx->w, dy->w, &x0, &x1, &fx);
+      bilinear_tap(ox, dx->w, dy->w, &x0, &x1, &fx);
       const float *g = feature_map_at(dy, oy, ox);
       float *a = feature_map_at(dx, y0, x0), *b = feature_map_at(dx, y0, x1);
       float *c = feature_map_at(dx, y1, x0), *d = feature_map_at(dx, y1, x1);

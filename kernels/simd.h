@@ -1,8 +1,9 @@
-/* simd.h: inner loops of the element-wise, resize and loss kernels, one table per ISA.
+/* simd.h: inner loops of the element-wise, resize, loss and argmax kernels, one table per ISA.
  *
- * The public entry points (elementwise.c, resize.c, loss.c) split rows over the thread pool and
- * call these on spans of one row; the scalar ISA uses the *_ref functions instead. Spans are
- * plain float runs: a row of a FeatureMap whose ld == c is one span, a slice is one per pixel. */
+ * The public entry points (elementwise.c, resize.c, loss.c, argmax_bilinear.c) split rows over
+ * the thread pool and call these on spans of one row; the scalar ISA uses the *_ref functions
+ * instead. Spans are plain float runs: a row of a FeatureMap whose ld == c is one span, a slice
+ * is one per pixel. */
 #pragma once
 
 #include <stddef.h>
@@ -40,6 +41,12 @@ typedef struct {
                              int pixels);
   /* classes[p] = argmax over the c channels of pixel p (lowest index on ties). */
   void (*argmax_row)(const float *z, int ld, int c, uint8_t *classes, int pixels);
+  /* The vertical pass and argmax of argmax_bilinear over one row of n pixels: with
+   * v(p) = top[p * step + i] + (bottom[p * step + i] - top[p * step + i]) * t, classes[i] = the
+   * p < planes of the largest v(p), the lowest on ties; with one plane (the difference of two
+   * classes' logits), whether v(0) > 0. */
+  void (*lerp_argmax)(const float *top, const float *bottom, size_t step, int planes, float t,
+                      uint8_t *classes, int n);
 } SimdKernels;
 
 extern const SimdKernels simd_kernels_avx512;

@@ -1,6 +1,6 @@
-/* simd_avx2.c: AVX2 + FMA inner loops of the element-wise, resize and loss kernels (see simd.h).
- * Span tails use maskload/maskstore; the pixel-parallel loops of the loss and argmax hand their
- * last few pixels to the per-pixel code, which handles any channel count. */
+/* simd_avx2.c: AVX2 + FMA inner loops of the element-wise, resize, loss and argmax kernels
+ * (see simd.h). Span tails use maskload/maskstore; the pixel-parallel loops of the loss and
+ * argmax hand their last few pixels to the per-pixel code, which handles any channel count. */
 #include <immintrin.h>
 #include <math.h>
 
@@ -260,16 +260,24 @@ static int argmax_pixel(const float *z, int c)
   return 0; /* all NaN */
 }
 
+/* The low byte of each int32 lane, lane 0 in the lowest byte. */
+static inline uint64_t low_bytes(__m256i v)
+{
+  const __m256i pick_low_bytes = _mm256_setr_epi8(
+      0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+      0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  __m256i bytes = _mm256_shuffle_epi8(v, pick_low_bytes);
+  uint32_t lo = (uint32_t)_mm256_extract_epi32(bytes, 0);
+  uint32_t hi = (uint32_t)_mm256_extract_epi32(bytes, 4);
+  return lo | (uint64_t)hi << 32;
+}
+
 static void argmax_row__avx2(const float *z, int ld, int c, uint8_t *classes, int pixels)
 {
   int p = 0;
   if (c < 8) {
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256i offsets = _mm256_mullo_epi32(iota, _mm256_set1_epi32(ld));
-    /* int32 lanes -> bytes 0, 4, 8, ... of each 128-bit half */
-    const __m256i pick_low_bytes = _mm256_setr_epi8(
-        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
     for (; p + 8 <= pixels; p += 8) {
       const float *zp = z + (size_t)p * ld;
       __m256 vbest = _mm256_i32gather_ps(zp, offsets, 4);
@@ -280,15 +288,54 @@ static void argmax_row__avx2(const float *z, int ld, int c, uint8_t *classes, in
         vbest = _mm256_blendv_ps(vbest, v, greater);
         vindex = _mm256_blendv_epi8(vindex, _mm256_set1_epi32(ch), _mm256_castps_si256(greater));
       }
-      __m256i bytes = _mm256_shuffle_epi8(vindex, pick_low_bytes);
-      uint32_t lo = (uint32_t)_mm256_extract_epi32(bytes, 0);
-      uint32_t hi = (uint32_t)_mm256_extract_epi32(bytes, 4);
-      uint64_t packed = lo | (uint64_t)hi << 32;
+      uint64_t packed = low_bytes(vindex);
       __builtin_memcpy(classes + p, &packed, 8);
     }
   }
   for (; p < pixels; p++)
     classes[p] = (uint8_t)argmax_pixel(z + (size_t)p * ld, c);
+}
+
+static inline __m256 lerp_masked(const float *a, const float *b, __m256 vt, __m256i m)
+{
+  __m256 va = _mm256_maskload_ps(a, m), vb = _mm256_maskload_ps(b, m);
+  return _mm256_fmadd_ps(_mm256_sub_ps(vb, va), vt, va);
+}
+
+/* Classes of 8 pixels (lanes past the mask read nothing), as int32 lanes. */
+static inline __m256i lerp_argmax8(const float *top, const float *bottom, size_t step, int planes,
+                                   __m256 vt, __m256i m)
+{
+  __m256 vbest = lerp_masked(top, bottom, vt, m);
+  if (planes == 1) {
+    __m256 positive = _mm256_cmp_ps(vbest, _mm256_setzero_ps(), _CMP_GT_OQ);
+    return _mm256_and_si256(_mm256_castps_si256(positive), _mm256_set1_epi32(1));
+  }
+  __m256i vindex = _mm256_setzero_si256();
+  for (int p = 1; p < planes; p++) {
+    __m256 v = lerp_masked(top + p * step, bottom + p * step, vt, m);
+    __m256 greater = _mm256_cmp_ps(v, vbest, _CMP_GT_OQ);
+    vbest = _mm256_blendv_ps(vbest, v, greater);
+    vindex = _mm256_blendv_epi8(vindex, _mm256_set1_epi32(p), _mm256_castps_si256(greater));
+  }
+  return vindex;
+}
+
+static void lerp_argmax__avx2(const float *top, const float *bottom, size_t step, int planes,
+                              float t, uint8_t *classes, int n)
+{
+  const __m256 vt = _mm256_set1_ps(t);
+  const __m256i all = _mm256_set1_epi32(-1);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t packed = low_bytes(lerp_argmax8(top + i, bottom + i, step, planes, vt, all));
+    __builtin_memcpy(classes + i, &packed, 8);
+  }
+  if (i < n) {
+    __m256i m = tail_mask((size_t)(n - i));
+    uint64_t packed = low_bytes(lerp_argmax8(top + i, bottom + i, step, planes, vt, m));
+    __builtin_memcpy(classes + i, &packed, (size_t)(n - i));
+  }
 }
 
 const SimdKernels simd_kernels_avx2 = {
@@ -301,4 +348,5 @@ const SimdKernels simd_kernels_avx2 = {
   .lerp_pixels_backward = lerp_pixels_backward__avx2,
   .softmax_xent_row = softmax_xent_row__avx2,
   .argmax_row = argmax_row__avx2,
+  .lerp_argmax = lerp_argmax__avx2,
 };

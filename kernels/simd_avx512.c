@@ -1,5 +1,5 @@
-/* simd_avx512.c: AVX-512 inner loops of the element-wise, resize and loss kernels (see simd.h).
- * Tails use mask registers, so every span length runs through the same code. */
+/* simd_avx512.c: AVX-512 inner loops of the element-wise, resize, loss and argmax kernels
+ * (see simd.h). Tails use mask registers, so every span length runs through the same code. */
 #include <immintrin.h>
 #include <math.h>
 
@@ -260,6 +260,32 @@ static void argmax_row__avx512(const float *z, int ld, int c, uint8_t *classes, 
   }
 }
 
+static void lerp_argmax__avx512(const float *top, const float *bottom, size_t step, int planes,
+                                float t, uint8_t *classes, int n)
+{
+  const __m512 vt = _mm512_set1_ps(t), vzero = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) {
+    __mmask16 m = tail_mask((size_t)(n - i));
+    __m512 va = _mm512_maskz_loadu_ps(m, top + i), vb = _mm512_maskz_loadu_ps(m, bottom + i);
+    __m512 vbest = _mm512_fmadd_ps(_mm512_sub_ps(vb, va), vt, va);
+    if (planes == 1) {
+      __mmask16 positive = _mm512_cmp_ps_mask(vbest, vzero, _CMP_GT_OQ);
+      _mm_mask_storeu_epi8(classes + i, m, _mm_maskz_mov_epi8(positive, _mm_set1_epi8(1)));
+      continue;
+    }
+    __m512i vindex = _mm512_setzero_si512();
+    for (int p = 1; p < planes; p++) {
+      va = _mm512_maskz_loadu_ps(m, top + p * step + i);
+      vb = _mm512_maskz_loadu_ps(m, bottom + p * step + i);
+      __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(vb, va), vt, va);
+      __mmask16 greater = _mm512_cmp_ps_mask(v, vbest, _CMP_GT_OQ);
+      vbest = _mm512_mask_mov_ps(vbest, greater, v);
+      vindex = _mm512_mask_mov_epi32(vindex, greater, _mm512_set1_epi32(p));
+    }
+    _mm_mask_storeu_epi8(classes + i, m, _mm512_cvtepi32_epi8(vindex));
+  }
+}
+
 const SimdKernels simd_kernels_avx512 = {
   .relu_backward = relu_backward__avx512,
   .add = add__avx512,
@@ -270,4 +296,5 @@ const SimdKernels simd_kernels_avx512 = {
   .lerp_pixels_backward = lerp_pixels_backward__avx512,
   .softmax_xent_row = softmax_xent_row__avx512,
   .argmax_row = argmax_row__avx512,
+  .lerp_argmax = lerp_argmax__avx512,
 };

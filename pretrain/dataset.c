@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "probability_labels.h"
+
 #define DATASET_ERROR (g_quark_from_static_string("dataset-error"))
 
 static void item_free(gpointer p)
@@ -213,24 +215,15 @@ static float sample_bilinear(const PnmImage *im, int c, double x, double y)
   return top + fy * (bottom - top);
 }
 
-static uint8_t class_of_probability(float p255, double confidence)
-{
-  float p = p255 / 255.0f;
-  if (p >= confidence)
-    return 1;
-  if (1.0f - p >= confidence)
-    return 0;
-  return 255;
-}
-
 void labels_from_probability(const PnmImage *prob, double confidence, int w, int h,
                              uint8_t *labels)
 {
-  for (int y = 0; y < h; y++)
-    for (int x = 0; x < w; x++) {
-      double sx = (x + 0.5) * prob->width / w - 0.5, sy = (y + 0.5) * prob->height / h - 0.5;
-      labels[y * w + x] = class_of_probability(sample_bilinear(prob, 0, sx, sy), confidence);
-    }
+  size_t n = (size_t)prob->width * prob->height;
+  float *p = g_new(float, n);
+  for (size_t i = 0; i < n; i++)
+    p[i] = prob->data[i * prob->channels] / 255.0f;
+  labels_from_probabilities(p, 1, prob->width, prob->height, confidence, w, h, labels);
+  g_free(p);
 }
 
 /* The view: output pixel (x, y) of an out_w-wide grid over the crop reads the frame at
@@ -290,8 +283,8 @@ void augment_sample(const PnmImage *frame, const PnmImage *prob, const AugmentCo
       view_source(&v, label_w, label_h, x, y, &sx, &sy);
       gboolean inside = sx >= -0.5 && sy >= -0.5 && sx <= prob->width - 0.5 &&
                         sy <= prob->height - 0.5;
-      labels[y * label_w + x] = inside ? class_of_probability(sample_bilinear(prob, 0, sx, sy),
-                                                              cfg->confidence)
-                                       : 255;
+      labels[y * label_w + x] =
+        inside ? label_of_foreground(sample_bilinear(prob, 0, sx, sy) / 255.0f, cfg->confidence)
+               : LABEL_IGNORE;
     }
 }

@@ -51,8 +51,8 @@ typedef struct {
 
 void augment_config_default(AugmentConfig *cfg);
 
-/* Class map (h*w, 0 background, 1 foreground, 255 ignore) of a probability image sampled at the
- * centres of a w x h grid over it. */
+/* Class map (h*w, 0 background, 1 foreground, 255 ignore) of a probability image resized
+ * bilinearly to w x h, by the teacher's rule (kernels/probability_labels.h). */
 void labels_from_probability(const PnmImage *prob, double confidence, int w, int h,
                              uint8_t *labels);
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "miou.h"
 #include "optimizer.h"
 
 volatile int train_stop_requested;
@@ -49,36 +50,11 @@ static gboolean load_item(const DatasetItem *item, PnmImage *frame, PnmImage *pr
   return TRUE;
 }
 
-static void frame_miou(const uint8_t *pred, const uint8_t *labels, size_t n, int classes,
-                       double *sum, int *frames)
-{
-  double total = 0;
-  int present = 0;
-  for (int c = 0; c < classes; c++) {
-    size_t inter = 0, uni = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (labels[i] == LABEL_IGNORE)
-        continue;
-      gboolean p = pred[i] == c, l = labels[i] == c;
-      inter += p && l;
-      uni += p || l;
-    }
-    if (uni) {
-      total += (double)inter / uni;
-      present++;
-    }
-  }
-  if (present) {
-    *sum += total / present;
-    (*frames)++;
-  }
-}
-
 gboolean train_evaluate(Student *student, const Dataset *set, double confidence,
                         ThreadPool *pool, double *miou, GError **error)
 {
   double sum = 0;
-  int frames = 0, held = 0;
+  int held = 0;
   for (guint i = 0; i < set->items->len; i++) {
     const DatasetItem *item = g_ptr_array_index(set->items, i);
     if (!item->held_out)
@@ -97,14 +73,14 @@ gboolean train_evaluate(Student *student, const Dataset *set, double confidence,
     uint8_t *pred = g_malloc(n), *labels = g_malloc(n);
     argmax_channels(logits, pred, pool);
     labels_from_probability(&prob, confidence, logits->w, logits->h, labels);
-    frame_miou(pred, labels, n, student_get_config(student)->num_classes, &sum, &frames);
+    sum += frame_miou(pred, labels, n, student_get_config(student)->num_classes);
     g_free(pred);
     g_free(labels);
     g_free(input);
     pnm_clear(&frame);
     pnm_clear(&prob);
   }
-  *miou = held ? (frames ? sum / frames : 0.0) : -1.0;
+  *miou = held ? sum / held : -1.0;
   return TRUE;
 }
 

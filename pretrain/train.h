@@ -39,7 +39,8 @@ extern volatile int train_stop_requested;
 gboolean train_run(Student *student, const Dataset *set, const TrainConfig *cfg,
                    ThreadPool *pool, TrainResult *result, GError **error);
 
-/* Mean over held-out frames of the frame's mIoU against the teacher (classes present in label or
- * prediction; ignored pixels left out), each frame at its own size. -1 when none is held out. */
+/* Mean over held-out frames of the frame's mIoU against the teacher (kernels/miou.h: classes
+ * present in label or prediction, ignored pixels left out, 1 for a frame with nothing labelled),
+ * each frame at its own size. -1 when none is held out. */
 gboolean train_evaluate(Student *student, const Dataset *set, double confidence,
                         ThreadPool *pool, double *miou, GError **error);

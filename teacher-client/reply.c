@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "probability_labels.h"
 #include "teacher_client.h"
 
 #define MAX_SIDE 16384     /* a mask side beyond this is a broken reply, not a real mask */
@@ -361,23 +362,11 @@ static int labels_resize(const TeacherMask *mask, int out_w, int out_h, uint8_t 
   return (int)(largest + 1);
 }
 
-/* Source coordinate of an output pixel centre (half-pixel, as PyTorch's align_corners=False). */
-static void bilinear_taps(int in, int out, int *i0, int *i1, float *frac)
-{
-  for (int o = 0; o < out; o++) {
-    double s = ((double)o + 0.5) * in / out - 0.5;
-    s = CLAMP(s, 0.0, (double)(in - 1));
-    i0[o] = (int)s;
-    i1[o] = MIN(i0[o] + 1, in - 1);
-    frac[o] = (float)(s - i0[o]);
-  }
-}
-
 static int probabilities_resize(const TeacherMask *mask, double confidence, int out_w, int out_h,
                                 uint8_t *labels, GError **error)
 {
   int c_count = mask->channels, h = mask->height, w = mask->width;
-  gsize plane = (gsize)h * w, count = plane * c_count;
+  gsize count = (gsize)h * w * c_count;
   g_autofree float *p = g_new(float, count);
   memcpy(p, g_bytes_get_data(mask->data, NULL), count * sizeof(float));
   for (gsize i = 0; i < count; i++) {
@@ -391,32 +380,7 @@ static int probabilities_resize(const TeacherMask *mask, double confidence, int 
       return -1;
     }
   }
-  g_autofree int *x0 = g_new(int, out_w), *x1 = g_new(int, out_w);
-  g_autofree int *y0 = g_new(int, out_h), *y1 = g_new(int, out_h);
-  g_autofree float *fx = g_new(float, out_w), *fy = g_new(float, out_h);
-  bilinear_taps(w, out_w, x0, x1, fx);
-  bilinear_taps(h, out_h, y0, y1, fy);
-  for (int y = 0; y < out_h; y++) {
-    for (int x = 0; x < out_w; x++) {
-      float best = -1.0f;
-      int best_class = 0;
-      for (int c = 0; c < c_count; c++) {
-        const float *q = p + plane * c;
-        float top = q[(gsize)y0[y] * w + x0[x]] * (1 - fx[x]) + q[(gsize)y0[y] * w + x1[x]] * fx[x];
-        float bottom =
-            q[(gsize)y1[y] * w + x0[x]] * (1 - fx[x]) + q[(gsize)y1[y] * w + x1[x]] * fx[x];
-        float v = top * (1 - fy[y]) + bottom * fy[y];
-        if (c_count == 1) {  /* foreground probability: class 1 against class 0 */
-          best_class = v >= 0.5f;
-          best = best_class ? v : 1 - v;
-        } else if (v > best) {
-          best = v;
-          best_class = c;
-        }
-      }
-      labels[(gsize)y * out_w + x] = best < confidence ? 255 : (uint8_t)best_class;
-    }
-  }
+  labels_from_probabilities(p, c_count, w, h, confidence, out_w, out_h, labels);
   return c_count == 1 ? 2 : c_count;
 }
 

@@ -9,9 +9,10 @@
 #include <math.h>
 #include <string.h>
 
+#include "bilinear.h"
 #include "kernels.h"
+#include "test_map.h"
 
-#define SENTINEL 12345.0f
 #define RTOL 2e-5
 
 static const int channel_counts[] = { 1, 2, 3, 8, 15, 16, 17, 33, 64 };
@@ -35,82 +36,6 @@ static int input_sliced(Layout layout)
 static int output_sliced(Layout layout)
 {
   return layout == SLICED_BOTH || layout == SLICED_OUTPUT;
-}
-
-/* A map inside its own buffer; a slice sits 3 floats into pixels 7 floats wider than c. */
-typedef struct {
-  float *buf;
-  size_t n;
-  int first;
-  FeatureMap map;
-} TestMap;
-
-static TestMap test_map_new(int h, int w, int c, int sliced)
-{
-  TestMap m;
-  int ld = sliced ? c + 7 : c;
-  m.first = sliced ? 3 : 0;
-  m.n = (size_t)h * w * ld;
-  m.buf = g_new(float, m.n > 0 ? m.n : 1);
-  for (size_t i = 0; i < m.n; i++)
-    m.buf[i] = SENTINEL;
-  m.map = (FeatureMap){ m.buf + m.first, h, w, c, ld };
-  return m;
-}
-
-static int is_channel(const TestMap *m, size_t i)
-{
-  int lane = (int)(i % (size_t)m->map.ld);
-  return lane >= m->first && lane < m->first + m->map.c;
-}
-
-static void fill(TestMap *m, float lo, float hi)
-{
-  for (size_t i = 0; i < m->n; i++)
-    if (is_channel(m, i))
-      m->buf[i] = (float)g_test_rand_double_range(lo, hi);
-}
-
-static void fill_nan(TestMap *m)
-{
-  for (size_t i = 0; i < m->n; i++)
-    if (is_channel(m, i))
-      m->buf[i] = NAN;
-}
-
-static TestMap test_map_copy(const TestMap *src)
-{
-  TestMap m = *src;
-  m.buf = g_memdup2(src->buf, (m.n > 0 ? m.n : 1) * sizeof(float));
-  m.map.data = m.buf + m.first;
-  return m;
-}
-
-static void test_map_free(TestMap *m)
-{
-  g_free(m->buf);
-}
-
-/* Channel lanes within rtol of the reference, relative to its largest magnitude too, plus atol;
- * the lanes around a slice bit-identical. Reports the first mismatch. */
-static gboolean maps_close(const TestMap *got, const TestMap *want, double rtol, double atol,
-                           const char *what)
-{
-  double scale = 0.0;
-  for (size_t i = 0; i < want->n; i++)
-    if (is_channel(want, i))
-      scale = fmax(scale, fabs(want->buf[i]));
-  for (size_t i = 0; i < want->n; i++) {
-    double a = got->buf[i], b = want->buf[i];
-    gboolean ok = is_channel(want, i) ? fabs(a - b) <= rtol * (fabs(b) + scale) + atol
-                                      : memcmp(&got->buf[i], &want->buf[i], sizeof(float)) == 0;
-    if (!ok) {
-      g_test_fail_printf("%s: element %zu (pixel %zu, lane %zu) is %.9g, expected %.9g", what, i,
-                         i / want->map.ld, i % want->map.ld, a, b);
-      return FALSE;
-    }
-  }
-  return TRUE;
 }
 
 static const KernelsIsa isas[] = { KERNELS_ISA_SCALAR, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512 };
@@ -157,15 +82,15 @@ static void check_pixelwise(PixelwiseOp op, const char *name)
           continue;
         TestMap in = test_map_new(h, w, c, input_sliced(layout));
         TestMap out0 = test_map_new(h, w, c, output_sliced(layout));
-        fill(&in, -1.0f, 1.0f);
+        test_map_fill(&in, -1.0f, 1.0f);
         if (op == RELU_BACKWARD) /* exact zeros: not positive, so they block the gradient */
           for (size_t i = 0; i < in.n; i += 5)
-            if (is_channel(&in, i))
+            if (test_map_is_channel(&in, i))
               in.buf[i] = 0.0f;
         if (op == COPY)
-          fill_nan(&out0);
+          test_map_fill_nan(&out0);
         else
-          fill(&out0, -1.0f, 1.0f);
+          test_map_fill(&out0, -1.0f, 1.0f);
         TestMap want = test_map_copy(&out0);
         run_pixelwise(op, &in.map, &want.map, NULL, TRUE);
         for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
@@ -173,7 +98,7 @@ static void check_pixelwise(PixelwiseOp op, const char *name)
             TestMap got = test_map_copy(&out0);
             run_pixelwise(op, &in.map, &got.map, pools[p], FALSE);
             char *what = describe(name, isas[i], p, h, w, c, layout);
-            maps_close(&got, &want, 0.0, 0.0, what);
+            test_maps_close(&got, &want, NULL, 0.0, 0.0, what);
             g_free(what);
             test_map_free(&got);
           }
@@ -212,11 +137,11 @@ static void check_subsample2(int backward, int accumulate)
                               : test_map_new(h, w, c, input_sliced(layout));
         TestMap out0 = backward ? test_map_new(h, w, c, output_sliced(layout))
                                 : test_map_new(sh, sw, c, output_sliced(layout));
-        fill(&in, -1.0f, 1.0f);
+        test_map_fill(&in, -1.0f, 1.0f);
         if (accumulate)
-          fill(&out0, -1.0f, 1.0f);
+          test_map_fill(&out0, -1.0f, 1.0f);
         else
-          fill_nan(&out0);
+          test_map_fill_nan(&out0);
         TestMap want = test_map_copy(&out0);
         if (backward)
           subsample2_backward_ref(&in.map, &want.map, accumulate);
@@ -233,7 +158,7 @@ static void check_subsample2(int backward, int accumulate)
                                                          : "subsample2_backward")
                                            : "subsample2_forward",
                                   isas[i], p, h, w, c, layout);
-            maps_close(&got, &want, 0.0, 0.0, what);
+            test_maps_close(&got, &want, NULL, 0.0, 0.0, what);
             g_free(what);
             test_map_free(&got);
           }
@@ -251,6 +176,39 @@ static void test_subsample2(void)
 }
 
 /* ---- resize --------------------------------------------------------------------------------- */
+
+/* bilinear.h against the definition in double precision: the position of destination centre
+ * d + 0.5 on the source axis, less half a sample, clamped to the first source centre. Every tap
+ * lies in the axis, the second is the next sample (or the last again), the taps never go back, and
+ * the axis fill gives the same taps one by one. */
+static void test_bilinear_taps(void)
+{
+  static const int lengths[] = { 1, 2, 3, 5, 7, 16, 45, 240, 320, 576, 768, 1280 };
+  for (size_t a = 0; a < G_N_ELEMENTS(lengths); a++)
+    for (size_t b = 0; b < G_N_ELEMENTS(lengths); b++) {
+      int in = lengths[a], out = lengths[b];
+      int32_t *i0 = g_new(int32_t, out), *i1 = g_new(int32_t, out);
+      float *frac = g_new(float, out);
+      bilinear_taps(in, out, i0, i1, frac);
+      for (int d = 0; d < out; d++) {
+        int lo, hi;
+        float f;
+        bilinear_tap(d, in, out, &lo, &hi, &f);
+        double s = fmax(0.0, (d + 0.5) * in / out - 0.5);
+        double want = s >= in - 1 ? in - 1 : s; /* as a position: lo + frac */
+        if (lo != i0[d] || hi != i1[d] || f != frac[d] || lo < 0 || lo > in - 1 ||
+            hi != (lo < in - 1 ? lo + 1 : lo) || !(f >= 0.0f && f < 1.0f) ||
+            (d > 0 && lo < i0[d - 1]) || fabs((hi > lo ? lo + f : lo) - want) > 1e-4 * in) {
+          g_test_fail_printf("bilinear_tap(%d, %d, %d) = %d, %d, %.9g; %.9g in double", d, in,
+                             out, lo, hi, f, s);
+          break;
+        }
+      }
+      g_free(i0);
+      g_free(i1);
+      g_free(frac);
+    }
+}
 
 typedef struct {
   int in_h, in_w, out_h, out_w;
@@ -270,11 +228,11 @@ static void check_resize(const ResizeCase *rc, int c, Layout layout, int backwar
                          : test_map_new(rc->in_h, rc->in_w, c, input_sliced(layout));
   TestMap dst0 = backward ? test_map_new(rc->in_h, rc->in_w, c, output_sliced(layout))
                           : test_map_new(rc->out_h, rc->out_w, c, output_sliced(layout));
-  fill(&src, -1.0f, 1.0f);
+  test_map_fill(&src, -1.0f, 1.0f);
   if (accumulate)
-    fill(&dst0, -1.0f, 1.0f);
+    test_map_fill(&dst0, -1.0f, 1.0f);
   else
-    fill_nan(&dst0);
+    test_map_fill_nan(&dst0);
   TestMap want = test_map_copy(&dst0);
   /* A backward pixel sums the gradients of every output pixel it feeds, up to
    * ceil(out/in) a side, plus its old value: the sum can cancel to near zero, so its rounding
@@ -298,7 +256,7 @@ static void check_resize(const ResizeCase *rc, int c, Layout layout, int backwar
                                       : "resize_forward",
                              isas[i], p, rc->in_h, rc->in_w, c, layout);
       char *what = g_strdup_printf("%s -> %dx%d", shape, rc->out_h, rc->out_w);
-      maps_close(&got, &want, RTOL, RTOL * terms, what);
+      test_maps_close(&got, &want, NULL, RTOL, RTOL * terms, what);
       g_free(what);
       g_free(shape);
       test_map_free(&got);
@@ -410,9 +368,9 @@ static void check_softmax_xent(int h, int w, int c, Layout layout, gboolean weig
 {
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, input_sliced(layout));
-  fill(&z, -8.0f, 8.0f);
+  test_map_fill(&z, -8.0f, 8.0f);
   TestMap dz0 = test_map_new(h, w, c, output_sliced(layout));
-  fill_nan(&dz0);
+  test_map_fill_nan(&dz0);
   uint8_t *labels = random_labels(pixels, c);
   float *weights = weighted ? random_weights(pixels) : NULL;
   TestMap want = test_map_copy(&dz0);
@@ -436,7 +394,7 @@ static void check_softmax_xent(int h, int w, int c, Layout layout, gboolean weig
       double loss = softmax_xent(&z.map, labels, weights, &got.map, pools[p]);
       if (fabs(loss - want_loss) > 1e-5 * fmax(1.0, fabs(want_loss)))
         g_test_fail_printf("%s: loss %.9g, reference %.9g", what, loss, want_loss);
-      maps_close(&got, &want, RTOL, atol, what);
+      test_maps_close(&got, &want, NULL, RTOL, atol, what);
       check_xent_against_double(what, loss, &got.map, exact_loss, grad, atol);
       double loss_only = softmax_xent(&z.map, labels, weights, NULL, pools[p]);
       check_xent_against_double(what, loss_only, NULL, exact_loss, NULL, 0.0);
@@ -469,7 +427,7 @@ static void test_softmax_xent_nothing_counts(void)
   const int h = 9, w = 37, c = 3;
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, 1);
-  fill(&z, -4.0f, 4.0f);
+  test_map_fill(&z, -4.0f, 4.0f);
   uint8_t *labels = g_new(uint8_t, pixels);
   float *zero_weights = g_new0(float, pixels);
   for (int variant = 0; variant < 3; variant++) {
@@ -478,12 +436,12 @@ static void test_softmax_xent_nothing_counts(void)
     for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
       for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
         TestMap dz = test_map_new(h, w, c, 1);
-        fill_nan(&dz);
+        test_map_fill_nan(&dz);
         double loss = softmax_xent(&z.map, labels, variant == 2 ? zero_weights : NULL, &dz.map,
                                    pools[p]);
         g_assert_cmpfloat(loss, ==, 0.0);
         for (size_t k = 0; k < dz.n; k++)
-          if (is_channel(&dz, k))
+          if (test_map_is_channel(&dz, k))
             g_assert_cmpfloat(dz.buf[k], ==, 0.0f);
         test_map_free(&dz);
       }
@@ -499,7 +457,7 @@ static void check_xent_gradient(int c, Layout layout)
   const int h = 3, w = 5;
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, input_sliced(layout));
-  fill(&z, -3.0f, 3.0f);
+  test_map_fill(&z, -3.0f, 3.0f);
   uint8_t *labels = random_labels(pixels, c);
   labels[0] = 0; /* at least one pixel counts */
   float *weights = random_weights(pixels);
@@ -510,7 +468,7 @@ static void check_xent_gradient(int c, Layout layout)
       softmax_xent(&z.map, labels, weights, &dz.map, pools[p]);
       double scale = 0.0;
       for (size_t k = 0; k < dz.n; k++)
-        if (is_channel(&dz, k))
+        if (test_map_is_channel(&dz, k))
           scale = fmax(scale, fabs(dz.buf[k]));
       for (size_t px = 0; px < pixels; px++)
         for (int k = 0; k < c; k++) {
@@ -547,10 +505,10 @@ static void check_argmax(int h, int w, int c, Layout layout, gboolean ties)
 {
   size_t pixels = (size_t)h * w;
   TestMap z = test_map_new(h, w, c, input_sliced(layout));
-  fill(&z, -1.0f, 1.0f);
+  test_map_fill(&z, -1.0f, 1.0f);
   if (ties) /* few distinct values: the lowest index must win */
     for (size_t i = 0; i < z.n; i++)
-      if (is_channel(&z, i))
+      if (test_map_is_channel(&z, i))
         z.buf[i] = floorf(z.buf[i] * 2.0f);
   uint8_t *want = g_new(uint8_t, pixels + 1), *got = g_new(uint8_t, pixels + 1);
   argmax_channels_ref(&z.map, want);
@@ -585,6 +543,118 @@ static void test_argmax(void)
       }
 }
 
+/* ---- class maps at another size ------------------------------------------------------------ */
+
+/* The reference's resized scores: the logits, or with two classes their difference, through
+ * resize_bilinear_forward_ref (the same taps and arithmetic as argmax_bilinear_ref). */
+static TestMap resized_scores(const FeatureMap *z, int height, int width)
+{
+  int planes = z->c == 2 ? 1 : z->c;
+  TestMap source = test_map_new(z->h, z->w, planes, FALSE);
+  for (int y = 0; y < z->h; y++)
+    for (int x = 0; x < z->w; x++) {
+      const float *l = feature_map_at(z, y, x);
+      float *s = feature_map_at(&source.map, y, x);
+      for (int p = 0; p < planes; p++)
+        s[p] = planes == 1 ? l[1] - l[0] : l[p];
+    }
+  TestMap scores = test_map_new(height, width, planes, FALSE);
+  resize_bilinear_forward_ref(&source.map, &scores.map);
+  test_map_free(&source);
+  return scores;
+}
+
+/* A class that differs from the reference's is wrong unless the reference's scores of the two
+ * are within rounding (the fast path may fuse its multiply-adds), and a tie still goes to the
+ * lower class. */
+static gboolean class_close(const float *score, int planes, int got, int want, float tol)
+{
+  if (got == want)
+    return TRUE;
+  if (planes == 1)
+    return got <= 1 && fabsf(score[0]) <= tol;
+  if (got >= planes)
+    return FALSE;
+  float margin = score[want] - score[got];
+  return margin <= tol && !(margin == 0.0f && got > want);
+}
+
+typedef struct {
+  int in_h, in_w, out_h, out_w;
+} UpsampleCase;
+
+static void check_argmax_bilinear(const UpsampleCase *uc, int c, gboolean sliced, int pad,
+                                  gboolean ties)
+{
+  TestMap z = test_map_new(uc->in_h, uc->in_w, c, sliced);
+  test_map_fill(&z, -4.0f, 4.0f);
+  if (ties) /* classes 1 and 2 alike: where they win, 1 must; two classes: many zero differences */
+    for (int y = 0; y < uc->in_h; y++)
+      for (int x = 0; x < uc->in_w; x++) {
+        float *l = feature_map_at(&z.map, y, x);
+        if (c == 2)
+          l[1] = (x + y) % 3 ? l[0] : l[1];
+        else if (c > 2)
+          l[2] = l[1];
+      }
+  size_t stride = (size_t)uc->out_w + pad, n = stride * uc->out_h + 1;
+  uint8_t *want = g_malloc(n), *got = g_malloc(n);
+  memset(want, 0xee, n);
+  argmax_bilinear_ref(&z.map, uc->out_w, uc->out_h, want, stride);
+  TestMap scores = resized_scores(&z.map, uc->out_h, uc->out_w);
+  int planes = scores.map.c;
+  float largest = 0.0f;
+  for (size_t i = 0; i < scores.n; i++)
+    largest = fmaxf(largest, fabsf(scores.buf[i]));
+  float tol = 1e-5f * largest;
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      memset(got, 0xee, n);
+      argmax_bilinear(&z.map, uc->out_w, uc->out_h, got, stride, pools[p]);
+      char *what = g_strdup_printf("argmax_bilinear%s %s pool=%d %dx%dx%d%s -> %dx%d stride %zu",
+                                   ties ? " ties" : "", kernels_isa_name(isas[i]),
+                                   thread_pool_threads(pools[p]), uc->in_h, uc->in_w, c,
+                                   sliced ? " sliced" : "", uc->out_h, uc->out_w, stride);
+      for (size_t k = 0; k < n; k++) {
+        int y = (int)(k / stride), x = (int)(k % stride);
+        gboolean pixel = y < uc->out_h && x < uc->out_w;
+        if (!pixel ? got[k] != 0xee
+                   : !class_close(feature_map_at(&scores.map, y, x), planes, got[k], want[k],
+                                  tol)) {
+          g_test_fail_printf("%s: byte %zu (row %d, column %d) is %d, the reference's %d", what,
+                             k, y, x, got[k], want[k]);
+          break;
+        }
+      }
+      g_free(what);
+    }
+  test_map_free(&scores);
+  g_free(want);
+  g_free(got);
+  test_map_free(&z);
+}
+
+static void test_argmax_bilinear(void)
+{
+  static const UpsampleCase cases[] = {
+    { 1, 1, 3, 4 },     { 4, 3, 5, 1 },    { 5, 7, 2, 3 },      { 7, 5, 7, 5 },
+    { 3, 9, 11, 2 },    { 9, 16, 17, 33 }, { 12, 20, 23, 40 },  { 23, 40, 45, 80 },
+    { 45, 80, 180, 320 }, { 180, 320, 45, 80 }, { 240, 320, 576, 768 },
+  };
+  static const int class_counts[] = { 1, 2, 3, 5, 17 };
+  for (size_t u = 0; u < G_N_ELEMENTS(cases); u++)
+    for (size_t ci = 0; ci < G_N_ELEMENTS(class_counts); ci++) {
+      int c = class_counts[ci];
+      gboolean large = cases[u].out_h * cases[u].out_w > 50000;
+      if (large && c != 2 && c != 3)
+        continue;
+      for (int sliced = 0; sliced < 2; sliced++) {
+        check_argmax_bilinear(&cases[u], c, sliced, 0, FALSE);
+        check_argmax_bilinear(&cases[u], c, sliced, large ? 0 : 5, TRUE);
+      }
+    }
+}
+
 /* ---- machine -------------------------------------------------------------------------------- */
 
 static void test_fma_peak(void)
@@ -609,12 +679,14 @@ int main(int argc, char **argv)
   g_test_add_func("/ops/copy", test_copy);
   g_test_add_func("/ops/accumulate", test_accumulate);
   g_test_add_func("/ops/subsample2", test_subsample2);
+  g_test_add_func("/ops/bilinear-taps", test_bilinear_taps);
   g_test_add_func("/ops/resize-forward", test_resize_forward);
   g_test_add_func("/ops/resize-backward", test_resize_backward);
   g_test_add_func("/ops/softmax-xent", test_softmax_xent);
   g_test_add_func("/ops/softmax-xent-nothing-counts", test_softmax_xent_nothing_counts);
   g_test_add_func("/ops/softmax-xent-gradient", test_softmax_xent_gradient);
   g_test_add_func("/ops/argmax", test_argmax);
+  g_test_add_func("/ops/argmax-bilinear", test_argmax_bilinear);
   g_test_add_func("/ops/fma-peak", test_fma_peak);
   int status = g_test_run();
   thread_pool_free(pools[1]);
