@@ -154,7 +154,7 @@ static void run_async(SceneStream *s, AsyncRun *run)
     }
     g_array_append_val(training_before || atomic_load(&run->training) ? busy : idle, ms);
     if (f >= score_from) {
-      s->miou_sum += distill_miou(s->classes, s->truth, (size_t)s->label_w * s->label_h,
+      s->miou_sum += frame_miou(s->classes, s->truth, (size_t)s->label_w * s->label_h,
                                   s->num_classes);
       s->scored++;
     }
@@ -255,7 +255,7 @@ int main(int argc, char **argv)
         s.miou_sum = before;
         s.scored--;
       }
-      double miou = distill_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h,
+      double miou = frame_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h,
                                  s.num_classes);
       all_sum += miou;
       if (cut && f >= cut && f < cut + 60) {

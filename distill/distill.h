@@ -35,6 +35,7 @@
 #include <glib.h>
 #include <stdint.h>
 
+#include "miou.h"
 #include "optimizer.h"
 #include "student.h"
 
@@ -156,10 +157,8 @@ int distill_config_train_threads(const DistillConfig *cfg);
 
 /* ---- policy (pure functions; the engine applies them) ----------------------------------- */
 
-/* mIoU of predicted against reference class maps of n pixels: the mean, over the classes present
- * in either (pixels labelled LABEL_IGNORE or >= num_classes in reference left out), of
- * |pred ∩ ref| / |pred ∪ ref|; 1 when no pixel counts. */
-double distill_miou(const uint8_t *pred, const uint8_t *reference, size_t n, int num_classes);
+/* The policy measures the student against the teacher with frame_miou (kernels/miou.h), the
+ * scorer's per-frame mIoU. */
 /* Whether to take another SGD step after `updates` steps, the student now at `miou`. */
 gboolean distill_policy_keep_training(const DistillConfig *cfg, guint updates, double miou);
 /* The stride after a teacher frame whose round ended at `miou`. */
@@ -222,9 +221,11 @@ void distill_query_fail(DistillQuery *query);
  * failed (up to teacher_timeout_ms, then it is given up), and trains on the labels. */
 void distill_engine_process(DistillEngine *engine, const FeatureMap *input, uint8_t *classes);
 
-/* Streaming thread: the logits of the last distill_engine_process (logits size, one channel per
- * class), valid until the next call, e.g. for a class map at a higher resolution. */
-const FeatureMap *distill_engine_logits(DistillEngine *engine);
+/* Streaming thread: the class of every pixel of a width x height picture, from the last
+ * distill_engine_process: its logits resized bilinearly, then the most likely class (sharper than
+ * resizing its class map), rows row_stride bytes apart (kernels.h, argmax_bilinear). */
+void distill_engine_class_map(DistillEngine *engine, int width, int height, uint8_t *classes,
+                              size_t row_stride);
 
 typedef struct {
   guint64 frames;            /* processed */

@@ -515,9 +515,13 @@ void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *
   e->frame++;
 }
 
-const FeatureMap *distill_engine_logits(DistillEngine *e)
+void distill_engine_class_map(DistillEngine *e, int width, int height, uint8_t *classes,
+                              size_t row_stride)
 {
-  return e->logits;
+  g_return_if_fail(e->logits != NULL);
+  thread_pool_hold(e->pool);
+  argmax_bilinear(e->logits, width, height, classes, row_stride, e->pool);
+  thread_pool_release(e->pool);
 }
 
 /* ---- statistics and checkpoints ---------------------------------------------------------- */

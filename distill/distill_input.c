@@ -2,21 +2,8 @@
  * scene-change trigger compares. */
 #include <math.h>
 
+#include "bilinear.h"
 #include "distill_private.h"
-
-/* Source coordinate of destination pixel centre d (half-pixel centres, clamped as `up`). */
-static inline void bilinear_tap(int d, int src_size, int dst_size, int *i0, int *i1, float *f)
-{
-  float s = ((float)d + 0.5f) * (float)src_size / (float)dst_size - 0.5f;
-  if (s < 0.0f)
-    s = 0.0f;
-  int i = (int)s;
-  if (i > src_size - 1)
-    i = src_size - 1;
-  *i0 = i;
-  *i1 = i + 1 < src_size ? i + 1 : src_size - 1;
-  *f = s - (float)i;
-}
 
 /* Horizontal taps are computed once per call, in chunks of this many output columns on the stack,
  * so that the per-pixel work is two loads per channel and a few multiply-adds. */
@@ -49,10 +36,8 @@ void distill_input_from_rgb(const uint8_t *pixels, int width, int height, int ro
         float fx = frac[i];
         for (int c = 0; c < 3; c++) {
           int o = off[c];
-          float p00 = row0[left[i] + o], p01 = row0[right[i] + o];
-          float p10 = row1[left[i] + o], p11 = row1[right[i] + o];
-          float top = p00 + fx * (p01 - p00), bottom = p10 + fx * (p11 - p10);
-          out[c] = (top + fy * (bottom - top)) * scale - 0.5f;
+          out[c] = bilinear_blend(row0[left[i] + o], row0[right[i] + o], row1[left[i] + o],
+                                  row1[right[i] + o], fx, fy) * scale - 0.5f;
         }
       }
     }

@@ -1,33 +1,5 @@
-/* distill_policy.c: the teacher-stride policy of Mullapudi et al. (ICCV 2019) and the accuracy
- * measure it runs on. */
+/* distill_policy.c: the teacher-stride policy of Mullapudi et al. (ICCV 2019). */
 #include "distill.h"
-
-double distill_miou(const uint8_t *pred, const uint8_t *reference, size_t n, int num_classes)
-{
-  /* Classes are at most 255 (a uint8 class map with 255 = ignore). */
-  size_t inter[255] = { 0 }, uni[255] = { 0 };
-  for (size_t i = 0; i < n; i++) {
-    int r = reference[i], p = pred[i];
-    if (r >= num_classes)
-      continue;
-    if (p == r) {
-      inter[r]++;
-      uni[r]++;
-    } else {
-      uni[r]++;
-      if (p < num_classes)
-        uni[p]++;
-    }
-  }
-  double sum = 0.0;
-  int present = 0;
-  for (int c = 0; c < num_classes && c < 255; c++)
-    if (uni[c]) {
-      sum += (double)inter[c] / (double)uni[c];
-      present++;
-    }
-  return present ? sum / present : 1.0;
-}
 
 gboolean distill_policy_keep_training(const DistillConfig *cfg, guint updates, double miou)
 {

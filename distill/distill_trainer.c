@@ -206,7 +206,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
   for (;;) {
     const FeatureMap *logits = student_forward(t->student, round->input, pool);
     argmax_channels(logits, t->pred, pool);
-    miou = distill_miou(t->pred, round->labels, n, num_classes);
+    miou = frame_miou(t->pred, round->labels, n, num_classes);
     if (updates == 0) {
       round->miou_before = miou;
       round->verdict = cfg->train ? judge_entry(t, miou) : DISTILL_ROUND_UNCHECKED;

@@ -456,14 +456,6 @@ static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *
   after_frame(self);
 }
 
-/* The student's classes at the frame's own resolution, from its logits. */
-static void frame_classes(GstDistillSeg *self, GstVideoFrame *frame)
-{
-  render_classes_from_logits(distill_engine_logits(self->engine), GST_VIDEO_FRAME_WIDTH(frame),
-                             GST_VIDEO_FRAME_HEIGHT(frame), self->upsample_scratch,
-                             self->frame_classes);
-}
-
 static GstFlowReturn gst_distill_seg_transform_frame_ip(GstVideoFilter *filter,
                                                         GstVideoFrame *frame)
 {
@@ -471,9 +463,9 @@ static GstFlowReturn gst_distill_seg_transform_frame_ip(GstVideoFilter *filter,
 
   segment_frame(self, frame, frame->buffer);
   if (self->output == GST_DISTILL_OUTPUT_OVERLAY) {
-    frame_classes(self, frame);
-    render_overlay(frame, self->frame_classes, GST_VIDEO_FRAME_WIDTH(frame),
-                   GST_VIDEO_FRAME_HEIGHT(frame));
+    int width = GST_VIDEO_FRAME_WIDTH(frame), height = GST_VIDEO_FRAME_HEIGHT(frame);
+    distill_engine_class_map(self->engine, width, height, self->frame_classes, width);
+    render_overlay(frame, self->frame_classes, width, height);
   }
   return GST_FLOW_OK;
 }
@@ -483,9 +475,11 @@ static GstFlowReturn gst_distill_seg_transform_frame(GstVideoFilter *filter, Gst
 {
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
 
+  /* The GRAY8 frame is the class map at the frame's size. */
   segment_frame(self, in, out->buffer);
-  frame_classes(self, out);
-  render_mask(out, self->frame_classes, GST_VIDEO_FRAME_WIDTH(out), GST_VIDEO_FRAME_HEIGHT(out));
+  distill_engine_class_map(self->engine, GST_VIDEO_FRAME_WIDTH(out), GST_VIDEO_FRAME_HEIGHT(out),
+                           GST_VIDEO_FRAME_PLANE_DATA(out, 0),
+                           GST_VIDEO_FRAME_PLANE_STRIDE(out, 0));
   return GST_FLOW_OK;
 }
 
@@ -570,7 +564,6 @@ static void free_frame_buffers(GstDistillSeg *self)
   g_clear_pointer(&self->input.data, g_free);
   g_clear_pointer(&self->classes, g_free);
   g_clear_pointer(&self->frame_classes, g_free);
-  g_clear_pointer(&self->upsample_scratch, g_free);
   if (self->mask_pool) {
     gst_buffer_pool_set_active(self->mask_pool, FALSE);
     gst_clear_object(&self->mask_pool);
@@ -647,8 +640,8 @@ static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps
   self->input = feature_map(g_new(float, (size_t)self->input_w * self->input_h * 3),
                             self->input_h, self->input_w, 3);
   self->classes = g_malloc0((size_t)self->label_w * self->label_h);
-  self->frame_classes = g_malloc((size_t)fw * fh);
-  self->upsample_scratch = g_new(float, (size_t)self->label_w * self->label_h);
+  if (self->output == GST_DISTILL_OUTPUT_OVERLAY)
+    self->frame_classes = g_malloc((size_t)fw * fh);
   choose_input_conversion(self, &frame_info);
   if (self->teacher && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
     GstVideoInfo full;

@@ -63,8 +63,7 @@ struct _GstDistillSeg {
   GstDistillSegToInput to_input;
   FeatureMap input;
   uint8_t *classes;                 /* at logits size */
-  uint8_t *frame_classes;           /* at frame size, for overlay and mask output */
-  float *upsample_scratch;
+  uint8_t *frame_classes;           /* at frame size, for the overlay */
   GstVideoConverter *to_rgb_small;  /* YUV input: to RGB at inference size */
   guint8 *rgb_small;
   GstVideoConverter *to_rgb_full;   /* teacher frames not already packed RGB */

@@ -1,4 +1,4 @@
-/* render.c: overlay and mask output (render.h).
+/* render.c: the overlay (render.h).
  *
  * One loop serves every format: it walks each colour component at its own subsampled size,
  * through the component's plane, stride, pixel stride and offset, so packed RGB orders, planar
@@ -87,93 +87,6 @@ void render_overlay(GstVideoFrame *frame, const uint8_t *classes, int map_w, int
         uint8_t *p = row + (size_t)x * pstride;
         *p = (uint8_t)((*p * (256 - OVERLAY_ALPHA) + colour[cls][comp] * OVERLAY_ALPHA) >> 8);
       }
-    }
-  }
-}
-
-void render_mask(GstVideoFrame *frame, const uint8_t *classes, int map_w, int map_h)
-{
-  int w = GST_VIDEO_FRAME_WIDTH(frame), h = GST_VIDEO_FRAME_HEIGHT(frame);
-  int stride = GST_VIDEO_FRAME_PLANE_STRIDE(frame, 0);
-  uint8_t *data = GST_VIDEO_FRAME_PLANE_DATA(frame, 0);
-  int columns[w];
-
-  map_columns(columns, w, map_w);
-  for (int y = 0; y < h; y++) {
-    const uint8_t *map_row = classes + (size_t)map_coord(y, h, map_h) * map_w;
-    uint8_t *row = data + (size_t)y * stride;
-    for (int x = 0; x < w; x++)
-      row[x] = map_row[columns[x]];
-  }
-}
-
-/* Source index and weight of the upper neighbour for output sample i of n over a map of map_n. */
-static inline void bilinear_tap(int i, int n, int map_n, int *i0, int *i1, float *w1)
-{
-  float s = ((float)i + 0.5f) * (float)map_n / (float)n - 0.5f;
-  if (s < 0)
-    s = 0;
-  int lo = (int)s;
-  if (lo > map_n - 1)
-    lo = map_n - 1;
-  *i0 = lo;
-  *i1 = lo + 1 < map_n ? lo + 1 : lo;
-  *w1 = s - (float)lo;
-}
-
-static inline float bilinear_at(const float *map, int stride, int channel, int y0, int y1,
-                                float wy, int x0, int x1, float wx)
-{
-  const float *r0 = map + (size_t)y0 * stride, *r1 = map + (size_t)y1 * stride;
-  float top = r0[x0 + channel] + (r0[x1 + channel] - r0[x0 + channel]) * wx;
-  float bottom = r1[x0 + channel] + (r1[x1 + channel] - r1[x0 + channel]) * wx;
-  return top + (bottom - top) * wy;
-}
-
-void render_classes_from_logits(const FeatureMap *logits, int width, int height, float *scratch,
-                                uint8_t *classes)
-{
-  int mw = logits->w, mh = logits->h, nc = logits->c;
-  int x0[width], x1[width];
-  float wx[width];
-
-  /* Two classes: the sign of one score difference decides, a quarter of the work. */
-  const float *map = logits->data;
-  int stride = logits->w * logits->ld, pixel = logits->ld;
-  if (nc == 2) {
-    for (int i = 0; i < mh * mw; i++) {
-      const float *l = logits->data + (size_t)(i / mw) * stride + (size_t)(i % mw) * pixel;
-      scratch[i] = l[1] - l[0];
-    }
-    map = scratch;
-    stride = mw;
-    pixel = 1;
-  }
-  for (int x = 0; x < width; x++) {
-    bilinear_tap(x, width, mw, &x0[x], &x1[x], &wx[x]);
-    x0[x] *= pixel;
-    x1[x] *= pixel;
-  }
-  for (int y = 0; y < height; y++) {
-    int y0, y1;
-    float wy;
-    bilinear_tap(y, height, mh, &y0, &y1, &wy);
-    uint8_t *row = classes + (size_t)y * width;
-    for (int x = 0; x < width; x++) {
-      if (nc == 2) {
-        row[x] = bilinear_at(map, stride, 0, y0, y1, wy, x0[x], x1[x], wx[x]) > 0.0f;
-        continue;
-      }
-      int best = 0;
-      float best_score = bilinear_at(map, stride, 0, y0, y1, wy, x0[x], x1[x], wx[x]);
-      for (int c = 1; c < nc; c++) {
-        float score = bilinear_at(map, stride, c, y0, y1, wy, x0[x], x1[x], wx[x]);
-        if (score > best_score) {
-          best = c;
-          best_score = score;
-        }
-      }
-      row[x] = (uint8_t)best;
     }
   }
 }

@@ -44,7 +44,7 @@ void scene_stream_sync_frame(SceneStream *s, guint64 frame, gboolean score)
   }
   distill_engine_process(s->engine, &s->input, s->classes);
   if (score) {
-    s->miou_sum += distill_miou(s->classes, s->truth, (size_t)s->label_w * s->label_h,
+    s->miou_sum += frame_miou(s->classes, s->truth, (size_t)s->label_w * s->label_h,
                                 s->num_classes);
     s->scored++;
   }

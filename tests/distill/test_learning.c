@@ -23,7 +23,7 @@ static void test_learns_scene(void)
   /* Before training: no better than chance. */
   scene_stream_load(&s, 0);
   distill_engine_process(engine, &s.input, s.classes);
-  double initial_miou = distill_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h, 3);
+  double initial_miou = frame_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h, 3);
 
   for (guint64 f = 1; f < FRAMES; f++)
     scene_stream_sync_frame(&s, f, f >= SCORED_FROM);

@@ -1,6 +1,6 @@
-/* test_policy.c: the paper's stride policy, the mIoU it runs on, the configuration and its
- * checks, the input converter, and the engine's bookkeeping of teacher queries (sync mode, no
- * training): strides, answers, failures, queries given up, the sync wait. */
+/* test_policy.c: the paper's stride policy, the configuration and its checks, the input
+ * converter, and the engine's bookkeeping of teacher queries (sync mode, no training): strides,
+ * answers, failures, queries given up, the sync wait. */
 #include <string.h>
 
 #include "distill.h"
@@ -39,22 +39,6 @@ static void test_keep_training(void)
   cfg.train = TRUE;
   cfg.max_updates = 0;
   g_assert_false(distill_policy_keep_training(&cfg, 0, 0.1));
-}
-
-static void test_miou(void)
-{
-  /* Pixel 5 is ignored. Class 0: inter 2 (pixels 0, 1), union 5 (0, 1, 2, 4, 6); class 1:
-   * inter 1 (3), union 3 (2, 3, 4); class 2: inter 0, union 1 (6). */
-  const uint8_t ref[] = { 0, 0, 0, 1, 1, 255, 0 };
-  const uint8_t pred[] = { 0, 0, 1, 1, 0, 1, 2 };
-  g_assert_cmpfloat_with_epsilon(distill_miou(pred, ref, 7, 3), (2.0 / 5 + 1.0 / 3 + 0.0) / 3,
-                                 1e-12);
-  const uint8_t ref2[] = { 1, 1, 0, 0 }, pred2[] = { 1, 1, 0, 0 };
-  g_assert_cmpfloat(distill_miou(pred2, ref2, 4, 2), ==, 1.0);
-  const uint8_t ignored[] = { 255, 255 }, any[] = { 0, 1 };
-  g_assert_cmpfloat(distill_miou(any, ignored, 2, 2), ==, 1.0);
-  const uint8_t ref3[] = { 0, 0, 1, 1 }, pred3[] = { 1, 1, 0, 0 };
-  g_assert_cmpfloat(distill_miou(pred3, ref3, 4, 2), ==, 0.0);
 }
 
 static void test_config_errors(void)
@@ -348,7 +332,6 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/distill/policy/stride", test_stride_doubles_halves_clamps);
   g_test_add_func("/distill/policy/keep-training", test_keep_training);
-  g_test_add_func("/distill/policy/miou", test_miou);
   g_test_add_func("/distill/engine/config-errors", test_config_errors);
   g_test_add_func("/distill/engine/config-defaults", test_config_defaults);
   g_test_add_func("/distill/input/from-rgb", test_input_from_rgb);

@@ -60,8 +60,8 @@ static void test_bf16_forward_agrees(void)
     argmax_channels(l16, classes16, pool);
     for (size_t i = 0; i < n; i++)
       differ += classes32[i] != classes16[i];
-    miou32 += distill_miou(classes32, truth, n, 2) / FRAMES;
-    miou16 += distill_miou(classes16, truth, n, 2) / FRAMES;
+    miou32 += frame_miou(classes32, truth, n, 2) / FRAMES;
+    miou16 += frame_miou(classes16, truth, n, 2) / FRAMES;
   }
   double rel = sqrt(err2 / ref2), frac = (double)differ / ((double)n * FRAMES);
   g_test_message("logits relative RMS difference %.4f; class maps differ on %.5f of the pixels; "

@@ -108,7 +108,7 @@ static RunResult run_stream(const SyntheticSceneConfig *scene_cfg, TeacherKind b
       g_assert_true(distill_query_answer(query, labels, s.label_h, s.label_w, NULL));
     }
     distill_engine_process(engine, &s.input, s.classes);
-    double miou = distill_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h,
+    double miou = frame_miou(s.classes, s.truth, (size_t)s.label_w * s.label_h,
                                s.num_classes);
     if (f >= BAD_FROM - 80 && f < BAD_FROM)
       r.miou_before_bad += miou / 80;

@@ -141,7 +141,7 @@ static void test_miou_hand(void)
   const uint8_t label_o[4] = { 0, 0, 1, 1 }, pred_o[4] = { 0, 9, 1, 255 };
   assert_miou(pred_o, label_o, 4, 2, 0.5, (size_t[]){ 1, 1 }, (size_t[]){ 2, 2 });
 
-  /* Three classes (distill_miou's case): class 0 2 / 5, class 1 1 / 3, class 2 0 / 1. */
+  /* Three classes: class 0 2 / 5, class 1 1 / 3, class 2 0 / 1. */
   const uint8_t label3[7] = { 0, 0, 0, 1, 1, 2, 255 };
   const uint8_t pred3[7] = { 0, 0, 1, 1, 0, 0, 2 };
   assert_miou(pred3, label3, 7, 3, (2.0 / 5 + 1.0 / 3 + 0.0) / 3, (size_t[]){ 2, 1, 0 },

@@ -170,7 +170,7 @@ static double sample_miou(GstSample *sample, const SyntheticScene *scene, guint6
            WIDTH);
   gst_video_frame_unmap(&frame);
   synthetic_scene_labels(scene, f, WIDTH, HEIGHT, truth);
-  return distill_miou(pred, truth, WIDTH * HEIGHT, 2);
+  return frame_miou(pred, truth, WIDTH * HEIGHT, 2);
 }
 
 static void get_stats(GstElement *pipeline, guint64 *frames, guint64 *queries, guint64 *updates)
