@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bilinear.h"
 #include "probability_labels.h"
 
 #define DATASET_ERROR (g_quark_from_static_string("dataset-error"))
@@ -210,9 +211,8 @@ static float sample_bilinear(const PnmImage *im, int c, double x, double y)
   int ch = im->channels;
   const uint8_t *r0 = im->data + (size_t)y0 * im->width * ch;
   const uint8_t *r1 = im->data + (size_t)y1 * im->width * ch;
-  float top = r0[x0 * ch + c] + fx * (r0[x1 * ch + c] - r0[x0 * ch + c]);
-  float bottom = r1[x0 * ch + c] + fx * (r1[x1 * ch + c] - r1[x0 * ch + c]);
-  return top + fy * (bottom - top);
+  return bilinear_blend(r0[x0 * ch + c], r0[x1 * ch + c], r1[x0 * ch + c], r1[x1 * ch + c], fx,
+                        fy);
 }
 
 void labels_from_probability(const PnmImage *prob, double confidence, int w, int h,
