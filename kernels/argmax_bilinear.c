@@ -112,7 +112,7 @@ static const float *resized_row(const ArgmaxBilinearJob *job, BandRows *rows, in
         rows->source[ch * rows->source_step + x] = px[ch];
   for (int p = 0; p < job->planes; p++)
     job->lerp_gather(rows->source + p * rows->source_step, rows->i0, rows->i1, rows->frac,
-                        slot->planes + p * rows->plane_step, (size_t)job->width);
+                     slot->planes + p * rows->plane_step, (size_t)job->width);
   slot->row = r;
   return slot->planes;
 }
@@ -129,7 +129,7 @@ static void argmax_bilinear_band(void *arg, int band, int row_begin, int row_end
     const float *top = resized_row(job, &rows, y0, y1);
     const float *bottom = resized_row(job, &rows, y1, y0);
     job->lerp_argmax(top, bottom, rows.plane_step, job->planes, fy,
-                        job->classes + (size_t)y * job->row_stride, job->width);
+                     job->classes + (size_t)y * job->row_stride, job->width);
   }
 }
 

@@ -556,7 +556,7 @@ static TestMap resized_scores(const FeatureMap *z, int height, int width)
       const float *l = feature_map_at(z, y, x);
       float *s = feature_map_at(&source.map, y, x);
       for (int p = 0; p < planes; p++)
-        s[p] = planes == 1 ? l[1] - l[0] : l[p];
+        s[p] = z->c == 2 ? l[1] - l[0] : l[p];
     }
   TestMap scores = test_map_new(height, width, planes, FALSE);
   resize_bilinear_forward_ref(&source.map, &scores.map);
