@@ -224,9 +224,8 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   DistillEngine *e = g_new0(DistillEngine, 1);
   e->cfg = *cfg;
   e->num_classes = student_get_config(initial)->num_classes;
-  e->student = student_new(student_get_config(initial), 0);
+  e->student = student_copy(initial);
   student_set_bf16_forward(e->student, cfg->forward_bf16);
-  memcpy(student_params(e->student), student_params((Student *)initial), param_bytes(e));
   /* Engines in one process (cameras) share one pool unless given their own thread count. */
   e->pool = cfg->threads > 0 ? thread_pool_new(cfg->threads) : thread_pool_shared();
   e->stride = cfg->min_stride;
@@ -560,7 +559,7 @@ gboolean distill_engine_save(DistillEngine *e, const char *path, GError **error)
 
 Student *distill_engine_snapshot(DistillEngine *e)
 {
-  Student *copy = student_new(student_get_config(e->student), 0);
+  Student *copy = student_new_zeroed(student_get_config(e->student));
   g_mutex_lock(&e->publish_lock);
   memcpy(student_params(copy), e->published, param_bytes(e));
   g_mutex_unlock(&e->publish_lock);

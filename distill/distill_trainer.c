@@ -31,8 +31,7 @@ void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Stu
 {
   memset(t, 0, sizeof *t);
   t->cfg = cfg;
-  t->student = student_new(student_get_config(initial), 0);
-  memcpy(student_params(t->student), student_params((Student *)initial), param_bytes(t));
+  t->student = student_copy(initial);
   student_set_bf16(t->student, cfg->train_bf16);
   student_set_bf16_forward(t->student, cfg->forward_bf16);
   t->optimizer = optimizer_new(&cfg->optimizer, student_param_count(t->student));

@@ -482,7 +482,7 @@ static Student *load_new(CheckpointFile *f, GError **error)
          "of tensors it holds; " DAMAGED_HINT, f->data_length);
     return NULL;
   }
-  Student *s = student_new(&f->config, 0);
+  Student *s = student_new_zeroed(&f->config);
   if (!load_into(f, s, error))
     g_clear_pointer(&s, student_free);
   return s;

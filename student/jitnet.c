@@ -48,7 +48,7 @@ static void make_layers(Student *s)
   make_conv_layer(&s->classifier, t, "classifier", c->head[1], c->num_classes, 1, 1, 1, 0);
 }
 
-Student *student_new(const StudentConfig *cfg, guint64 seed)
+Student *student_new_zeroed(const StudentConfig *cfg)
 {
   Student *s = g_new0(Student, 1);
   s->config = *cfg;
@@ -56,7 +56,20 @@ Student *student_new(const StudentConfig *cfg, guint64 seed)
   make_layers(s);
   s->params = g_aligned_alloc0(s->table.count, sizeof(float), 64);
   s->grads = g_aligned_alloc0(s->table.count, sizeof(float), 64);
+  return s;
+}
+
+Student *student_new(const StudentConfig *cfg, guint64 seed)
+{
+  Student *s = student_new_zeroed(cfg);
   init_params(&s->table, s->params, seed);
+  return s;
+}
+
+Student *student_copy(const Student *src)
+{
+  Student *s = student_new_zeroed(&src->config);
+  memcpy(s->params, src->params, s->table.count * sizeof(float));
   return s;
 }
 

@@ -40,6 +40,11 @@ typedef struct Student Student;
 
 /* A new network with seeded He-normal initialisation (student/README.md). */
 Student *student_new(const StudentConfig *cfg, guint64 seed);
+/* A new network with every parameter 0, for weights that come from elsewhere (a file, a buffer):
+ * the initialisation costs more than a small frame's forward pass. */
+Student *student_new_zeroed(const StudentConfig *cfg);
+/* A new network with src's configuration and weights. */
+Student *student_copy(const Student *src);
 void student_free(Student *student);
 const StudentConfig *student_get_config(const Student *student);
 
