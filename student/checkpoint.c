@@ -11,12 +11,12 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "student_private.h"
 
 G_STATIC_ASSERT(G_BYTE_ORDER == G_LITTLE_ENDIAN); /* floats are copied as they are on disk */
 
 #define FORMAT_NAME "gst-distill"
 #define FORMAT_VERSION "1"
-#define ARCH_NAME "jitnet"
 
 /* ---- conversion between memory (HWIO) and disk (OIHW) ---------------------------------------- */
 
@@ -60,7 +60,7 @@ static char *header_json(Student *s)
   json_builder_set_member_name(b, "version");
   json_builder_add_string_value(b, FORMAT_VERSION);
   json_builder_set_member_name(b, "arch");
-  json_builder_add_string_value(b, ARCH_NAME);
+  json_builder_add_string_value(b, student_arch_name(student_get_config(s)->arch));
   json_builder_set_member_name(b, "config");
   json_builder_add_string_value(b, config);
   json_builder_end_object(b);
@@ -298,12 +298,13 @@ static gboolean read_metadata(CheckpointFile *f, GError **error)
     return fail(error, STUDENT_ERROR_MISMATCH, f->path,
                 "format version %s, this program reads version " FORMAT_VERSION
                 "; use a matching release", version ? version : "(none)");
-  if (!arch || !g_str_equal(arch, ARCH_NAME))
+  StudentArch known;
+  if (!student_arch_from_name(arch, &known))
     return fail(error, STUDENT_ERROR_MISMATCH, f->path,
-                "architecture \"%s\", this network is \"" ARCH_NAME "\"; use a " ARCH_NAME
-                " checkpoint", arch ? arch : "(none)");
+                "architecture \"%s\", which this program does not know; use a checkpoint of "
+                "one it does (student/README.md)", arch ? arch : "(none)");
   g_autoptr(GError) config_error = NULL;
-  if (!config || !student_config_from_json(config, &f->config, &config_error))
+  if (!config || !student_config_from_json(config, known, &f->config, &config_error))
     return fail(error, STUDENT_ERROR_FORMAT, f->path, "bad configuration in __metadata__: %s; "
                 DAMAGED_HINT, config_error ? config_error->message : "missing");
   return TRUE;
@@ -457,27 +458,12 @@ static gboolean load_into(const CheckpointFile *f, Student *s, GError **error)
   return ok;
 }
 
-/* Fewer floats than the configuration's network has: the weights of each layer's connections
- * (jitnet.c's layers, at a 1x1 kernel). Checked before the network is made, so that a damaged
- * configuration naming huge widths is refused without allocating them. */
-static double min_param_count(const StudentConfig *c)
-{
-  const int *e = c->encoder, *d = c->decoder;
-  int head_in = d[2] + (c->head_skip ? c->stem[0] : 0);
-  double edges[][2] = {
-    { 3, c->stem[0] }, { c->stem[0], c->stem[1] }, { c->stem[1], e[0] }, { e[0], e[1] },
-    { e[1], e[2] }, { e[2], d[0] }, { e[1] + d[0], d[1] }, { e[0] + d[1], d[2] },
-    { head_in, c->head[0] }, { c->head[0], c->head[1] }, { c->head[1], c->num_classes },
-  };
-  double count = 0;
-  for (guint i = 0; i < G_N_ELEMENTS(edges); i++)
-    count += edges[i][0] * edges[i][1];
-  return count;
-}
-
 static Student *load_new(CheckpointFile *f, GError **error)
 {
-  if (min_param_count(&f->config) * sizeof(float) > (double)f->data_length) {
+  /* Checked before the network is made, so that a damaged configuration naming huge widths is
+   * refused without allocating them. */
+  if (student_arch_ops(f->config.arch)->min_param_count(&f->config) * sizeof(float) >
+      (double)f->data_length) {
     fail(error, STUDENT_ERROR_FORMAT, f->path, "its configuration needs more than the %zu bytes "
          "of tensors it holds; " DAMAGED_HINT, f->data_length);
     return NULL;
@@ -508,6 +494,10 @@ Student *student_load_data(const void *data, size_t length, const char *name, GE
 static gboolean config_matches(const CheckpointFile *f, Student *s, GError **error)
 {
   const StudentConfig *own = student_get_config(s);
+  if (f->config.arch != own->arch)
+    return fail(error, STUDENT_ERROR_MISMATCH, f->path, "architecture \"%s\", the network is "
+                "\"%s\"; use a checkpoint of the network's architecture",
+                student_arch_name(f->config.arch), student_arch_name(own->arch));
   if (f->config.num_classes != own->num_classes)
     return fail(error, STUDENT_ERROR_MISMATCH, f->path, "checkpoint has %d classes, the network "
                 "%d; use a checkpoint trained for %d classes or change the class count",

@@ -1,31 +1,102 @@
-/* config.c: StudentConfig, its defaults and its compact JSON form (student/README.md). */
-#include <json-glib/json-glib.h>
+/* config.c: StudentConfig: the architectures, their defaults and the compact JSON form of a
+ * configuration, read and written from each architecture's table of keys (student/README.md). */
+#include <string.h>
 
-#include "student.h"
+#include "student_private.h"
 
 G_DEFINE_QUARK(student-error-quark, student_error)
 
+static const StudentArchOps *const arch_ops[STUDENT_ARCH_COUNT] = {
+  [STUDENT_ARCH_JITNET] = &jitnet_ops,
+};
+
+const StudentArchOps *student_arch_ops(StudentArch arch)
+{
+  g_return_val_if_fail(arch >= 0 && arch < STUDENT_ARCH_COUNT, &jitnet_ops);
+  return arch_ops[arch];
+}
+
+const char *student_arch_name(StudentArch arch)
+{
+  return student_arch_ops(arch)->name;
+}
+
+gboolean student_arch_from_name(const char *name, StudentArch *arch)
+{
+  for (int a = 0; a < STUDENT_ARCH_COUNT; a++)
+    if (name && g_str_equal(name, arch_ops[a]->name)) {
+      *arch = (StudentArch)a;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+void student_config_default_arch(StudentConfig *cfg, StudentArch arch, int num_classes)
+{
+  memset(cfg, 0, sizeof *cfg);
+  cfg->arch = arch;
+  cfg->num_classes = num_classes;
+  student_arch_ops(arch)->config_default(cfg);
+}
+
 void student_config_default(StudentConfig *cfg, int num_classes)
 {
-  *cfg = (StudentConfig){
-    .num_classes = num_classes,
-    .stem = { 8, 32 },
-    .encoder = { 64, 64, 128 },
-    .decoder = { 128, 64, 32 },
-    .head = { 16, 8 },
-    .head_skip = FALSE,
-  };
+  student_config_default_arch(cfg, STUDENT_ARCH_JITNET, num_classes);
+}
+
+/* ---- the keys ------------------------------------------------------------------------------- */
+
+static int *key_widths(StudentConfig *cfg, const StudentConfigKey *key)
+{
+  return (int *)((char *)cfg + key->offset);
+}
+
+static gboolean *key_flag(StudentConfig *cfg, const StudentConfigKey *key)
+{
+  return (gboolean *)((char *)cfg + key->offset);
 }
 
 char *student_config_to_json(const StudentConfig *cfg)
 {
-  return g_strdup_printf("{\"num_classes\":%d,\"stem\":[%d,%d],\"encoder\":[%d,%d,%d],"
-                         "\"decoder\":[%d,%d,%d],\"head\":[%d,%d],\"head_skip\":%s}",
-                         cfg->num_classes, cfg->stem[0], cfg->stem[1], cfg->encoder[0],
-                         cfg->encoder[1], cfg->encoder[2], cfg->decoder[0], cfg->decoder[1],
-                         cfg->decoder[2], cfg->head[0], cfg->head[1],
-                         cfg->head_skip ? "true" : "false");
+  const StudentArchOps *ops = student_arch_ops(cfg->arch);
+  StudentConfig *c = (StudentConfig *)cfg;
+  GString *json = g_string_new(NULL);
+  g_string_append_printf(json, "{\"num_classes\":%d", cfg->num_classes);
+  for (int k = 0; k < ops->n_keys; k++) {
+    const StudentConfigKey *key = &ops->keys[k];
+    g_string_append_printf(json, ",\"%s\":", key->name);
+    if (!key->count) {
+      g_string_append(json, *key_flag(c, key) ? "true" : "false");
+      continue;
+    }
+    for (int i = 0; i < key->count; i++)
+      g_string_append_printf(json, "%c%d", i ? ',' : '[', key_widths(c, key)[i]);
+    g_string_append_c(json, ']');
+  }
+  g_string_append_c(json, '}');
+  return g_string_free(json, FALSE);
 }
+
+gboolean student_config_equal(const StudentConfig *a, const StudentConfig *b)
+{
+  if (a->arch != b->arch || a->num_classes != b->num_classes)
+    return FALSE;
+  const StudentArchOps *ops = student_arch_ops(a->arch);
+  for (int k = 0; k < ops->n_keys; k++) {
+    const StudentConfigKey *key = &ops->keys[k];
+    if (!key->count) {
+      if (!*key_flag((StudentConfig *)a, key) != !*key_flag((StudentConfig *)b, key))
+        return FALSE;
+      continue;
+    }
+    if (memcmp(key_widths((StudentConfig *)a, key), key_widths((StudentConfig *)b, key),
+               sizeof(int) * key->count) != 0)
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* ---- reading -------------------------------------------------------------------------------- */
 
 static gboolean read_positive_int(JsonNode *node, const char *key, int *out, GError **error)
 {
@@ -39,25 +110,47 @@ static gboolean read_positive_int(JsonNode *node, const char *key, int *out, GEr
   return TRUE;
 }
 
-static gboolean read_widths(JsonNode *node, const char *key, int *widths, guint count,
+static gboolean read_widths(JsonNode *node, const char *key, int *widths, int count,
                             GError **error)
 {
   JsonArray *array = JSON_NODE_HOLDS_ARRAY(node) ? json_node_get_array(node) : NULL;
-  if (!array || json_array_get_length(array) != count) {
+  if (!array || json_array_get_length(array) != (guint)count) {
     g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_FORMAT,
-                "configuration: \"%s\" must be an array of %u widths", key, count);
+                "configuration: \"%s\" must be an array of %d widths", key, count);
     return FALSE;
   }
-  for (guint i = 0; i < count; i++)
-    if (!read_positive_int(json_array_get_element(array, i), key, &widths[i], error))
+  for (int i = 0; i < count; i++)
+    if (!read_positive_int(json_array_get_element(array, (guint)i), key, &widths[i], error))
       return FALSE;
   return TRUE;
 }
 
-static gboolean read_member(const char *key, JsonNode *node, StudentConfig *cfg, GError **error)
+static gboolean read_flag(JsonNode *node, const char *key, gboolean *out, GError **error)
 {
-  if (g_str_equal(key, "num_classes")) {
-    if (!read_positive_int(node, key, &cfg->num_classes, error))
+  if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_BOOLEAN) {
+    g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_FORMAT,
+                "configuration: \"%s\" must be true or false", key);
+    return FALSE;
+  }
+  *out = json_node_get_boolean(node);
+  return TRUE;
+}
+
+static gboolean unknown_key(const StudentArchOps *ops, const char *name, GError **error)
+{
+  g_autoptr(GString) known = g_string_new("num_classes");
+  for (int k = 0; k < ops->n_keys; k++)
+    g_string_append_printf(known, ", %s", ops->keys[k].name);
+  g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_FORMAT,
+              "configuration: unknown key \"%s\" (%s knows: %s)", name, ops->name, known->str);
+  return FALSE;
+}
+
+static gboolean read_member(const StudentArchOps *ops, const char *name, JsonNode *node,
+                            StudentConfig *cfg, GError **error)
+{
+  if (g_str_equal(name, "num_classes")) {
+    if (!read_positive_int(node, name, &cfg->num_classes, error))
       return FALSE;
     /* Labels are bytes and 255 means "ignore". */
     if (cfg->num_classes > 255) {
@@ -67,31 +160,19 @@ static gboolean read_member(const char *key, JsonNode *node, StudentConfig *cfg,
     }
     return TRUE;
   }
-  if (g_str_equal(key, "stem"))
-    return read_widths(node, key, cfg->stem, 2, error);
-  if (g_str_equal(key, "encoder"))
-    return read_widths(node, key, cfg->encoder, 3, error);
-  if (g_str_equal(key, "decoder"))
-    return read_widths(node, key, cfg->decoder, 3, error);
-  if (g_str_equal(key, "head"))
-    return read_widths(node, key, cfg->head, 2, error);
-  if (g_str_equal(key, "head_skip")) {
-    if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_BOOLEAN) {
-      g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_FORMAT,
-                  "configuration: \"head_skip\" must be true or false");
-      return FALSE;
-    }
-    cfg->head_skip = json_node_get_boolean(node);
-    return TRUE;
+  for (int k = 0; k < ops->n_keys; k++) {
+    const StudentConfigKey *key = &ops->keys[k];
+    if (!g_str_equal(name, key->name))
+      continue;
+    return key->count ? read_widths(node, name, key_widths(cfg, key), key->count, error)
+                      : read_flag(node, name, key_flag(cfg, key), error);
   }
-  g_set_error(error, STUDENT_ERROR, STUDENT_ERROR_FORMAT,
-              "configuration: unknown key \"%s\" (known: num_classes, stem, encoder, decoder, "
-              "head, head_skip)", key);
-  return FALSE;
+  return unknown_key(ops, name, error);
 }
 
 /* Keys left out keep their defaults, so a configuration names only what it changes. */
-gboolean student_config_from_json(const char *json, StudentConfig *cfg, GError **error)
+gboolean student_config_from_json(const char *json, StudentArch arch, StudentConfig *cfg,
+                                  GError **error)
 {
   g_autoptr(JsonParser) parser = json_parser_new();
   g_autoptr(GError) parse_error = NULL;
@@ -107,22 +188,13 @@ gboolean student_config_from_json(const char *json, StudentConfig *cfg, GError *
     return FALSE;
   }
   StudentConfig parsed;
-  student_config_default(&parsed, 2);
+  student_config_default_arch(&parsed, arch, 2);
   JsonObject *object = json_node_get_object(root);
   g_autoptr(GList) keys = json_object_get_members(object);
   for (GList *k = keys; k; k = k->next)
-    if (!read_member(k->data, json_object_get_member(object, k->data), &parsed, error))
+    if (!read_member(student_arch_ops(arch), k->data, json_object_get_member(object, k->data),
+                     &parsed, error))
       return FALSE;
   *cfg = parsed;
   return TRUE;
-}
-
-gboolean student_config_equal(const StudentConfig *a, const StudentConfig *b)
-{
-  return a->num_classes == b->num_classes && a->stem[0] == b->stem[0] &&
-         a->stem[1] == b->stem[1] && a->encoder[0] == b->encoder[0] &&
-         a->encoder[1] == b->encoder[1] && a->encoder[2] == b->encoder[2] &&
-         a->decoder[0] == b->decoder[0] && a->decoder[1] == b->decoder[1] &&
-         a->decoder[2] == b->decoder[2] && a->head[0] == b->head[0] &&
-         a->head[1] == b->head[1] && !a->head_skip == !b->head_skip;
 }

@@ -11,20 +11,43 @@
 
 #include "kernels.h"
 
+/* The architectures (student/README.md); a checkpoint names its own. */
+typedef enum {
+  STUDENT_ARCH_JITNET, /* "jitnet": JITNet's encoder-decoder of residual blocks */
+  STUDENT_ARCH_COUNT,
+} StudentArch;
+
+/* jitnet's widths. */
 typedef struct {
-  int num_classes;
   int stem[2];
   int encoder[3];
   int decoder[3];
   int head[2];
   gboolean head_skip;
+} JitnetConfig;
+
+/* An architecture and its configuration: num_classes and the fields of arch (the others are
+ * left as student_config_default_arch sets them: zeros). */
+typedef struct {
+  StudentArch arch;
+  int num_classes;
+  JitnetConfig jitnet;
 } StudentConfig;
 
-/* JITNet at width multiplier 0.5 (student/README.md) for num_classes classes. */
+/* The default architecture for num_classes classes, with its default widths. */
 void student_config_default(StudentConfig *cfg, int num_classes);
-/* Compact JSON, as stored in a checkpoint's metadata; g_free() it. */
+/* arch with its default widths (student/README.md). */
+void student_config_default_arch(StudentConfig *cfg, StudentArch arch, int num_classes);
+/* The architecture's name in checkpoints and tools ("jitnet"), and back: FALSE for a name
+ * that is none. */
+const char *student_arch_name(StudentArch arch);
+gboolean student_arch_from_name(const char *name, StudentArch *arch);
+/* Compact JSON of the architecture's configuration, as stored in a checkpoint's metadata beside
+ * the architecture's name; g_free() it. */
 char *student_config_to_json(const StudentConfig *cfg);
-gboolean student_config_from_json(const char *json, StudentConfig *cfg, GError **error);
+/* Parses the configuration of arch from JSON: keys left out keep their defaults. */
+gboolean student_config_from_json(const char *json, StudentArch arch, StudentConfig *cfg,
+                                  GError **error);
 gboolean student_config_equal(const StudentConfig *a, const StudentConfig *b);
 
 typedef struct {

@@ -244,8 +244,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   g_assert_no_error(error);
   small_checkpoint = g_build_filename(dir, "small.safetensors", NULL);
   g_free(dir);
-  StudentConfig cfg = {.num_classes = 2, .stem = {4, 4}, .encoder = {4, 4, 4},
-                       .decoder = {4, 4, 4}, .head = {4, 4}};
+  StudentConfig cfg;
+  student_config_default_arch(&cfg, STUDENT_ARCH_JITNET, 2);
+  cfg.jitnet = (JitnetConfig){.stem = {4, 4}, .encoder = {4, 4, 4}, .decoder = {4, 4, 4},
+                              .head = {4, 4}};
   Student *student = student_new(&cfg, 1);
   g_assert_true(student_save(student, small_checkpoint, &error));
   student_free(student);

@@ -1,7 +1,7 @@
 /* student-io: the student over raw files, for comparing it with other implementations
  * (tests/parity runs it against the PyTorch mirror).
  *
- *   student-io init OUT.safetensors [--classes N] [--seed S] [--config JSON]
+ *   student-io init OUT.safetensors [--arch NAME] [--classes N] [--seed S] [--config JSON]
  *   student-io forward CKPT INPUT.f32 H W LOGITS.f32
  *   student-io grad CKPT INPUT.f32 H W LABELS.u8 GRADS.safetensors
  *   student-io step CKPT INPUT.f32 H W LABELS.u8 sgd|adam LR WEIGHT_DECAY OUT.safetensors
@@ -21,9 +21,12 @@ static gboolean bf16;
 static int classes = 0;
 static gint64 seed = 0;
 static char *config_json = NULL;
+static char *arch_name = NULL;
 
 static GOptionEntry entries[] = {
   { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "Compute threads (default 1)", "N" },
+  { "arch", 0, 0, G_OPTION_ARG_STRING, &arch_name,
+    "init: the architecture (default: the element's)", "NAME" },
   { "classes", 0, 0, G_OPTION_ARG_INT, &classes, "init: number of classes", "N" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "init: seed of the initialisation", "S" },
   { "config", 0, 0, G_OPTION_ARG_STRING, &config_json, "init: configuration as JSON", "JSON" },
@@ -91,11 +94,15 @@ static void write_raw(const char *path, const void *data, size_t length)
 static int cmd_init(int argc, char **argv)
 {
   if (argc != 3)
-    die("usage: student-io init OUT.safetensors [--classes N] [--seed S] [--config JSON]");
+    die("usage: student-io init OUT.safetensors [--arch NAME] [--classes N] [--seed S] "
+        "[--config JSON]");
   StudentConfig cfg;
   student_config_default(&cfg, 2);
+  if (arch_name && !student_arch_from_name(arch_name, &cfg.arch))
+    die("student-io: no architecture \"%s\"", arch_name);
+  student_config_default_arch(&cfg, cfg.arch, 2);
   GError *error = NULL;
-  if (config_json && !student_config_from_json(config_json, &cfg, &error))
+  if (config_json && !student_config_from_json(config_json, cfg.arch, &cfg, &error))
     die_on_error(error);
   if (classes > 0)
     cfg.num_classes = classes;

@@ -26,8 +26,8 @@ static char *path_in_folder(const char *name)
 static Student *random_student(int num_classes, gboolean head_skip)
 {
   StudentConfig cfg;
-  student_config_default(&cfg, num_classes);
-  cfg.head_skip = head_skip;
+  student_config_default_arch(&cfg, STUDENT_ARCH_JITNET, num_classes);
+  cfg.jitnet.head_skip = head_skip;
   Student *s = student_new(&cfg, 11);
   GRand *rng = g_rand_new_with_seed(5);
   for (size_t i = 0; i < student_param_count(s); i++)
@@ -450,24 +450,28 @@ static void test_disk_full(void)
 static void test_config_json(void)
 {
   StudentConfig cfg, parsed;
-  student_config_default(&cfg, 4);
-  cfg.head_skip = TRUE;
+  student_config_default_arch(&cfg, STUDENT_ARCH_JITNET, 4);
+  cfg.jitnet.head_skip = TRUE;
   g_autofree char *json = student_config_to_json(&cfg);
   g_assert_cmpstr(json, ==, "{\"num_classes\":4,\"stem\":[8,32],\"encoder\":[64,64,128],"
                             "\"decoder\":[128,64,32],\"head\":[16,8],\"head_skip\":true}");
-  g_assert_true(student_config_from_json(json, &parsed, NULL));
+  g_assert_true(student_config_from_json(json, STUDENT_ARCH_JITNET, &parsed, NULL));
   g_assert_true(student_config_equal(&cfg, &parsed));
   /* Keys left out keep their defaults. */
-  g_assert_true(student_config_from_json("{\"encoder\":[16,16,32]}", &parsed, NULL));
-  g_assert_cmpint(parsed.encoder[2], ==, 32);
+  g_assert_true(student_config_from_json("{\"encoder\":[16,16,32]}", STUDENT_ARCH_JITNET,
+                                         &parsed, NULL));
+  g_assert_cmpint(parsed.jitnet.encoder[2], ==, 32);
   g_assert_cmpint(parsed.num_classes, ==, 2);
   GError *error = NULL;
-  g_assert_false(student_config_from_json("{\"encodr\":[1,2,3]}", &parsed, &error));
+  g_assert_false(student_config_from_json("{\"encodr\":[1,2,3]}", STUDENT_ARCH_JITNET,
+                                          &parsed, &error));
   g_assert_error(error, STUDENT_ERROR, STUDENT_ERROR_FORMAT);
   g_clear_error(&error);
-  g_assert_false(student_config_from_json("{\"stem\":[8]}", &parsed, &error));
+  g_assert_false(student_config_from_json("{\"stem\":[8]}", STUDENT_ARCH_JITNET, &parsed,
+                                          &error));
   g_clear_error(&error);
-  g_assert_false(student_config_from_json("{\"num_classes\":300}", &parsed, &error));
+  g_assert_false(student_config_from_json("{\"num_classes\":300}", STUDENT_ARCH_JITNET,
+                                          &parsed, &error));
   g_clear_error(&error);
 }
 

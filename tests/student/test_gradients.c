@@ -478,7 +478,7 @@ static void check_network(const StudentConfig *cfg, int h, int w, gboolean softm
   GradcheckResult r = check_network_tensors(&c, grads, &checked);
   g_test_message("network %dx%d, %d classes%s, %s, %d tensors: largest median relative error "
                  "of a tensor %.3g, worst element %.3g", w, h, cfg->num_classes,
-                 cfg->head_skip ? ", head_skip" : "",
+                 cfg->jitnet.head_skip ? ", head_skip" : "",
                  softmax ? "softmax cross-entropy" : "weighted sum of logits",
                  checked, r.median, r.worst);
   g_assert_cmpfloat(r.median, <=, GRADCHECK_TOLERANCE);
@@ -502,9 +502,9 @@ static void check_network(const StudentConfig *cfg, int h, int w, gboolean softm
  * differences of the whole network clean at a meaningful tolerance. */
 static void narrow_config(StudentConfig *cfg, int num_classes)
 {
-  student_config_default(cfg, num_classes);
-  *cfg = (StudentConfig){ .num_classes = num_classes, .stem = { 4, 6 }, .encoder = { 8, 8, 10 },
-                          .decoder = { 10, 8, 6 }, .head = { 6, 4 } };
+  student_config_default_arch(cfg, STUDENT_ARCH_JITNET, num_classes);
+  cfg->jitnet = (JitnetConfig){ .stem = { 4, 6 }, .encoder = { 8, 8, 10 },
+                                .decoder = { 10, 8, 6 }, .head = { 6, 4 } };
 }
 
 static void test_network_default(void)
@@ -519,7 +519,7 @@ static void test_network_head_skip(void)
 {
   StudentConfig cfg;
   narrow_config(&cfg, 3);
-  cfg.head_skip = TRUE;
+  cfg.jitnet.head_skip = TRUE;
   check_network(&cfg, 33, 64, FALSE);
   check_network(&cfg, 33, 64, TRUE);
 }
