@@ -10,8 +10,10 @@ void make_block(Block *b, ParamTable *table, const char *name, int cin, int cout
   conv_name[strlen(conv_name) - 1] = '2';
   make_conv_layer(&b->conv2, table, conv_name, cout, cout, 1, 3, 1, 0);
   conv_name[strlen(conv_name) - 1] = '3';
-  /* The ReLU after the residual sum belongs to conv3: its output is the block's. */
+  /* The ReLU after the residual sum belongs to conv3: its output is the block's. The branch
+   * starts near zero, the block near its shortcut. */
   make_conv_layer(&b->conv3, table, conv_name, cout, cout, 3, 1, 1, 1);
+  param_table_set_init(table, b->conv3.weight_offset, 0.1);
   g_free(conv_name);
 
   if (cin == cout) {

@@ -33,10 +33,7 @@ static double standard_normal(guint64 *state)
 static void init_weight(const StudentTensor *t, float *w, guint64 *state)
 {
   int cout = t->shape[0], cin = t->shape[1], kh = t->shape[2], kw = t->shape[3];
-  double scale = sqrt(2.0 / (cin * kh * kw));
-  /* Residual branches start near identity. */
-  if (g_str_has_suffix(t->name, ".conv3.weight"))
-    scale *= 0.1;
+  double scale = sqrt(2.0 / (cin * kh * kw)) * t->init_gain;
   for (int o = 0; o < cout; o++)
     for (int i = 0; i < cin; i++)
       for (int y = 0; y < kh; y++)
@@ -54,6 +51,6 @@ void init_params(const ParamTable *table, float *params, guint64 seed)
       init_weight(t, values, &state);
     else
       for (size_t k = 0; k < t->count; k++)
-        values[k] = 0.0f;
+        values[k] = (float)t->init_gain;
   }
 }

@@ -5,7 +5,7 @@
 
 #include "param_table.h"
 
-/* He-normal (fan-in, ReLU gain) convolution weights, 0.1 of that for every block's conv3, zero
- * biases. The numbers come from a portable generator in checkpoint order (OIHW within a weight),
- * so a seed gives the same network on every machine. */
+/* He-normal (fan-in, ReLU gain) convolution weights times their init_gain, the constant
+ * init_gain elsewhere (StudentTensor). The numbers come from a portable generator in checkpoint
+ * order (OIHW within a weight), so a seed gives the same network on every machine. */
 void init_params(const ParamTable *table, float *params, guint64 seed);

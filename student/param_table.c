@@ -22,7 +22,7 @@ size_t param_table_add(ParamTable *table, const char *name, int rank, const int 
                        gboolean hwio)
 {
   StudentTensor t = { .name = g_strdup(name), .offset = table->count, .count = 1,
-                      .rank = rank, .hwio = hwio };
+                      .rank = rank, .hwio = hwio, .init_gain = hwio ? 1.0 : 0.0 };
   for (int i = 0; i < rank; i++) {
     t.shape[i] = shape[i];
     t.count *= (size_t)shape[i];
@@ -30,6 +30,18 @@ size_t param_table_add(ParamTable *table, const char *name, int rank, const int 
   g_array_append_val(table->tensors, t);
   table->count += t.count;
   return t.offset;
+}
+
+void param_table_set_init(ParamTable *table, size_t offset, double gain)
+{
+  for (guint i = 0; i < table->tensors->len; i++) {
+    StudentTensor *t = &g_array_index(table->tensors, StudentTensor, i);
+    if (t->offset == offset) {
+      t->init_gain = gain;
+      return;
+    }
+  }
+  g_return_if_reached();
 }
 
 const StudentTensor *param_table_get(const ParamTable *table, int index)

@@ -15,8 +15,12 @@ typedef struct {
 
 void param_table_init(ParamTable *table);
 void param_table_clear(ParamTable *table);
-/* Appends a tensor of the given (checkpoint) shape; returns its offset in floats. */
+/* Appends a tensor of the given (checkpoint) shape; returns its offset in floats. A convolution
+ * weight (hwio) starts He-normal, anything else at 0 (param_table_set_init changes either). */
 size_t param_table_add(ParamTable *table, const char *name, int rank, const int *shape,
                        gboolean hwio);
+/* The initial scale of the tensor at offset: He-normal times gain for a convolution weight,
+ * the constant gain otherwise. */
+void param_table_set_init(ParamTable *table, size_t offset, double gain);
 const StudentTensor *param_table_get(const ParamTable *table, int index);
 int param_table_size(const ParamTable *table);

@@ -57,6 +57,9 @@ typedef struct {
   int rank;
   int shape[4];      /* as in the checkpoint (PyTorch): OIHW for convolution weights */
   gboolean hwio;     /* a convolution weight: HWIO in memory, OIHW on disk */
+  /* Initial values (student/README.md, "Initialisation"): convolution weights He-normal times
+   * init_gain; other tensors init_gain (biases 0, scales 1). */
+  double init_gain;
 } StudentTensor;
 
 typedef struct Student Student;
