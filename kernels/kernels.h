@@ -124,6 +124,93 @@ void subsample2_backward(const FeatureMap *dy, FeatureMap *dx, int accumulate, T
 void subsample2_forward_ref(const FeatureMap *x, FeatureMap *y);
 void subsample2_backward_ref(const FeatureMap *dy, FeatureMap *dx, int accumulate);
 
+/* ---- activations ---------------------------------------------------------------------------- */
+
+/* The activations of efficient blocks (MobileNetV3, GhostNet), as PyTorch defines them. Where a
+ * gradient has a kink it takes PyTorch's value: ReLU 0 at z = 0; ReLU6 0 at z = 0 and z = 6;
+ * hard-sigmoid 0 at z = -3 and z = 3; hard-swish z / 3 + 1/2 on [-3, 3], ends included, so -1/2
+ * at z = -3 and 3/2 at z = 3 (torch.nn.functional.hardswish's backward). Where f' is 0 the
+ * gradient is 0 whatever dy holds. */
+typedef enum {
+  ACTIVATION_NONE = 0, /* z */
+  ACTIVATION_RELU,     /* max(z, 0) */
+  ACTIVATION_RELU6,    /* min(max(z, 0), 6) */
+  ACTIVATION_HSIGMOID, /* relu6(z + 3) / 6 */
+  ACTIVATION_HSWISH,   /* z * relu6(z + 3) / 6 */
+  ACTIVATION_SIGMOID,  /* 1 / (1 + exp(-z)) */
+  N_ACTIVATIONS
+} Activation;
+
+const char *activation_name(Activation f);
+/* f(z), and dy * f'(z) with the kinks above: the definitions every activation kernel follows. */
+float activation_ref(Activation f, float z);
+float activation_grad_ref(Activation f, float z, float dy);
+
+/* y = f(z). y may be z (in place). */
+void activation_forward(Activation f, const FeatureMap *z, FeatureMap *y, ThreadPool *pool);
+/* dz (=, or += when accumulate) dy * f'(z). dz may be dy (in place) when not accumulating. */
+void activation_backward(Activation f, const FeatureMap *z, const FeatureMap *dy, FeatureMap *dz,
+                         int accumulate, ThreadPool *pool);
+void activation_forward_ref(Activation f, const FeatureMap *z, FeatureMap *y);
+void activation_backward_ref(Activation f, const FeatureMap *z, const FeatureMap *dy,
+                             FeatureMap *dz, int accumulate);
+
+/* ---- depthwise 3x3 convolution ------------------------------------------------------------- */
+
+/* Channel multiplier 1, padding 1 on every side, stride 1 or 2: output (n - 1) / stride + 1 on
+ * each axis. Weights are tap-major so that a vector of channels shares a tap:
+ * w[(ky * 3 + kx) * c + ch] (PyTorch's [c, 1, 3, 3] weight is w_pt[ch * 9 + ky * 3 + kx]); bias has
+ * c floats. */
+static inline int dwconv3x3_output_size(int in, int stride)
+{
+  return (in - 1) / stride + 1;
+}
+
+/* z = dwconv(x, w) + bias (bias may be NULL: 0), y = f(z), f one of NONE, RELU, RELU6, HSIGMOID
+ * and HSWISH. z may be NULL; when not, the pre-activation is stored there as well, for the
+ * backward pass of an activation whose gradient needs it. x, z and y may be slices (ld > c) and
+ * must not overlap. */
+void dwconv3x3_forward(const FeatureMap *x, const float *w, const float *bias, int stride,
+                       Activation f, FeatureMap *z, FeatureMap *y, ThreadPool *pool);
+
+/* The backward pass of dwconv3x3_forward in one call: first dy *= f'(act_input) in place, so that
+ * dy holds the pre-activation gradient afterwards (act_input: the forward's z; with RELU its y
+ * serves as well, the mask being the same; ignored, and may be NULL, with NONE); then dw += the
+ * weight gradient (tap-major like w), dbias += the sum of dy over pixels (dbias may be NULL) and,
+ * when dx is not NULL, dx (=, or += when accumulate) the input gradient. The rows of dy are
+ * streamed once for the activation, bias and weight gradients, in row bands whose partial sums
+ * are added in band order (the result does not depend on timing); the input gradient is a
+ * second pass. */
+void dwconv3x3_backward(const FeatureMap *x, const float *w, int stride, Activation f,
+                        const FeatureMap *act_input, FeatureMap *dy, float *dw, float *dbias,
+                        FeatureMap *dx, int accumulate, ThreadPool *pool);
+
+void dwconv3x3_forward_ref(const FeatureMap *x, const float *w, const float *bias, int stride,
+                           Activation f, FeatureMap *z, FeatureMap *y);
+void dwconv3x3_backward_ref(const FeatureMap *x, const float *w, int stride, Activation f,
+                            const FeatureMap *act_input, FeatureMap *dy, float *dw, float *dbias,
+                            FeatureMap *dx, int accumulate);
+
+/* ---- per-channel pooling and scaling (squeeze-and-excitation, LR-ASPP) --------------------- */
+
+/* y[ch] = the mean of channel ch of x over its h x w pixels (c floats). Row bands sum into
+ * partials added in band order. */
+void global_avg_pool_forward(const FeatureMap *x, float *y, ThreadPool *pool);
+/* dx (=, or += when accumulate) dy[ch] / (h * w) at every pixel. */
+void global_avg_pool_backward(const float *dy, FeatureMap *dx, int accumulate, ThreadPool *pool);
+void global_avg_pool_forward_ref(const FeatureMap *x, float *y);
+void global_avg_pool_backward_ref(const float *dy, FeatureMap *dx, int accumulate);
+
+/* y = x * s[ch] at every pixel (s has c floats). y may be x (in place). */
+void channel_scale_forward(const FeatureMap *x, const float *s, FeatureMap *y, ThreadPool *pool);
+/* ds[ch] += the sum over pixels of dy * x (ds may be NULL) and, when dx is not NULL, dx (=, or +=
+ * when accumulate) dy * s[ch]. dx must not overlap x or dy. */
+void channel_scale_backward(const FeatureMap *x, const float *s, const FeatureMap *dy,
+                            FeatureMap *dx, float *ds, int accumulate, ThreadPool *pool);
+void channel_scale_forward_ref(const FeatureMap *x, const float *s, FeatureMap *y);
+void channel_scale_backward_ref(const FeatureMap *x, const float *s, const FeatureMap *dy,
+                                FeatureMap *dx, float *ds, int accumulate);
+
 /* ---- bilinear resizing (half-pixel centres, PyTorch align_corners=False) -------------------- */
 
 /* The taps of every bilinear resampling of the project are bilinear.h's. */

@@ -59,6 +59,14 @@ void test_map_fill_nan(TestMap *m)
       m->buf[i] = NAN;
 }
 
+void test_map_fill_output(TestMap *m, int accumulate)
+{
+  if (accumulate)
+    test_map_fill(m, -1.0f, 1.0f);
+  else
+    test_map_fill_nan(m);
+}
+
 gboolean test_maps_close(const TestMap *got, const TestMap *want, const TestMap *magnitude,
                          double rtol, double atol, const char *what)
 {
@@ -92,5 +100,37 @@ gboolean test_maps_equal(const TestMap *got, const TestMap *want, const char *wh
                          i / want->map.ld, i % want->map.ld, got->buf[i], want->buf[i]);
       return FALSE;
     }
+  return TRUE;
+}
+
+float *test_floats_new(size_t n, float lo, float hi)
+{
+  float *p = g_new(float, n > 0 ? n : 1);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (float)g_test_rand_double_range(lo, hi);
+  return p;
+}
+
+float *test_floats_abs(const float *p, size_t n)
+{
+  if (!p)
+    return NULL;
+  float *a = g_new(float, n > 0 ? n : 1);
+  for (size_t i = 0; i < n; i++)
+    a[i] = fabsf(p[i]);
+  return a;
+}
+
+gboolean test_floats_close(const float *got, const float *want, const float *magnitude, size_t n,
+                           double rtol, double atol, const char *what)
+{
+  for (size_t i = 0; i < n; i++) {
+    double tol = rtol * fabs(magnitude[i]) + atol;
+    if (!(fabs((double)got[i] - want[i]) <= tol)) {
+      g_test_fail_printf("%s: float %zu is %.9g, reference %.9g (tolerance %.3g)", what, i,
+                         got[i], want[i], tol);
+      return FALSE;
+    }
+  }
   return TRUE;
 }

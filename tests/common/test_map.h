@@ -30,6 +30,9 @@ gboolean test_map_is_channel(const TestMap *m, size_t i);
 /* Every channel uniform in [lo, hi), from the test's random numbers. */
 void test_map_fill(TestMap *m, float lo, float hi);
 void test_map_fill_nan(TestMap *m);
+/* An operation's output before it runs: uniform in [-1, 1) where it accumulates, else NaN (so a
+ * lane it forgets shows). */
+void test_map_fill_output(TestMap *m, int accumulate);
 
 /* Whether got holds want: every float outside the channels bit for bit, every channel within
  * rtol * magnitude + atol, where the magnitude is that float of magnitude (a map of the same
@@ -40,3 +43,14 @@ gboolean test_maps_close(const TestMap *got, const TestMap *want, const TestMap 
                          double rtol, double atol, const char *what);
 /* Whether got holds want bit for bit, NaN included. */
 gboolean test_maps_equal(const TestMap *got, const TestMap *want, const char *what);
+
+/* ---- plain float arrays (weights, biases, per-channel vectors) ---- */
+
+/* n floats uniform in [lo, hi), from the test's random numbers; g_free() them. */
+float *test_floats_new(size_t n, float lo, float hi);
+/* A copy with every float replaced by its magnitude; NULL stays NULL. g_free() it. */
+float *test_floats_abs(const float *p, size_t n);
+/* Whether |got - want| <= rtol * |magnitude| + atol for each of the n floats; fails the test at
+ * the first that is not, naming it after what. */
+gboolean test_floats_close(const float *got, const float *want, const float *magnitude, size_t n,
+                           double rtol, double atol, const char *what);

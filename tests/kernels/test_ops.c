@@ -1,10 +1,12 @@
-/* test_ops.c: element-wise, resize, loss and argmax fast paths against their references.
+/* test_ops.c: element-wise (activations included), global average pooling, per-channel scaling,
+ * resize, loss and argmax fast paths against their references.
  *
  * Every ISA the host has, pools of NULL, 2 and 3 threads, odd sizes and channel counts, dense
  * maps and channel slices (ld > c, with a sentinel in the lanes around the slice that no kernel
  * may touch). Outputs start as NaN (random when accumulating), so a lane a kernel forgets shows.
  * The loss is also checked against an independent double-precision computation and, for its
- * gradient, against finite differences. */
+ * gradient, against finite differences; the activations' gradients against PyTorch's values at
+ * their kinks (which their inputs hold exactly: 0, 6, -3, 3) and finite differences elsewhere. */
 #include <glib.h>
 #include <math.h>
 #include <string.h>
@@ -138,10 +140,7 @@ static void check_subsample2(int backward, int accumulate)
         TestMap out0 = backward ? test_map_new(h, w, c, output_sliced(layout))
                                 : test_map_new(sh, sw, c, output_sliced(layout));
         test_map_fill(&in, -1.0f, 1.0f);
-        if (accumulate)
-          test_map_fill(&out0, -1.0f, 1.0f);
-        else
-          test_map_fill_nan(&out0);
+        test_map_fill_output(&out0, accumulate);
         TestMap want = test_map_copy(&out0);
         if (backward)
           subsample2_backward_ref(&in.map, &want.map, accumulate);
@@ -229,10 +228,7 @@ static void check_resize(const ResizeCase *rc, int c, Layout layout, int backwar
   TestMap dst0 = backward ? test_map_new(rc->in_h, rc->in_w, c, output_sliced(layout))
                           : test_map_new(rc->out_h, rc->out_w, c, output_sliced(layout));
   test_map_fill(&src, -1.0f, 1.0f);
-  if (accumulate)
-    test_map_fill(&dst0, -1.0f, 1.0f);
-  else
-    test_map_fill_nan(&dst0);
+  test_map_fill_output(&dst0, accumulate);
   TestMap want = test_map_copy(&dst0);
   /* A backward pixel sums the gradients of every output pixel it feeds, up to
    * ceil(out/in) a side, plus its old value: the sum can cancel to near zero, so its rounding
@@ -655,6 +651,226 @@ static void test_argmax_bilinear(void)
     }
 }
 
+/* ---- activations ---------------------------------------------------------------------------- */
+
+/* torch.nn.functional's forward and backward (torch 1.13) at the kinks and either side. */
+static void test_activation_kinks(void)
+{
+  static const float z[] = { -3.5f, -3.0f, -1.0f, 0.0f, 3.0f, 3.5f, 6.0f };
+  static const struct {
+    Activation f;
+    float grad[G_N_ELEMENTS(z)];
+  } cases[] = {
+    { ACTIVATION_HSWISH, { 0.0f, -0.5f, 1.0f / 6.0f, 0.5f, 1.5f, 1.0f, 1.0f } },
+    { ACTIVATION_HSIGMOID, { 0.0f, 0.0f, 1.0f / 6.0f, 1.0f / 6.0f, 0.0f, 0.0f, 0.0f } },
+    { ACTIVATION_RELU6, { 0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 1.0f, 0.0f } },
+    { ACTIVATION_RELU, { 0.0f, 0.0f, 0.0f, 0.0f, 1.0f, 1.0f, 1.0f } },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++)
+    for (size_t k = 0; k < G_N_ELEMENTS(z); k++) {
+      float want = cases[i].grad[k], got_ref = activation_grad_ref(cases[i].f, z[k], 1.0f);
+      if (fabsf(got_ref - want) > 1e-7f)
+        g_test_fail_printf("%s'(%g): %.9g, PyTorch %.9g", activation_name(cases[i].f), z[k],
+                           got_ref, want);
+      for (size_t j = 0; j < G_N_ELEMENTS(isas); j++) {
+        if (!use_isa(isas[j]))
+          continue;
+        TestMap zm = test_map_new(1, 1, 1, FALSE), dy = test_map_new(1, 1, 1, FALSE);
+        zm.buf[0] = z[k];
+        dy.buf[0] = 1.0f;
+        activation_backward(cases[i].f, &zm.map, &dy.map, &dy.map, 0, NULL);
+        if (fabsf(dy.buf[0] - want) > 1e-7f)
+          g_test_fail_printf("%s %s'(%g): %.9g, PyTorch %.9g", kernels_isa_name(isas[j]),
+                             activation_name(cases[i].f), z[k], dy.buf[0], want);
+        test_map_free(&zm), test_map_free(&dy);
+      }
+    }
+}
+
+/* Central differences of activation_ref against activation_grad_ref, away from the kinks. */
+static void test_activation_gradients(void)
+{
+  for (Activation f = ACTIVATION_NONE; f < N_ACTIVATIONS; f++)
+    for (int i = 0; i < 200; i++) {
+      float z = -8.0f + 16.0f * (i + 0.5f) / 200.0f;
+      if (fabsf(z) < 0.05f || fabsf(fabsf(z) - 3.0f) < 0.05f || fabsf(z - 6.0f) < 0.05f)
+        continue;
+      double step = 1e-2;
+      double numeric = ((double)activation_ref(f, z + (float)step) -
+                        (double)activation_ref(f, z - (float)step)) / (2.0 * step);
+      double analytic = activation_grad_ref(f, z, 1.0f);
+      if (fabs(numeric - analytic) > 1e-3)
+        g_test_fail_printf("%s'(%g): %.6g, finite differences %.6g", activation_name(f), z,
+                           analytic, numeric);
+    }
+}
+
+static void fill_with_kinks(TestMap *m)
+{
+  static const float kinks[] = { 0.0f, 6.0f, -3.0f, 3.0f };
+  test_map_fill(m, -8.0f, 8.0f);
+  for (size_t i = 0, k = 0; i < m->n; i += 7)
+    if (test_map_is_channel(m, i))
+      m->buf[i] = kinks[k++ % G_N_ELEMENTS(kinks)];
+}
+
+/* Forward (backward == 0) or backward of f on one shape and layout, every ISA and pool; the
+ * in-place forms with the dense layout. */
+static void check_activation(Activation f, int backward, int accumulate, int h, int w, int c,
+                             Layout layout)
+{
+  TestMap z = test_map_new(h, w, c, input_sliced(layout));
+  TestMap dy = test_map_new(h, w, c, input_sliced(layout));
+  TestMap out0 = test_map_new(h, w, c, output_sliced(layout));
+  fill_with_kinks(&z);
+  test_map_fill(&dy, -1.0f, 1.0f);
+  test_map_fill_output(&out0, accumulate);
+  TestMap want = test_map_copy(&out0);
+  if (backward)
+    activation_backward_ref(f, &z.map, &dy.map, &want.map, accumulate);
+  else
+    activation_forward_ref(f, &z.map, &want.map);
+  const char *op = backward ? accumulate ? "activation_backward accumulate" : "activation_backward"
+                            : "activation_forward";
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      char *what = describe(op, isas[i], p, h, w, c, layout);
+      char *full = g_strdup_printf("%s %s", what, activation_name(f));
+      /* In place: the output is the input's buffer (dy's, backward). */
+      int in_place = layout == DENSE && !accumulate && p == 1;
+      TestMap got = in_place ? test_map_copy(backward ? &dy : &z) : test_map_copy(&out0);
+      if (backward)
+        activation_backward(f, &z.map, in_place ? &got.map : &dy.map, &got.map, accumulate,
+                            pools[p]);
+      else
+        activation_forward(f, in_place ? &got.map : &z.map, &got.map, pools[p]);
+      test_maps_close(&got, &want, NULL, 1e-6, 1e-37, full);
+      test_map_free(&got);
+      g_free(full);
+      g_free(what);
+    }
+  test_map_free(&z), test_map_free(&dy), test_map_free(&out0), test_map_free(&want);
+}
+
+/* The channel counts of the sweeps and, on the smaller sizes, 200 (a wide block's). */
+static int block_channels(size_t size_index, size_t i)
+{
+  if (i < G_N_ELEMENTS(channel_counts))
+    return size_worth_testing(size_index, channel_counts[i]) ? channel_counts[i] : 0;
+  return size_index + 2 < G_N_ELEMENTS(sizes) ? 200 : 0;
+}
+
+static void test_activations(void)
+{
+  for (Activation f = ACTIVATION_NONE; f < N_ACTIVATIONS; f++)
+    for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++)
+      for (size_t ci = 0; ci <= G_N_ELEMENTS(channel_counts); ci++)
+        for (Layout layout = DENSE; layout < N_LAYOUTS; layout += 1 + (layout == DENSE)) {
+          int h = sizes[s][0], w = sizes[s][1], c = block_channels(s, ci);
+          if (c == 0)
+            continue;
+          check_activation(f, 0, 0, h, w, c, layout);
+          check_activation(f, 1, 0, h, w, c, layout);
+          check_activation(f, 1, 1, h, w, c, layout);
+        }
+}
+
+/* ---- pooling and scaling (squeeze-and-excitation) -------------------------------------------------------------------- */
+
+static void check_pool(int h, int w, int c, Layout layout)
+{
+  TestMap x = test_map_new(h, w, c, input_sliced(layout));
+  test_map_fill(&x, -1.0f, 1.0f);
+  TestMap xa = test_map_abs(&x);
+  float *want = test_floats_new(c, 0.0f, 0.0f), *mag = test_floats_new(c, 0.0f, 0.0f);
+  float *dy = test_floats_new(c, -1.0f, 1.0f);
+  global_avg_pool_forward_ref(&x.map, want);
+  global_avg_pool_forward_ref(&xa.map, mag);
+  for (int accumulate = 0; accumulate < 2; accumulate++) {
+    TestMap dx0 = test_map_new(h, w, c, output_sliced(layout));
+    test_map_fill_output(&dx0, accumulate);
+    TestMap dx_want = test_map_copy(&dx0);
+    global_avg_pool_backward_ref(dy, &dx_want.map, accumulate);
+    for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+      for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+        char *what = describe(accumulate ? "global_avg_pool_backward accumulate"
+                                         : "global_avg_pool", isas[i], p, h, w, c, layout);
+        float *got = test_floats_new(c, NAN, NAN);
+        global_avg_pool_forward(&x.map, got, pools[p]);
+        test_floats_close(got, want, mag, c, 1e-5, 0.0, what);
+        TestMap dx_got = test_map_copy(&dx0);
+        global_avg_pool_backward(dy, &dx_got.map, accumulate, pools[p]);
+        test_maps_equal(&dx_got, &dx_want, what);
+        test_map_free(&dx_got);
+        g_free(got);
+        g_free(what);
+      }
+    test_map_free(&dx0), test_map_free(&dx_want);
+  }
+  test_map_free(&x), test_map_free(&xa);
+  g_free(want), g_free(mag), g_free(dy);
+}
+
+/* Forward (in place on the dense maps of pool 1) and backward with and without dx, ds. */
+static void check_scale(int h, int w, int c, Layout layout, int accumulate)
+{
+  TestMap x = test_map_new(h, w, c, input_sliced(layout));
+  TestMap dy = test_map_new(h, w, c, input_sliced(layout));
+  TestMap out0 = test_map_new(h, w, c, output_sliced(layout));
+  test_map_fill(&x, -1.0f, 1.0f);
+  test_map_fill(&dy, -1.0f, 1.0f);
+  test_map_fill_output(&out0, accumulate);
+  float *s = test_floats_new(c, -2.0f, 2.0f);
+  float *ds0 = test_floats_new(c, -1.0f, 1.0f), *ds_want = g_memdup2(ds0, sizeof(float) * c);
+  float *ds_mag = test_floats_abs(ds0, c);
+  TestMap y_want = test_map_copy(&out0), dx_want = test_map_copy(&out0);
+  channel_scale_forward_ref(&x.map, s, &y_want.map);
+  channel_scale_backward_ref(&x.map, s, &dy.map, &dx_want.map, ds_want, accumulate);
+  TestMap xa = test_map_abs(&x), dya = test_map_abs(&dy);
+  channel_scale_backward_ref(&xa.map, s, &dya.map, NULL, ds_mag, 0);
+  for (size_t i = 0; i < G_N_ELEMENTS(isas); i++)
+    for (int p = 0; p < 3 && use_isa(isas[i]); p++) {
+      char *what = describe(accumulate ? "channel_scale accumulate" : "channel_scale", isas[i],
+                            p, h, w, c, layout);
+      int in_place = layout == DENSE && p == 1;
+      TestMap y = in_place ? test_map_copy(&x) : test_map_copy(&out0);
+      channel_scale_forward(in_place ? &y.map : &x.map, s, &y.map, pools[p]);
+      test_maps_equal(&y, &y_want, what);
+      for (int variant = 0; variant < 3; variant++) { /* dx and ds, dx only, ds only */
+        TestMap dx = test_map_copy(&out0);
+        float *ds = g_memdup2(ds0, sizeof(float) * c);
+        channel_scale_backward(&x.map, s, &dy.map, variant == 2 ? NULL : &dx.map,
+                               variant == 1 ? NULL : ds, accumulate, pools[p]);
+        if (variant == 2)
+          test_maps_equal(&dx, &out0, what);
+        else /* dy * s + dx may be fused into one rounding */
+          test_maps_close(&dx, &dx_want, NULL, 1e-6, 0.0, what);
+        test_floats_close(ds, variant == 1 ? ds0 : ds_want, ds_mag, c, 1e-5, 0.0, what);
+        test_map_free(&dx);
+        g_free(ds);
+      }
+      test_map_free(&y);
+      g_free(what);
+    }
+  test_map_free(&x), test_map_free(&dy), test_map_free(&out0), test_map_free(&y_want);
+  test_map_free(&dx_want), test_map_free(&xa), test_map_free(&dya);
+  g_free(s), g_free(ds0), g_free(ds_want), g_free(ds_mag);
+}
+
+static void test_pool_and_scale(void)
+{
+  for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++)
+    for (size_t ci = 0; ci <= G_N_ELEMENTS(channel_counts); ci++)
+      for (Layout layout = DENSE; layout < N_LAYOUTS; layout++) {
+        int h = sizes[s][0], w = sizes[s][1], c = block_channels(s, ci);
+        if (c == 0)
+          continue;
+        check_pool(h, w, c, layout);
+        check_scale(h, w, c, layout, 0);
+        check_scale(h, w, c, layout, 1);
+      }
+}
+
 /* ---- machine -------------------------------------------------------------------------------- */
 
 static void test_fma_peak(void)
@@ -687,6 +903,10 @@ int main(int argc, char **argv)
   g_test_add_func("/ops/softmax-xent-gradient", test_softmax_xent_gradient);
   g_test_add_func("/ops/argmax", test_argmax);
   g_test_add_func("/ops/argmax-bilinear", test_argmax_bilinear);
+  g_test_add_func("/ops/activation-kinks", test_activation_kinks);
+  g_test_add_func("/ops/activation-gradients", test_activation_gradients);
+  g_test_add_func("/ops/activations", test_activations);
+  g_test_add_func("/ops/pool-and-scale", test_pool_and_scale);
   g_test_add_func("/ops/fma-peak", test_fma_peak);
   int status = g_test_run();
   thread_pool_free(pools[1]);
