@@ -253,8 +253,9 @@ gboolean distill_engine_rollback_news(DistillEngine *engine, DistillStats *stats
  * infinite"). */
 const char *distill_collapse_describe(DistillCollapse collapse);
 
-/* Any thread, while training runs: saves the newest published weights (student_save's atomic
- * write). */
+/* Any thread, while training runs: saves the newest published weights, in their trainable form
+ * (student_save's atomic write). */
 gboolean distill_engine_save(DistillEngine *engine, const char *path, GError **error);
-/* Any thread: a new Student holding the newest published weights (student_free() it). */
+/* Any thread: a new Student holding the newest published weights, in their trainable form
+ * (student_free() it). */
 Student *distill_engine_snapshot(DistillEngine *engine);

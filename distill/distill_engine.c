@@ -1,6 +1,10 @@
 /* distill_engine.c: the engine of distill.h: teacher slots and queries, the trainer thread,
  * weight publishing and the per-frame path.
  *
+ * The stream runs the network's inference form (student_fused_copy: for a re-parameterised
+ * architecture, its training branches folded into its convolutions), the trainer its trainable
+ * form; the trainer publishes both, the one for the stream, the other for checkpoints.
+ *
  * Locks: `lock` guards the slots, the stride and the statistics, and is only held for
  * bookkeeping; `publish_lock` guards the published weights during a copy in or out. No lock is
  * held while the network runs, and the streaming thread only try-locks publish_lock: when the
@@ -70,11 +74,13 @@ struct DistillEngine {
   double train_ms_total, student_ms_total;
 
   GMutex publish_lock;
-  float *published;
+  float *published;           /* the inference form's weights */
+  float *published_trainable; /* the trainable form's, when the forms differ (else NULL) */
+  Student *fusing;            /* the trainer's: the inference form it fuses into (idem) */
   atomic_uint_fast64_t published_version;
 
   GMutex save_lock;
-  float *save_buffer;
+  float *save_buffer;         /* the trainable form's weights */
 
   DistillTrainer trainer;
   GThread *thread;        /* the trainer, asynchronous mode */
@@ -85,15 +91,35 @@ struct DistillEngine {
 
 /* ---- weights ----------------------------------------------------------------------------- */
 
+/* The inference form's weights, and the trainable form's. */
 static size_t param_bytes(DistillEngine *e)
 {
   return student_param_count(e->student) * sizeof(float);
 }
 
+static size_t trainable_bytes(DistillEngine *e)
+{
+  return student_param_count(e->trainer.student) * sizeof(float);
+}
+
+/* The newest trainable weights: the published ones when the forms are the same. */
+static const float *trainable_published(DistillEngine *e)
+{
+  return e->published_trainable ? e->published_trainable : e->published;
+}
+
 static void publish(DistillEngine *e)
 {
+  const float *trained = student_params(e->trainer.student);
+  if (e->fusing)
+    student_fuse(e->trainer.student, e->fusing);
   g_mutex_lock(&e->publish_lock);
-  memcpy(e->published, student_params(e->trainer.student), param_bytes(e));
+  if (e->fusing) {
+    memcpy(e->published, student_params(e->fusing), param_bytes(e));
+    memcpy(e->published_trainable, trained, trainable_bytes(e));
+  } else {
+    memcpy(e->published, trained, param_bytes(e));
+  }
   atomic_fetch_add(&e->published_version, 1);
   g_mutex_unlock(&e->publish_lock);
 }
@@ -224,7 +250,7 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   DistillEngine *e = g_new0(DistillEngine, 1);
   e->cfg = *cfg;
   e->num_classes = student_get_config(initial)->num_classes;
-  e->student = student_copy(initial);
+  e->student = student_fused_copy(initial);
   student_set_bf16_forward(e->student, cfg->forward_bf16);
   /* Engines in one process (cameras) share one pool unless given their own thread count. */
   e->pool = cfg->threads > 0 ? thread_pool_new(cfg->threads) : thread_pool_shared();
@@ -239,11 +265,15 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   /* One in training, one answered, the rest out to the teacher. */
   e->n_slots = cfg->teacher_inflight + 2;
   e->slots = g_new0(Slot, e->n_slots);
+  distill_trainer_init(&e->trainer, &e->cfg, initial);
   e->published = g_malloc(param_bytes(e));
   memcpy(e->published, student_params(e->student), param_bytes(e));
-  e->save_buffer = g_malloc(param_bytes(e));
+  if (!student_config_equal(student_get_config(e->student), student_get_config(initial))) {
+    e->fusing = student_copy(e->student);
+    e->published_trainable = g_memdup2(student_params((Student *)initial), trainable_bytes(e));
+  }
+  e->save_buffer = g_malloc(trainable_bytes(e));
 
-  distill_trainer_init(&e->trainer, &e->cfg, initial);
   if (!cfg->sync) {
     e->trainer.stepped = publish_step;
     e->trainer.stepped_user_data = e;
@@ -271,6 +301,8 @@ void distill_engine_free(DistillEngine *e)
   }
   g_free(e->slots);
   g_free(e->published);
+  g_free(e->published_trainable);
+  student_free(e->fusing);
   g_free(e->save_buffer);
   thread_pool_free(e->pool);
   student_free(e->student);
@@ -549,19 +581,19 @@ gboolean distill_engine_save(DistillEngine *e, const char *path, GError **error)
 {
   g_mutex_lock(&e->save_lock);
   g_mutex_lock(&e->publish_lock);
-  memcpy(e->save_buffer, e->published, param_bytes(e));
+  memcpy(e->save_buffer, trainable_published(e), trainable_bytes(e));
   g_mutex_unlock(&e->publish_lock);
-  /* The inference network only lends its (immutable) tensor table to the writer. */
-  gboolean ok = student_save_values(e->student, e->save_buffer, path, error);
+  /* The trainer's network only lends its (immutable) tensor table to the writer. */
+  gboolean ok = student_save_values(e->trainer.student, e->save_buffer, path, error);
   g_mutex_unlock(&e->save_lock);
   return ok;
 }
 
 Student *distill_engine_snapshot(DistillEngine *e)
 {
-  Student *copy = student_new_zeroed(student_get_config(e->student));
+  Student *copy = student_new_zeroed(student_get_config(e->trainer.student));
   g_mutex_lock(&e->publish_lock);
-  memcpy(student_params(copy), e->published, param_bytes(e));
+  memcpy(student_params(copy), trainable_published(e), trainable_bytes(e));
   g_mutex_unlock(&e->publish_lock);
   return copy;
 }

@@ -20,3 +20,11 @@ static inline FeatureMap arena_feature_map(Arena *arena, int h, int w, int c)
   arena->used += (floats + 15) & ~(size_t)15;
   return m;
 }
+
+/* An activation and its gradient, of the same shape. */
+static inline void arena_pair(Arena *arena, int h, int w, int c, FeatureMap *map,
+                              FeatureMap *delta)
+{
+  *map = arena_feature_map(arena, h, w, c);
+  *delta = arena_feature_map(arena, h, w, c);
+}

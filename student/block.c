@@ -6,13 +6,13 @@
 void make_block(Block *b, ParamTable *table, const char *name, int cin, int cout, int stride)
 {
   char *conv_name = g_strdup_printf("%s.conv1", name);
-  make_conv_layer(&b->conv1, table, conv_name, cin, cout, 3, 3, stride, 1);
+  make_conv_layer(&b->conv1, table, conv_name, cin, cout, 3, 3, stride, ACTIVATION_RELU);
   conv_name[strlen(conv_name) - 1] = '2';
-  make_conv_layer(&b->conv2, table, conv_name, cout, cout, 1, 3, 1, 0);
+  make_conv_layer(&b->conv2, table, conv_name, cout, cout, 1, 3, 1, ACTIVATION_NONE);
   conv_name[strlen(conv_name) - 1] = '3';
   /* The ReLU after the residual sum belongs to conv3: its output is the block's. The branch
    * starts near zero, the block near its shortcut. */
-  make_conv_layer(&b->conv3, table, conv_name, cout, cout, 3, 1, 1, 1);
+  make_conv_layer(&b->conv3, table, conv_name, cout, cout, 3, 1, 1, ACTIVATION_RELU);
   param_table_set_init(table, b->conv3.weight_offset, 0.1);
   g_free(conv_name);
 
@@ -21,7 +21,8 @@ void make_block(Block *b, ParamTable *table, const char *name, int cin, int cout
   } else {
     b->shortcut_kind = SHORTCUT_CONV;
     char *shortcut_name = g_strdup_printf("%s.shortcut", name);
-    make_conv_layer(&b->shortcut, table, shortcut_name, cin, cout, 1, 1, stride, 0);
+    make_conv_layer(&b->shortcut, table, shortcut_name, cin, cout, 1, 1, stride,
+                    ACTIVATION_NONE);
     g_free(shortcut_name);
   }
 }
@@ -111,7 +112,7 @@ void backward_block(Block *b, const FeatureMap *x, const float *params, float *g
 
 void block_set_bf16(Block *b, int backward, int forward)
 {
-  b->conv1.bf16 = b->conv2.bf16 = b->conv3.bf16 = b->shortcut.bf16 = backward;
-  b->conv1.bf16_forward = b->conv2.bf16_forward = b->conv3.bf16_forward =
-    b->shortcut.bf16_forward = forward;
+  ConvLayer *layers[] = { &b->conv1, &b->conv2, &b->conv3, &b->shortcut };
+  for (guint i = 0; i < G_N_ELEMENTS(layers); i++)
+    conv_layer_set_bf16(layers[i], backward, forward);
 }

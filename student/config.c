@@ -8,6 +8,8 @@ G_DEFINE_QUARK(student-error-quark, student_error)
 
 static const StudentArchOps *const arch_ops[STUDENT_ARCH_COUNT] = {
   [STUDENT_ARCH_JITNET] = &jitnet_ops,
+  [STUDENT_ARCH_MOBILENET] = &mobilenet_ops,
+  [STUDENT_ARCH_REPGHOST] = &repghost_ops,
 };
 
 const StudentArchOps *student_arch_ops(StudentArch arch)

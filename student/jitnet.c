@@ -30,8 +30,10 @@ static void jitnet_make(Student *s)
   const JitnetConfig *c = &s->config.jitnet;
   ParamTable *t = &s->table;
   Jitnet *n = s->net = g_new0(Jitnet, 1);
-  make_conv_layer(&n->stem[0], t, "stem.0", 3, c->stem[0], 3, 3, 2, 1);
-  make_conv_layer(&n->stem[1], t, "stem.1", c->stem[0], c->stem[1], 3, 3, 2, 1);
+  make_conv_layer(&n->stem[0], t, "stem.0", 3, c->stem[0], 3, 3, 2,
+                  ACTIVATION_RELU);
+  make_conv_layer(&n->stem[1], t, "stem.1", c->stem[0], c->stem[1], 3, 3, 2,
+                  ACTIVATION_RELU);
   make_block(&n->encoder[0], t, "encoder.0", c->stem[1], c->encoder[0], 2);
   make_block(&n->encoder[1], t, "encoder.1", c->encoder[0], c->encoder[1], 2);
   make_block(&n->encoder[2], t, "encoder.2", c->encoder[1], c->encoder[2], 2);
@@ -39,35 +41,26 @@ static void jitnet_make(Student *s)
   make_block(&n->decoder[1], t, "decoder.1", c->encoder[1] + c->decoder[0], c->decoder[1], 1);
   make_block(&n->decoder[2], t, "decoder.2", c->encoder[0] + c->decoder[1], c->decoder[2], 1);
   int head_in = c->decoder[2] + (c->head_skip ? c->stem[0] : 0);
-  make_conv_layer(&n->head[0], t, "head.0", head_in, c->head[0], 3, 3, 1, 1);
-  make_conv_layer(&n->head[1], t, "head.1", c->head[0], c->head[1], 3, 3, 1, 1);
+  make_conv_layer(&n->head[0], t, "head.0", head_in, c->head[0], 3, 3, 1,
+                  ACTIVATION_RELU);
+  make_conv_layer(&n->head[1], t, "head.1", c->head[0], c->head[1], 3, 3, 1,
+                  ACTIVATION_RELU);
   make_conv_layer(&n->classifier, t, "classifier", c->head[1], s->config.num_classes, 1, 1, 1,
-                  0);
-}
-
-static void jitnet_free(Student *s)
-{
-  g_free(s->net);
-}
-
-static void set_layer_precision(ConvLayer *l, const Student *s)
-{
-  l->bf16 = s->bf16_backward;
-  l->bf16_forward = s->bf16_forward;
+                  ACTIVATION_NONE);
 }
 
 static void jitnet_apply_precision(Student *s)
 {
   Jitnet *n = net(s);
-  set_layer_precision(&n->stem[0], s);
-  set_layer_precision(&n->stem[1], s);
+  conv_layer_set_bf16(&n->stem[0], s->bf16_backward, s->bf16_forward);
+  conv_layer_set_bf16(&n->stem[1], s->bf16_backward, s->bf16_forward);
   for (int i = 0; i < 3; i++) {
     block_set_bf16(&n->encoder[i], s->bf16_backward, s->bf16_forward);
     block_set_bf16(&n->decoder[i], s->bf16_backward, s->bf16_forward);
   }
-  set_layer_precision(&n->head[0], s);
-  set_layer_precision(&n->head[1], s);
-  set_layer_precision(&n->classifier, s);
+  conv_layer_set_bf16(&n->head[0], s->bf16_backward, s->bf16_forward);
+  conv_layer_set_bf16(&n->head[1], s->bf16_backward, s->bf16_forward);
+  conv_layer_set_bf16(&n->classifier, s->bf16_backward, s->bf16_forward);
 }
 
 static void jitnet_logits_size(const Student *s, int in_h, int in_w, int *out_h, int *out_w)
@@ -105,17 +98,11 @@ static double jitnet_forward_flops(const Student *s, int in_h, int in_w)
   return flops + conv_layer_flops(&n->classifier, z.h[0], z.w[0]);
 }
 
-static void plan_pair(Arena *arena, int h, int w, int c, FeatureMap *map, FeatureMap *delta)
-{
-  *map = arena_feature_map(arena, h, w, c);
-  *delta = arena_feature_map(arena, h, w, c);
-}
-
 /* concat[i] = (skip, up[i]) of the given widths; skip_width 0 = no skip. */
 static void plan_concat(Jitnet *n, int i, int h, int w, int skip_width, int up_width,
                         Arena *arena)
 {
-  plan_pair(arena, h, w, skip_width + up_width, &n->concat[i], &n->concat_delta[i]);
+  arena_pair(arena, h, w, skip_width + up_width, &n->concat[i], &n->concat_delta[i]);
   n->up[i] = feature_map_slice(n->concat[i], skip_width, up_width);
   n->up_delta[i] = feature_map_slice(n->concat_delta[i], skip_width, up_width);
 }
@@ -142,13 +129,13 @@ static void jitnet_plan(Student *s, int in_h, int in_w, Arena *arena)
   plan_block(&n->encoder[1], z.h[2], z.w[2], feature_map_slice(n->concat[0], 0, c->encoder[1]),
              feature_map_slice(n->concat_delta[0], 0, c->encoder[1]), arena);
   FeatureMap out, delta;
-  plan_pair(arena, z.h[4], z.w[4], c->encoder[2], &out, &delta);
+  arena_pair(arena, z.h[4], z.w[4], c->encoder[2], &out, &delta);
   plan_block(&n->encoder[2], z.h[3], z.w[3], out, delta, arena);
 
   /* decoder.i runs at the size of e(2-i) and feeds up[i]. */
   for (int i = 0; i < 3; i++) {
     int h = z.h[4 - i], w = z.w[4 - i];
-    plan_pair(arena, h, w, c->decoder[i], &out, &delta);
+    arena_pair(arena, h, w, c->decoder[i], &out, &delta);
     plan_block(&n->decoder[i], h, w, out, delta, arena);
   }
 
@@ -262,7 +249,6 @@ const StudentArchOps jitnet_ops = {
   .n_keys = G_N_ELEMENTS(jitnet_keys),
   .min_param_count = jitnet_min_param_count,
   .make = jitnet_make,
-  .free = jitnet_free,
   .logits_size = jitnet_logits_size,
   .forward_flops = jitnet_forward_flops,
   .plan = jitnet_plan,

@@ -32,11 +32,37 @@ Student *student_copy(const Student *src)
   return s;
 }
 
+void student_config_inference(const StudentConfig *cfg, StudentConfig *inference)
+{
+  *inference = *cfg;
+  if (student_arch_ops(cfg->arch)->config_inference)
+    student_arch_ops(cfg->arch)->config_inference(inference);
+}
+
+void student_fuse(const Student *trained, Student *inference)
+{
+  if (trained->ops->fuse) {
+    trained->ops->fuse(trained, inference);
+    return;
+  }
+  g_return_if_fail(inference->table.count == trained->table.count);
+  memcpy(inference->params, trained->params, sizeof(float) * trained->table.count);
+}
+
+Student *student_fused_copy(const Student *trained)
+{
+  StudentConfig cfg;
+  student_config_inference(&trained->config, &cfg);
+  Student *s = student_new_zeroed(&cfg);
+  student_fuse(trained, s);
+  return s;
+}
+
 void student_free(Student *s)
 {
   if (!s)
     return;
-  s->ops->free(s);
+  g_free(s->net);
   param_table_clear(&s->table);
   g_aligned_free(s->params);
   g_aligned_free(s->grads);

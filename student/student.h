@@ -13,7 +13,9 @@
 
 /* The architectures (student/README.md); a checkpoint names its own. */
 typedef enum {
-  STUDENT_ARCH_JITNET, /* "jitnet": JITNet's encoder-decoder of residual blocks */
+  STUDENT_ARCH_JITNET,    /* "jitnet": JITNet's encoder-decoder of residual blocks */
+  STUDENT_ARCH_MOBILENET, /* "mobilenet": inverted residuals and a Lite R-ASPP head */
+  STUDENT_ARCH_REPGHOST,  /* "repghost": a U-Net of RepGhost bottlenecks */
   STUDENT_ARCH_COUNT,
 } StudentArch;
 
@@ -26,12 +28,34 @@ typedef struct {
   gboolean head_skip;
 } JitnetConfig;
 
+#define MOBILENET_BLOCKS 7
+
+/* mobilenet's widths. */
+typedef struct {
+  int stem[1];
+  int expand[MOBILENET_BLOCKS];
+  int out[MOBILENET_BLOCKS];
+  int aspp[1];
+  gboolean hswish;
+} MobilenetConfig;
+
+/* repghost's widths; fused: the inference form (the fusion branches in the depthwise weights). */
+typedef struct {
+  int stem[1];
+  int encoder[4], encoder_mid[4];
+  int decoder[3], decoder_mid[3];
+  int head[1];
+  gboolean fused;
+} RepghostConfig;
+
 /* An architecture and its configuration: num_classes and the fields of arch (the others are
  * left as student_config_default_arch sets them: zeros). */
 typedef struct {
   StudentArch arch;
   int num_classes;
   JitnetConfig jitnet;
+  MobilenetConfig mobilenet;
+  RepghostConfig repghost;
 } StudentConfig;
 
 /* The default architecture for num_classes classes, with its default widths. */
@@ -71,6 +95,15 @@ Student *student_new(const StudentConfig *cfg, guint64 seed);
 Student *student_new_zeroed(const StudentConfig *cfg);
 /* A new network with src's configuration and weights. */
 Student *student_copy(const Student *src);
+
+/* Re-parameterisation (student/README.md, "Architecture repghost"): the configuration a network
+ * of cfg runs with (extra training branches folded into its convolutions; cfg itself for the
+ * architectures that have none), and the weights of such a network computing the same function
+ * as trained. */
+void student_config_inference(const StudentConfig *cfg, StudentConfig *inference);
+void student_fuse(const Student *trained, Student *inference);
+/* A new network of the inference form, with trained's function. */
+Student *student_fused_copy(const Student *trained);
 void student_free(Student *student);
 const StudentConfig *student_get_config(const Student *student);
 

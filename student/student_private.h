@@ -27,9 +27,8 @@ typedef struct {
    * damaged configuration naming huge widths is refused before it is made. */
   double (*min_param_count)(const StudentConfig *cfg);
 
-  /* Registers the layers' tensors in s->table and allocates s->net. */
+  /* Registers the layers' tensors in s->table and allocates s->net (freed with g_free). */
   void (*make)(Student *s);
-  void (*free)(Student *s);
   void (*logits_size)(const Student *s, int in_h, int in_w, int *h, int *w);
   double (*forward_flops)(const Student *s, int in_h, int in_w);
   /* Places every activation and gradient buffer of an in_h x in_w input in arena (measuring
@@ -40,9 +39,15 @@ typedef struct {
   void (*backward)(Student *s, ThreadPool *pool);
   /* Sets the layers' bfloat16 switches from s->bf16_backward and s->bf16_forward. */
   void (*apply_precision)(Student *s);
+
+  /* Re-parameterised architectures (NULL for the others, which run as they train): the
+   * inference form of a configuration, and the weights of a network of that form from those of
+   * a trained one (student_fuse). */
+  void (*config_inference)(StudentConfig *cfg);
+  void (*fuse)(const Student *trained, Student *fused);
 } StudentArchOps;
 
-extern const StudentArchOps jitnet_ops;
+extern const StudentArchOps jitnet_ops, mobilenet_ops, repghost_ops;
 
 const StudentArchOps *student_arch_ops(StudentArch arch);
 

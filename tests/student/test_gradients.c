@@ -1,11 +1,15 @@
 /* test_gradients.c: every gradient of the student against central finite differences: each
- * layer kind alone (convolution of every geometry, residual block of every shortcut kind,
- * bilinear resize, concatenation by channel slices), the loss, and the whole network. */
+ * layer kind alone (convolution of every geometry and activation, depthwise convolution with and
+ * without its fusion branch, residual block of every shortcut kind, inverted residual, ghost
+ * bottleneck, bilinear resize, concatenation by channel slices), the loss, and the whole network
+ * of every architecture. */
 #include <string.h>
 
 #include "block.h"
+#include "ghost.h"
 #include "gradcheck.h"
 #include "init.h"
+#include "inverted_residual.h"
 #include "student.h"
 
 /* Elements checked per tensor (all of a smaller one). */
@@ -13,14 +17,15 @@
 
 static GRand *rng;
 
-/* From He-normal: every term of the network non-zero (random biases, conv3 at full scale). */
+/* From He-normal: every term of the network non-zero (random biases and scales, residual
+ * branches at full scale). */
 static void randomise_tensor(const StudentTensor *t, float *v)
 {
   for (size_t k = 0; k < t->count; k++)
     if (!t->hwio)
-      v[k] = (float)g_rand_double_range(rng, -0.2, 0.2);
-    else if (g_str_has_suffix(t->name, ".conv3.weight"))
-      v[k] *= 10.0f;
+      v[k] = (float)(t->init_gain + g_rand_double_range(rng, -0.2, 0.2));
+    else if (t->init_gain > 0.0)
+      v[k] /= (float)t->init_gain;
 }
 
 static float *random_params(const ParamTable *table)
@@ -83,147 +88,210 @@ static void assert_layer_check(GradcheckResult r)
   g_assert_cmpfloat(r.worst, <=, LAYER_WORST);
 }
 
-/* ---- convolution layer ------------------------------------------------------------------------ */
+/* ---- one layer or block at a time ------------------------------------------------------------ */
 
-typedef struct {
+/* A layer or a block under test: made into table by the caller, planned for an h x w input, run
+ * forward on x, and backward from its delta; loss = weighted_sum(output, out_weight). */
+typedef struct LayerCase LayerCase;
+struct LayerCase {
+  void (*plan)(LayerCase *c, int h, int w, Arena *arena);
+  void (*forward)(LayerCase *c);
+  void (*backward)(LayerCase *c, int accumulate);
+  FeatureMap *(*output)(LayerCase *c);
+  FeatureMap *(*delta)(LayerCase *c);
   ParamTable table;
-  ConvLayer layer;
   float *params, *grads, *arena, *out_weight;
   FeatureMap x, dx;
-} ConvCase;
+  union {
+    ConvLayer conv;
+    DwLayer dw;
+    Block block;
+    InvertedResidual ir;
+    GhostBottleneck ghost;
+  } u;
+};
 
-static double conv_case_loss(void *ctx)
+static double layer_case_loss(void *ctx)
 {
-  ConvCase *c = ctx;
-  forward_conv_layer(&c->layer, &c->x, NULL, c->params, NULL);
-  return weighted_sum(&c->layer.output, c->out_weight);
+  LayerCase *c = ctx;
+  c->forward(c);
+  return weighted_sum(c->output(c), c->out_weight);
 }
 
-static void check_conv_layer(int kh, int kw, int stride, int relu, int h, int w)
+static void layer_case_backward(LayerCase *c, int accumulate)
 {
-  ConvCase c = { 0 };
-  param_table_init(&c.table);
-  make_conv_layer(&c.layer, &c.table, "conv", 5, 7, kh, kw, stride, relu);
+  layer_case_loss(c);
+  set_delta(c->delta(c), c->out_weight);
+  c->backward(c, accumulate);
+}
+
+/* Checks every parameter and the input gradient of the case made in c->table, then that with
+ * accumulate the input gradient is added to what dx held. */
+static void check_layer_case(LayerCase *c, const char *what, int h, int w, int cin)
+{
   Arena measure = { NULL, 0 };
-  plan_conv_layer(&c.layer, h, w, &measure);
-  c.arena = g_new(float, measure.used);
-  Arena place = { c.arena, 0 };
-  plan_conv_layer(&c.layer, h, w, &place);
-  c.params = random_params(&c.table);
-  c.grads = g_new0(float, c.table.count);
-  c.x = random_map(h, w, 5);
-  c.dx = new_map(h, w, 5);
-  fill_nan(c.dx.data, map_size(&c.dx));
-  c.out_weight = random_weights_for(&c.layer.output);
+  c->plan(c, h, w, &measure);
+  c->arena = g_new(float, measure.used);
+  Arena place = { c->arena, 0 };
+  c->plan(c, h, w, &place);
+  c->params = random_params(&c->table);
+  c->grads = g_new0(float, c->table.count);
+  c->x = random_map(h, w, cin);
+  c->dx = new_map(h, w, cin);
+  fill_nan(c->dx.data, map_size(&c->dx));
+  c->out_weight = random_weights_for(c->output(c));
+  layer_case_backward(c, 0);
 
-  conv_case_loss(&c);
-  set_delta(&c.layer.delta, c.out_weight);
-  backward_conv_layer(&c.layer, &c.x, c.params, c.grads, &c.dx, 0, NULL);
-
-  g_autofree char *what = g_strdup_printf("conv %dx%d/%d relu %d at %dx%d", kh, kw, stride, relu,
-                                          h, w);
-  GradcheckResult r = check_tensors(what, &c.table, conv_case_loss, &c, c.params, c.grads);
-  gradcheck_merge(&r, gradcheck("input", conv_case_loss, &c, c.x.data, c.dx.data,
-                                map_size(&c.x), 4 * SAMPLES, rng));
+  GradcheckResult r = check_tensors(what, &c->table, layer_case_loss, c, c->params, c->grads);
+  gradcheck_merge(&r, gradcheck("input", layer_case_loss, c, c->x.data, c->dx.data,
+                                map_size(&c->x), 4 * SAMPLES, rng));
   g_test_message("%s: median relative error %.3g, worst %.3g", what, r.median, r.worst);
   assert_layer_check(r);
 
-  param_table_clear(&c.table);
-  g_free(c.params);
-  g_free(c.grads);
-  g_free(c.arena);
-  g_free(c.out_weight);
-  g_free(c.x.data);
-  g_free(c.dx.data);
+  float *first = g_memdup2(c->dx.data, sizeof(float) * map_size(&c->dx));
+  for (size_t i = 0; i < map_size(&c->dx); i++)
+    c->dx.data[i] = 1.0f;
+  layer_case_backward(c, 1);
+  for (size_t i = 0; i < map_size(&c->dx); i++)
+    g_assert_cmpfloat_with_epsilon(c->dx.data[i], 1.0f + first[i],
+                                   1e-5f * (1.0f + fabsf(first[i])));
+  g_free(first);
+
+  param_table_clear(&c->table);
+  g_free(c->params);
+  g_free(c->grads);
+  g_free(c->arena);
+  g_free(c->out_weight);
+  g_free(c->x.data);
+  g_free(c->dx.data);
+}
+
+/* A planned output and delta of the given channels, at the size the case maps h x w to. */
+static void plan_output(Arena *arena, int h, int w, int c, FeatureMap *out, FeatureMap *delta)
+{
+  *out = arena_feature_map(arena, h, w, c);
+  *delta = arena_feature_map(arena, h, w, c);
+}
+
+/* ---- convolution layer ------------------------------------------------------------------------ */
+
+static void conv_plan(LayerCase *c, int h, int w, Arena *arena)
+{
+  plan_conv_layer(&c->u.conv, h, w, arena);
+}
+
+static void conv_forward(LayerCase *c)
+{
+  forward_conv_layer(&c->u.conv, &c->x, NULL, c->params, NULL);
+}
+
+static void conv_backward(LayerCase *c, int accumulate)
+{
+  backward_conv_layer(&c->u.conv, &c->x, c->params, c->grads, &c->dx, accumulate, NULL);
+}
+
+static FeatureMap *conv_output(LayerCase *c) { return &c->u.conv.output; }
+static FeatureMap *conv_delta(LayerCase *c) { return &c->u.conv.delta; }
+
+static void check_conv_layer(int kh, int kw, int stride, Activation act, int h, int w)
+{
+  LayerCase c = { .plan = conv_plan, .forward = conv_forward, .backward = conv_backward,
+                 .output = conv_output, .delta = conv_delta };
+  param_table_init(&c.table);
+  make_conv_layer(&c.u.conv, &c.table, "conv", 5, 7, kh, kw, stride, act);
+  g_autofree char *what = g_strdup_printf("conv %dx%d/%d %s at %dx%d", kh, kw, stride,
+                                          activation_name(act), h, w);
+  check_layer_case(&c, what, h, w, 5);
 }
 
 static void test_conv_layers(void)
 {
-  check_conv_layer(3, 3, 1, 1, 9, 11);
-  check_conv_layer(3, 3, 2, 1, 9, 11);
-  check_conv_layer(3, 3, 2, 0, 8, 10);
-  check_conv_layer(1, 3, 1, 0, 9, 11);
-  check_conv_layer(3, 1, 1, 1, 9, 11);
-  check_conv_layer(1, 1, 1, 0, 9, 11);
-  check_conv_layer(1, 1, 2, 0, 9, 11);
+  check_conv_layer(3, 3, 1, ACTIVATION_RELU, 9, 11);
+  check_conv_layer(3, 3, 2, ACTIVATION_RELU, 9, 11);
+  check_conv_layer(3, 3, 2, ACTIVATION_NONE, 8, 10);
+  check_conv_layer(1, 3, 1, ACTIVATION_NONE, 9, 11);
+  check_conv_layer(3, 1, 1, ACTIVATION_RELU, 9, 11);
+  check_conv_layer(1, 1, 1, ACTIVATION_NONE, 9, 11);
+  check_conv_layer(1, 1, 2, ACTIVATION_NONE, 9, 11);
+  /* The activations that run as a pass of their own. */
+  check_conv_layer(3, 3, 2, ACTIVATION_HSWISH, 9, 11);
+  check_conv_layer(1, 1, 1, ACTIVATION_SIGMOID, 9, 11);
 }
 
-/* ---- residual block --------------------------------------------------------------------------- */
+/* ---- depthwise layer ------------------------------------------------------------------------ */
 
-typedef struct {
-  ParamTable table;
-  Block block;
-  float *params, *grads, *arena, *out_weight;
-  FeatureMap x, dx;
-} BlockCase;
-
-static double block_case_loss(void *ctx)
+static void dw_plan(LayerCase *c, int h, int w, Arena *arena)
 {
-  BlockCase *c = ctx;
-  forward_block(&c->block, &c->x, c->params, NULL);
-  return weighted_sum(block_output(&c->block), c->out_weight);
+  plan_dw_layer(&c->u.dw, h, w, arena);
 }
 
-static void plan_block_case(BlockCase *c, int h, int w, Arena *arena)
+static void dw_forward(LayerCase *c)
 {
-  int oh, ow, cout = c->block.conv1.geom.cout;
-  block_output_size(&c->block, h, w, &oh, &ow);
-  FeatureMap out = arena_feature_map(arena, oh, ow, cout);
-  FeatureMap delta = arena_feature_map(arena, oh, ow, cout);
-  plan_block(&c->block, h, w, out, delta, arena);
+  forward_dw_layer(&c->u.dw, &c->x, c->params, NULL);
 }
 
-static void block_case_backward(BlockCase *c, int accumulate)
+static void dw_backward(LayerCase *c, int accumulate)
 {
-  block_case_loss(c);
-  set_delta(block_delta(&c->block), c->out_weight);
-  backward_block(&c->block, &c->x, c->params, c->grads, &c->dx, accumulate, NULL);
+  backward_dw_layer(&c->u.dw, &c->x, c->params, c->grads, &c->dx, accumulate, NULL);
 }
+
+static FeatureMap *dw_output(LayerCase *c) { return &c->u.dw.output; }
+static FeatureMap *dw_delta(LayerCase *c) { return &c->u.dw.delta; }
+
+static void check_dw_layer(int stride, Activation act, gboolean fusion, int h, int w)
+{
+  LayerCase c = { .plan = dw_plan, .forward = dw_forward, .backward = dw_backward,
+                 .output = dw_output, .delta = dw_delta };
+  param_table_init(&c.table);
+  make_dw_layer(&c.u.dw, &c.table, "dw", 6, stride, act, fusion ? "fusion" : NULL);
+  g_autofree char *what = g_strdup_printf("dw3x3/%d %s%s at %dx%d", stride, activation_name(act),
+                                          fusion ? " with fusion" : "", h, w);
+  check_layer_case(&c, what, h, w, 6);
+}
+
+static void test_dw_layers(void)
+{
+  check_dw_layer(1, ACTIVATION_NONE, FALSE, 9, 11);
+  check_dw_layer(2, ACTIVATION_RELU, FALSE, 9, 11);
+  check_dw_layer(2, ACTIVATION_HSWISH, FALSE, 8, 7);
+  check_dw_layer(1, ACTIVATION_RELU, TRUE, 9, 11);
+  check_dw_layer(1, ACTIVATION_NONE, TRUE, 1, 5);
+}
+
+/* ---- blocks ----------------------------------------------------------------------------------- */
+
+static void block_plan(LayerCase *c, int h, int w, Arena *arena)
+{
+  int oh, ow;
+  FeatureMap out, delta;
+  block_output_size(&c->u.block, h, w, &oh, &ow);
+  plan_output(arena, oh, ow, c->u.block.conv1.geom.cout, &out, &delta);
+  plan_block(&c->u.block, h, w, out, delta, arena);
+}
+
+static void block_forward(LayerCase *c)
+{
+  forward_block(&c->u.block, &c->x, c->params, NULL);
+}
+
+static void block_backward(LayerCase *c, int accumulate)
+{
+  backward_block(&c->u.block, &c->x, c->params, c->grads, &c->dx, accumulate, NULL);
+}
+
+static FeatureMap *block_case_output(LayerCase *c) { return block_output(&c->u.block); }
+static FeatureMap *block_case_delta(LayerCase *c) { return block_delta(&c->u.block); }
 
 static void check_block(int cin, int cout, int stride, ShortcutKind kind)
 {
-  const int h = 9, w = 11;
-  BlockCase c = { 0 };
+  LayerCase c = { .plan = block_plan, .forward = block_forward, .backward = block_backward,
+                 .output = block_case_output, .delta = block_case_delta };
   param_table_init(&c.table);
-  make_block(&c.block, &c.table, "block", cin, cout, stride);
-  g_assert_cmpint(c.block.shortcut_kind, ==, kind);
+  make_block(&c.u.block, &c.table, "block", cin, cout, stride);
+  g_assert_cmpint(c.u.block.shortcut_kind, ==, kind);
   g_assert_cmpint(param_table_size(&c.table), ==, kind == SHORTCUT_CONV ? 8 : 6);
-  Arena measure = { NULL, 0 };
-  plan_block_case(&c, h, w, &measure);
-  c.arena = g_new(float, measure.used);
-  Arena place = { c.arena, 0 };
-  plan_block_case(&c, h, w, &place);
-  c.params = random_params(&c.table);
-  c.grads = g_new0(float, c.table.count);
-  c.x = random_map(h, w, cin);
-  c.dx = new_map(h, w, cin);
-  fill_nan(c.dx.data, map_size(&c.dx));
-  c.out_weight = random_weights_for(block_output(&c.block));
-  block_case_backward(&c, 0);
-
   g_autofree char *what = g_strdup_printf("block %d->%d/%d shortcut %d", cin, cout, stride, kind);
-  GradcheckResult r = check_tensors(what, &c.table, block_case_loss, &c, c.params, c.grads);
-  gradcheck_merge(&r, gradcheck("input", block_case_loss, &c, c.x.data, c.dx.data,
-                                map_size(&c.x), 4 * SAMPLES, rng));
-  g_test_message("%s: median relative error %.3g, worst %.3g", what, r.median, r.worst);
-  assert_layer_check(r);
-
-  /* With accumulate, the input gradient is added to what dx held. */
-  float *first = g_memdup2(c.dx.data, sizeof(float) * map_size(&c.dx));
-  for (size_t i = 0; i < map_size(&c.dx); i++)
-    c.dx.data[i] = 1.0f;
-  block_case_backward(&c, 1);
-  for (size_t i = 0; i < map_size(&c.dx); i++)
-    g_assert_cmpfloat_with_epsilon(c.dx.data[i], 1.0f + first[i], 1e-5f * (1.0f + fabsf(first[i])));
-  g_free(first);
-
-  param_table_clear(&c.table);
-  g_free(c.params);
-  g_free(c.grads);
-  g_free(c.arena);
-  g_free(c.out_weight);
-  g_free(c.x.data);
-  g_free(c.dx.data);
+  check_layer_case(&c, what, 9, 11, cin);
 }
 
 static void test_blocks(void)
@@ -232,6 +300,84 @@ static void test_blocks(void)
   check_block(6, 6, 2, SHORTCUT_SUBSAMPLE);
   check_block(5, 7, 1, SHORTCUT_CONV);
   check_block(5, 7, 2, SHORTCUT_CONV);
+}
+
+static void ir_plan(LayerCase *c, int h, int w, Arena *arena)
+{
+  plan_inverted_residual(&c->u.ir, h, w, arena);
+}
+
+static void ir_forward(LayerCase *c)
+{
+  forward_inverted_residual(&c->u.ir, &c->x, c->params, NULL);
+}
+
+static void ir_backward(LayerCase *c, int accumulate)
+{
+  backward_inverted_residual(&c->u.ir, &c->x, c->params, c->grads, &c->dx, accumulate, NULL);
+}
+
+static FeatureMap *ir_output(LayerCase *c) { return &c->u.ir.project.output; }
+static FeatureMap *ir_delta(LayerCase *c) { return &c->u.ir.project.delta; }
+
+static void check_inverted_residual(int cin, int expansion, int cout, int stride, Activation act)
+{
+  LayerCase c = { .plan = ir_plan, .forward = ir_forward, .backward = ir_backward,
+                 .output = ir_output, .delta = ir_delta };
+  param_table_init(&c.table);
+  make_inverted_residual(&c.u.ir, &c.table, "ir", cin, expansion, cout, stride, act);
+  g_autofree char *what = g_strdup_printf("inverted residual %d->%d->%d/%d %s", cin, expansion,
+                                          cout, stride, activation_name(act));
+  check_layer_case(&c, what, 9, 11, cin);
+}
+
+static void test_inverted_residuals(void)
+{
+  check_inverted_residual(6, 6, 6, 2, ACTIVATION_RELU);     /* no expansion */
+  check_inverted_residual(5, 12, 7, 2, ACTIVATION_RELU);
+  check_inverted_residual(6, 12, 6, 1, ACTIVATION_HSWISH);  /* the input added */
+  check_inverted_residual(6, 12, 8, 1, ACTIVATION_HSWISH);
+}
+
+static void ghost_plan(LayerCase *c, int h, int w, Arena *arena)
+{
+  int oh, ow;
+  FeatureMap out, delta;
+  ghost_bottleneck_output_size(&c->u.ghost, h, w, &oh, &ow);
+  plan_output(arena, oh, ow, c->u.ghost.ghost2.cheap.channels, &out, &delta);
+  plan_ghost_bottleneck(&c->u.ghost, h, w, out, delta, arena);
+}
+
+static void ghost_forward(LayerCase *c)
+{
+  forward_ghost_bottleneck(&c->u.ghost, &c->x, c->params, NULL);
+}
+
+static void ghost_backward(LayerCase *c, int accumulate)
+{
+  backward_ghost_bottleneck(&c->u.ghost, &c->x, c->params, c->grads, &c->dx, accumulate, NULL);
+}
+
+static FeatureMap *ghost_output(LayerCase *c) { return ghost_bottleneck_output(&c->u.ghost); }
+static FeatureMap *ghost_delta(LayerCase *c) { return ghost_bottleneck_delta(&c->u.ghost); }
+
+static void check_ghost_bottleneck(int cin, int mid, int cout, int stride, gboolean fused)
+{
+  LayerCase c = { .plan = ghost_plan, .forward = ghost_forward, .backward = ghost_backward,
+                 .output = ghost_output, .delta = ghost_delta };
+  param_table_init(&c.table);
+  make_ghost_bottleneck(&c.u.ghost, &c.table, "ghost", cin, mid, cout, stride, fused);
+  g_autofree char *what = g_strdup_printf("ghost bottleneck %d->%d->%d/%d%s", cin, mid, cout,
+                                          stride, fused ? " fused" : "");
+  check_layer_case(&c, what, 9, 11, cin);
+}
+
+static void test_ghost_bottlenecks(void)
+{
+  check_ghost_bottleneck(6, 10, 6, 1, FALSE); /* the input added */
+  check_ghost_bottleneck(5, 10, 7, 2, FALSE); /* the depthwise-pointwise shortcut, downsampling */
+  check_ghost_bottleneck(9, 8, 6, 1, FALSE);
+  check_ghost_bottleneck(5, 10, 7, 2, TRUE);
 }
 
 /* ---- bilinear resize -------------------------------------------------------------------------- */
@@ -300,8 +446,8 @@ static void test_concat(void)
   const int h = 9, w = 11;
   ConcatCase c = { 0 };
   param_table_init(&c.table);
-  make_conv_layer(&c.conv_a, &c.table, "a", 3, 4, 3, 3, 1, 1);
-  make_conv_layer(&c.conv_b, &c.table, "b", 9, 6, 3, 3, 1, 0);
+  make_conv_layer(&c.conv_a, &c.table, "a", 3, 4, 3, 3, 1, ACTIVATION_RELU);
+  make_conv_layer(&c.conv_b, &c.table, "b", 9, 6, 3, 3, 1, ACTIVATION_NONE);
   c.buffers = g_new(float, 4 * h * w * 9);
   c.cat = feature_map(c.buffers, h, w, 9);
   c.dcat = feature_map(c.buffers + h * w * 9, h, w, 9);
@@ -476,9 +622,9 @@ static void check_network(const StudentConfig *cfg, int h, int w, gboolean softm
   float *grads = g_memdup2(student_grads(s), sizeof(float) * n);
   int checked;
   GradcheckResult r = check_network_tensors(&c, grads, &checked);
-  g_test_message("network %dx%d, %d classes%s, %s, %d tensors: largest median relative error "
-                 "of a tensor %.3g, worst element %.3g", w, h, cfg->num_classes,
-                 cfg->jitnet.head_skip ? ", head_skip" : "",
+  g_test_message("%s %dx%d, %d classes%s, %s, %d tensors: largest median relative error "
+                 "of a tensor %.3g, worst element %.3g", student_arch_name(cfg->arch), w, h,
+                 cfg->num_classes, cfg->jitnet.head_skip ? ", head_skip" : "",
                  softmax ? "softmax cross-entropy" : "weighted sum of logits",
                  checked, r.median, r.worst);
   g_assert_cmpfloat(r.median, <=, GRADCHECK_TOLERANCE);
@@ -524,17 +670,47 @@ static void test_network_head_skip(void)
   check_network(&cfg, 33, 64, TRUE);
 }
 
+/* mobilenet with narrow widths and the default's shortcut kinds (identity in blocks 2, 4, 5). */
+static void test_network_mobilenet(void)
+{
+  StudentConfig cfg;
+  student_config_default_arch(&cfg, STUDENT_ARCH_MOBILENET, 2);
+  cfg.mobilenet = (MobilenetConfig){ .stem = { 4 }, .expand = { 4, 10, 12, 12, 14, 14, 14 },
+                                     .out = { 4, 6, 6, 8, 8, 8, 10 }, .aspp = { 6 },
+                                     .hswish = TRUE };
+  check_network(&cfg, 45, 37, FALSE);
+  check_network(&cfg, 45, 37, TRUE);
+}
+
+/* repghost with narrow widths, in its trainable form (the fused form is the same function:
+ * tests/student/test_architectures). */
+static void test_network_repghost(void)
+{
+  StudentConfig cfg;
+  student_config_default_arch(&cfg, STUDENT_ARCH_REPGHOST, 3);
+  cfg.repghost = (RepghostConfig){ .stem = { 4 }, .encoder = { 6, 6, 8, 10 },
+                                   .encoder_mid = { 8, 8, 10, 12 }, .decoder = { 8, 6, 6 },
+                                   .decoder_mid = { 10, 8, 8 }, .head = { 6 } };
+  check_network(&cfg, 45, 37, FALSE);
+  check_network(&cfg, 45, 37, TRUE);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   rng = g_rand_new_with_seed(20241122);
   g_test_add_func("/student/gradients/conv-layers", test_conv_layers);
+  g_test_add_func("/student/gradients/dw-layers", test_dw_layers);
   g_test_add_func("/student/gradients/blocks", test_blocks);
+  g_test_add_func("/student/gradients/inverted-residuals", test_inverted_residuals);
+  g_test_add_func("/student/gradients/ghost-bottlenecks", test_ghost_bottlenecks);
   g_test_add_func("/student/gradients/resize", test_resize);
   g_test_add_func("/student/gradients/concat", test_concat);
   g_test_add_func("/student/gradients/loss", test_loss);
   g_test_add_func("/student/gradients/network-default", test_network_default);
   g_test_add_func("/student/gradients/network-head-skip", test_network_head_skip);
+  g_test_add_func("/student/gradients/network-mobilenet", test_network_mobilenet);
+  g_test_add_func("/student/gradients/network-repghost", test_network_repghost);
   int status = g_test_run();
   g_rand_free(rng);
   return status;

@@ -1,0 +1,111 @@
+/* test_reparam.c: a re-parameterised student (repghost) in the engine: the trainer trains its
+ * trainable form, the stream runs its inference form with the weights the trainer publishes
+ * fused, and checkpoints keep the trainable form. In both modes. */
+#include <glib/gstdio.h>
+#include <string.h>
+
+#include "scene_stream.h"
+
+enum { W = 96, H = 64, FRAMES = 24 };
+
+typedef struct {
+  GMutex lock;
+  GCond changed;
+  guint finished;
+} Rounds;
+
+static void on_round_finished(const DistillRound *round, gpointer data)
+{
+  Rounds *r = data;
+  g_mutex_lock(&r->lock);
+  r->finished++;
+  g_cond_broadcast(&r->changed);
+  g_mutex_unlock(&r->lock);
+}
+
+static void run(gboolean sync)
+{
+  StudentConfig scfg;
+  student_config_default_arch(&scfg, STUDENT_ARCH_REPGHOST, 3);
+  Student *initial = student_new(&scfg, 4);
+  Rounds r = { 0 };
+  g_mutex_init(&r.lock);
+  g_cond_init(&r.changed);
+  DistillConfig cfg;
+  distill_config_default(&cfg);
+  cfg.sync = sync;
+  cfg.min_stride = 4;
+  cfg.max_updates = 3;
+  cfg.accuracy_threshold = 1.0;
+  cfg.threads = 1;
+  cfg.train_threads = 1;
+  cfg.forward_bf16 = FALSE; /* the class maps are compared with an fp32 forward pass */
+  cfg.round_finished = on_round_finished;
+  cfg.round_user_data = &r;
+  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  SyntheticSceneConfig scene_cfg;
+  synthetic_scene_config_default(&scene_cfg, W, H, 6);
+  SceneStream s;
+  scene_stream_init(&s, &scene_cfg, engine, W, H);
+
+  guint answered = 0;
+  for (guint64 f = 0; f < FRAMES; f++) {
+    scene_stream_load(&s, f);
+    DistillQuery *q = distill_engine_wants_teacher(engine, &s.input);
+    if (q && distill_query_answer(q, s.truth, s.label_h, s.label_w, NULL))
+      answered++;
+    distill_engine_process(engine, &s.input, s.classes);
+    g_mutex_lock(&r.lock);
+    while (r.finished < answered)
+      g_cond_wait(&r.changed, &r.lock);
+    g_mutex_unlock(&r.lock);
+  }
+  DistillStats st;
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.updates, >, 0);
+
+  /* The checkpoint is the trainable form, with the weights the stream runs. */
+  g_autofree char *dir = g_dir_make_tmp("reparam-XXXXXX", NULL);
+  g_autofree char *path = g_build_filename(dir, "student.safetensors", NULL);
+  g_assert_true(distill_engine_save(engine, path, NULL));
+  Student *saved = student_load(path, NULL);
+  g_assert_false(student_get_config(saved)->repghost.fused);
+  g_assert_nonnull(student_find_tensor(saved, "head.fusion"));
+  Student *snapshot = distill_engine_snapshot(engine);
+  g_assert_cmpmem(student_params(saved), student_param_count(saved) * sizeof(float),
+                  student_params(snapshot), student_param_count(snapshot) * sizeof(float));
+  g_assert_true(memcmp(student_params(saved), student_params(initial),
+                       student_param_count(saved) * sizeof(float)) != 0);
+
+  /* The stream's class map on a new frame is that of the saved weights, fused. */
+  Student *fused = student_fused_copy(saved);
+  scene_stream_load(&s, FRAMES);
+  distill_engine_process(engine, &s.input, s.classes);
+  uint8_t *expected = g_malloc((size_t)s.label_w * s.label_h);
+  argmax_channels(student_forward(fused, &s.input, NULL), expected, NULL);
+  g_assert_cmpmem(s.classes, (gsize)s.label_w * s.label_h, expected,
+                  (gsize)s.label_w * s.label_h);
+
+  g_free(expected);
+  student_free(fused);
+  student_free(snapshot);
+  student_free(saved);
+  g_unlink(path);
+  g_rmdir(dir);
+  scene_stream_clear(&s);
+  distill_engine_free(engine);
+  student_free(initial);
+  g_mutex_clear(&r.lock);
+  g_cond_clear(&r.changed);
+}
+
+static void test_sync(void) { run(TRUE); }
+static void test_async(void) { run(FALSE); }
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/distill/reparam/sync", test_sync);
+  g_test_add_func("/distill/reparam/async", test_async);
+  return g_test_run();
+}
