@@ -1,13 +1,14 @@
 /* distill-bench: how fast the student runs and trains on this machine, and how close to the
  * CPU's peak.
  *
- *   distill-bench [--threads N] [--runs N] [--size WxH]... [--classes N] [--checkpoint F]
- *                 [--json-only]
+ *   distill-bench [--arch NAME] [--threads N] [--runs N] [--size WxH]... [--classes N]
+ *                 [--checkpoint F] [--json-only]
  *
- * For each size, one JSON line for the forward pass as the engine runs it and one for the train
- * step (zero grads, forward, backward, SGD-momentum step) as the engine trains ("precision": bf16
- * products where the CPU has AVX512-BF16, else fp32), plus "forward-fp32" and "train-step-fp32"
- * beside them on such CPUs: the median
+ * For each size, one JSON line for the forward pass as the engine runs it (the network's
+ * inference form: re-parameterised branches fused) and one for the train step (zero grads,
+ * forward, backward, a step of the element's default optimiser) as the engine trains
+ * ("precision": bf16 products where the CPU has AVX512-BF16, else fp32), plus "forward-fp32" and
+ * "train-step-fp32" beside them on such CPUs; every line names the architecture: the median
  * time of --runs runs after warm-up, the work
  * per frame, the throughput achieved and its fraction of the fp32 FMA peak measured in the same
  * run, the peak RSS, and the memory growth over steady-state frames (nonzero means frames
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "distill.h"
 #include "kernels.h"
 #include "optimizer.h"
 #include "student.h"
@@ -32,19 +34,17 @@
 #define PEAK_PROBES 3
 #define PEAK_PROBE_SECONDS 0.3
 #define BENCH_SEED 20261122
-/* Small enough that many steps on random labels stay far from overflow. */
-#define BENCH_LEARNING_RATE 1e-3f
 
 typedef struct {
   int threads, runs, classes;
   char **sizes;
-  char *checkpoint;
+  char *checkpoint, *arch;
   gboolean json_only;
 } BenchOptions;
 
-/* One network and its working set, for one input size. */
+/* One network, its inference form and its working set, for one input size. */
 typedef struct {
-  Student *student;
+  Student *student, *inference;
   Optimizer *optimizer;
   ThreadPool *pool;
   FeatureMap input;
@@ -99,7 +99,7 @@ static int compare_doubles(const void *a, const void *b)
 
 static void forward_frame(Bench *bench)
 {
-  student_forward(bench->student, &bench->input, bench->pool);
+  student_forward(bench->inference, &bench->input, bench->pool);
 }
 
 static void train_frame(Bench *bench)
@@ -142,12 +142,13 @@ static void print_measurement(const char *name, int w, int h, const BenchOptions
                               const FrameTimes *t)
 {
   double gflops = gflop / (t->median_ms * 1e-3);
-  printf("{\"bench\":\"%s\",\"size\":\"%dx%d\",\"precision\":\"%s\",\"threads\":%d,"
+  printf("{\"bench\":\"%s\",\"arch\":\"%s\",\"size\":\"%dx%d\",\"precision\":\"%s\","
+         "\"threads\":%d,"
          "\"isa\":\"%s\",\"runs\":%d,"
          "\"ms\":%.3f,\"min_ms\":%.3f,\"gflop\":%.4f,\"gflops\":%.2f,\"peak_gflops\":%.2f,"
          "\"peak_fraction\":%.4f,\"peak_rss_mb\":%.1f,\"steady_frames\":%d,"
          "\"rss_growth_kb\":%.0f,\"heap_growth_bytes\":%.0f}\n",
-         name, w, h, precision, opts->threads, kernels_isa_name(kernels_isa()), opts->runs, t->median_ms,
+         name, opts->arch, w, h, precision, opts->threads, kernels_isa_name(kernels_isa()), opts->runs, t->median_ms,
          t->min_ms, gflop, gflops, peak_gflops, gflops / peak_gflops, peak_rss_mb(),
          STEADY_FRAMES, t->rss_growth_kb, t->heap_growth_bytes);
   fflush(stdout);
@@ -178,15 +179,15 @@ static void run_size(Bench *bench, int w, int h, const BenchOptions *opts, doubl
   FrameTimes t;
   /* As the engine runs it: bfloat16 products in the wide layers where the CPU has them, the
    * all-fp32 pass beside it. */
-  if (student_set_bf16_forward(bench->student, TRUE)) {
-    student_set_bf16_forward(bench->student, FALSE);
+  if (student_set_bf16_forward(bench->inference, TRUE)) {
+    student_set_bf16_forward(bench->inference, FALSE);
     t = time_frames(bench, forward_frame, opts->runs);
     print_measurement("forward-fp32", w, h, opts, "fp32", forward_gflop, peak_gflops, &t);
-    student_set_bf16_forward(bench->student, TRUE);
+    student_set_bf16_forward(bench->inference, TRUE);
   }
   t = time_frames(bench, forward_frame, opts->runs);
   print_measurement("forward", w, h, opts,
-                    student_get_bf16_forward(bench->student) ? "bf16" : "fp32", forward_gflop,
+                    student_get_bf16_forward(bench->inference) ? "bf16" : "fp32", forward_gflop,
                     peak_gflops, &t);
   /* Backward costs about two forwards (input and weight gradients); stem.0 skips its input
    * gradient, so 3x slightly overcounts. */
@@ -222,6 +223,11 @@ static Student *open_student(const BenchOptions *opts)
   if (opts->checkpoint == NULL) {
     StudentConfig cfg;
     student_config_default(&cfg, opts->classes);
+    if (opts->arch && !student_arch_from_name(opts->arch, &cfg.arch)) {
+      fprintf(stderr, "distill-bench: no architecture \"%s\"\n", opts->arch);
+      return NULL;
+    }
+    student_config_default_arch(&cfg, cfg.arch, opts->classes);
     return student_new(&cfg, BENCH_SEED);
   }
   GError *error = NULL;
@@ -236,6 +242,8 @@ static Student *open_student(const BenchOptions *opts)
 static gboolean parse_options(int argc, char **argv, BenchOptions *opts)
 {
   GOptionEntry entries[] = {
+    { "arch", 0, 0, G_OPTION_ARG_STRING, &opts->arch,
+      "Architecture of a freshly initialised student (default: the element's)", "NAME" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &opts->threads, "Compute threads (default 2)", "N" },
     { "runs", 0, 0, G_OPTION_ARG_INT, &opts->runs, "Timed runs per measurement (default 20)",
       "N" },
@@ -284,16 +292,20 @@ int main(int argc, char **argv)
   Bench bench = { .student = open_student(&opts) };
   if (bench.student == NULL)
     return 1;
-  OptimizerConfig opt_cfg;
-  optimizer_config_default(&opt_cfg, OPTIMIZER_SGD);
-  opt_cfg.learning_rate = BENCH_LEARNING_RATE;
-  bench.optimizer = optimizer_new(&opt_cfg, student_param_count(bench.student));
+  g_free(opts.arch);
+  opts.arch = g_strdup(student_arch_name(student_get_config(bench.student)->arch));
+  bench.inference = student_fused_copy(bench.student);
+  /* The element's default optimiser (distill.h). */
+  DistillConfig distill_cfg;
+  distill_config_default(&distill_cfg);
+  bench.optimizer = optimizer_new(&distill_cfg.optimizer, student_param_count(bench.student));
   bench.pool = thread_pool_new(opts.threads);
 
   double peak_gflops = measure_peak_gflops(opts.threads);
   if (!opts.json_only)
-    printf("# isa %s, %d threads, fp32 FMA peak %.1f GFLOP/s; a train step counts 3x the forward "
-           "work (an approximation: stem.0 computes no input gradient)\n",
+    printf("# %s, %zu parameters; isa %s, %d threads, fp32 FMA peak %.1f GFLOP/s; a train step "
+           "counts 3x the forward work (an approximation: the first layer computes no input "
+           "gradient)\n", opts.arch, student_param_count(bench.student),
            kernels_isa_name(kernels_isa()), opts.threads, peak_gflops);
   for (char **size = opts.sizes; *size != NULL; size++) {
     int w, h;
@@ -303,8 +315,10 @@ int main(int argc, char **argv)
 
   thread_pool_free(bench.pool);
   optimizer_free(bench.optimizer);
+  student_free(bench.inference);
   student_free(bench.student);
   g_strfreev(opts.sizes);
   g_free(opts.checkpoint);
+  g_free(opts.arch);
   return 0;
 }
