@@ -36,6 +36,7 @@ int main(int argc, char **argv)
   TrainConfig cfg;
   train_config_default(&cfg);
   char *manifest = NULL, *out = NULL, *resume = NULL, *crop = NULL;
+  char *arch = NULL, *config_json = NULL;
   char **held_out_sources = NULL;
   int classes = 2, threads = 0, held_out_every = 10;
   gint64 seed = 1;
@@ -55,6 +56,8 @@ int main(int argc, char **argv)
     { "max-zoom", 0, 0, G_OPTION_ARG_DOUBLE, &cfg.augment.max_zoom, "largest crop zoom (default 1.8)", "Z" },
     { "held-out-every", 0, 0, G_OPTION_ARG_INT, &held_out_every, "hold out every Nth frame of each source (default 10; 0 = none)", "N" },
     { "held-out-source", 0, 0, G_OPTION_ARG_STRING_ARRAY, &held_out_sources, "hold out all of this source (repeatable)", "SOURCE" },
+    { "arch", 0, 0, G_OPTION_ARG_STRING, &arch, "architecture of a new student (default: the element's)", "NAME" },
+    { "config", 0, 0, G_OPTION_ARG_STRING, &config_json, "its widths, as JSON (default: the architecture's)", "JSON" },
     { "classes", 0, 0, G_OPTION_ARG_INT, &classes, "classes of a new student (default 2)", "K" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "compute threads (default all cores)", "N" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "initialisation and sampling seed (default 1)", "S" },
@@ -105,6 +108,16 @@ int main(int argc, char **argv)
   } else {
     StudentConfig scfg;
     student_config_default(&scfg, classes);
+    if (arch && !student_arch_from_name(arch, &scfg.arch)) {
+      fprintf(stderr, "distill-train: no architecture \"%s\" (see student/README.md)\n", arch);
+      return 1;
+    }
+    student_config_default_arch(&scfg, scfg.arch, classes);
+    if (config_json && !student_config_from_json(config_json, scfg.arch, &scfg, &error)) {
+      fprintf(stderr, "distill-train: --config: %s\n", error->message);
+      return 1;
+    }
+    scfg.num_classes = classes;
     student = student_new(&scfg, (guint64)seed);
   }
   if (!student) {
@@ -138,6 +151,8 @@ int main(int argc, char **argv)
   g_free(out);
   g_free(resume);
   g_free(crop);
+  g_free(arch);
+  g_free(config_json);
   g_clear_error(&error);
   return ok ? 0 : 1;
 }
