@@ -195,6 +195,8 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
  * the teacher requests first, which answers or fails each. */
 void distill_engine_free(DistillEngine *engine);
 const DistillConfig *distill_engine_get_config(const DistillEngine *engine);
+/* The student's architecture ("jitnet", student.h). */
+const char *distill_engine_arch(const DistillEngine *engine);
 /* Logits size (= size of the class maps and of the teacher labels) for an input of in_h x in_w:
  * half of it, rounded up. */
 void distill_engine_label_size(const DistillEngine *engine, int in_h, int in_w, int *height,

@@ -316,6 +316,11 @@ void distill_engine_free(DistillEngine *e)
 
 const DistillConfig *distill_engine_get_config(const DistillEngine *e) { return &e->cfg; }
 
+const char *distill_engine_arch(const DistillEngine *e)
+{
+  return student_arch_name(student_get_config(e->student)->arch);
+}
+
 void distill_engine_label_size(const DistillEngine *e, int in_h, int in_w, int *height,
                                int *width)
 {

@@ -338,7 +338,8 @@ static void post_stats(GstDistillSeg *self, gint64 now)
       counters.mean_latency_ms, "last-miou", G_TYPE_DOUBLE, stats.last_miou, "train-ms",
       G_TYPE_DOUBLE, stats.train_ms, "teacher-bytes-sent", G_TYPE_UINT64, counters.bytes_sent,
       "teacher-bytes-received", G_TYPE_UINT64, counters.bytes_received, "rollbacks",
-      G_TYPE_UINT64, stats.rollbacks, NULL);
+      G_TYPE_UINT64, stats.rollbacks, "arch", G_TYPE_STRING, distill_engine_arch(self->engine),
+      NULL);
   gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
   self->last_stats_time = now;
   self->last_stats_frames = stats.frames;

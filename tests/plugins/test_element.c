@@ -782,6 +782,7 @@ GST_START_TEST(test_stats_message)
   fail_unless(gst_structure_has_field_typed(s, "last-miou", G_TYPE_DOUBLE));
   fail_unless(gst_structure_has_field_typed(s, "train-ms", G_TYPE_DOUBLE));
   fail_unless(gst_structure_get_uint64(s, "rollbacks", &rollbacks));
+  fail_unless_equals_string(gst_structure_get_string(s, "arch"), "jitnet"); /* the shipped */
   fail_unless_equals_int(frames, 20); /* the last message comes at EOS */
   fail_unless_equals_int(queries, 0);  /* no teacher */
   fail_unless_equals_int(rollbacks, 0);
