@@ -2,7 +2,7 @@
  * for a checkpoint that gives online distillation a good start (data/weights/).
  *
  *   distill-train --manifest ~/.cache/gst-distill/pretrain/manifest.txt \
- *       --out data/weights/student-2class.safetensors --steps 3000
+ *       --out data/weights/jitnet-2class.safetensors --steps 3000
  *
  * Ctrl-C (or SIGTERM) stops after the current step and saves the checkpoint; --resume FILE
  * --start-step N goes on from it with the same schedule. */

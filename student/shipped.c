@@ -2,9 +2,10 @@
  * (student.h, student_load_start). */
 #include "student.h"
 
-char *student_shipped_path(int num_classes)
+char *student_shipped_path(StudentArch arch, int num_classes)
 {
-  g_autofree char *name = g_strdup_printf("student-%dclass.safetensors", num_classes);
+  g_autofree char *name = g_strdup_printf("%s-%dclass.safetensors", student_arch_name(arch),
+                                          num_classes);
   const char *env = g_getenv("DISTILL_WEIGHTS_DIR");
   const char *dirs[] = { DISTILL_INSTALLED_WEIGHTS_DIR, DISTILL_SOURCE_WEIGHTS_DIR };
 
@@ -37,7 +38,9 @@ Student *student_load_start(const char *checkpoint, int num_classes, char **orig
 {
   g_autoptr(GError) checkpoint_error = NULL;
   g_autoptr(GError) shipped_error = NULL;
-  g_autofree char *shipped = student_shipped_path(num_classes);
+  StudentConfig cfg;
+  student_config_default(&cfg, num_classes);
+  g_autofree char *shipped = student_shipped_path(cfg.arch, num_classes);
   Student *student;
 
   *origin = NULL;
@@ -48,11 +51,8 @@ Student *student_load_start(const char *checkpoint, int num_classes, char **orig
       return student;
     }
   }
-  if (!shipped && !checkpoint) {
-    StudentConfig cfg;
-    student_config_default(&cfg, num_classes);
+  if (!shipped && !checkpoint)
     return student_new(&cfg, 1);
-  }
   if (!shipped) {
     g_set_error(error, STUDENT_ERROR, checkpoint_error->code, "%s; there are no shipped weights "
                 "of %d classes to fall back on", checkpoint_error->message, num_classes);

@@ -151,10 +151,10 @@ gboolean student_get_bf16(const Student *student);
 gboolean student_set_bf16_forward(Student *student, gboolean on);
 gboolean student_get_bf16_forward(const Student *student);
 
-/* The shipped weights for num_classes classes: in $DISTILL_WEIGHTS_DIR when set, else
- * installed, else in the source tree (a build run in place); NULL when there are none. g_free()
- * it. */
-char *student_shipped_path(int num_classes);
+/* The shipped weights of arch for num_classes classes ("jitnet-2class.safetensors"): in
+ * $DISTILL_WEIGHTS_DIR when set, else installed, else in the source tree (a build run in place);
+ * NULL when there are none. g_free() it. */
+char *student_shipped_path(StudentArch arch, int num_classes);
 /* The student a stream starts from: the checkpoint; when it cannot be used (unreadable, damaged,
  * another architecture or class count), the shipped weights, with *refused saying why the
  * checkpoint was not; without a checkpoint, the shipped weights, or a freshly initialised network

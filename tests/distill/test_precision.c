@@ -13,8 +13,12 @@ enum { FRAMES = 16 };
 
 static Student *shipped_student(void)
 {
+  StudentConfig cfg;
+  student_config_default(&cfg, 2);
+  g_autofree char *path = g_strdup_printf(SOURCE_WEIGHTS_DIR "/%s-2class.safetensors",
+                                          student_arch_name(cfg.arch));
   GError *error = NULL;
-  Student *s = student_load(SOURCE_WEIGHTS_DIR "/student-2class.safetensors", &error);
+  Student *s = student_load(path, &error);
   g_assert_no_error(error);
   return s;
 }

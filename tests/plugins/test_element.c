@@ -472,6 +472,17 @@ static gchar *write_student(const gchar *dir, const gchar *name, int num_classes
   return path;
 }
 
+/* The file name of the default architecture's shipped 2-class weights. */
+static const gchar *shipped_name(void)
+{
+  static gchar name[64];
+  StudentConfig cfg;
+
+  student_config_default(&cfg, 2);
+  g_snprintf(name, sizeof name, "%s-2class.safetensors", student_arch_name(cfg.arch));
+  return name;
+}
+
 /* Replaces the first `from` in the file at path by `to`, of the same length. */
 static void edit_in_place(const gchar *path, const gchar *from, const gchar *to)
 {
@@ -504,7 +515,7 @@ static gboolean same_weights(const gchar *a, const gchar *b)
 GST_START_TEST(test_bad_checkpoint_falls_back_to_shipped)
 {
   gchar *dir = temp_dir();
-  g_autofree gchar *shipped = write_student(dir, "student-2class.safetensors", 2, 3);
+  g_autofree gchar *shipped = write_student(dir, shipped_name(), 2, 3);
   g_autofree gchar *out = g_build_filename(dir, "out.safetensors", NULL);
   g_autofree gchar *unreadable = g_build_filename(dir, "unreadable.safetensors", NULL);
   g_autofree gchar *three = write_student(dir, "three.safetensors", 3, 4);
@@ -549,7 +560,7 @@ GST_START_TEST(test_bad_checkpoint_and_unfit_shipped)
 {
   gchar *dir = temp_dir();
   /* Named for 2 classes, holding 3. */
-  g_autofree gchar *shipped = write_student(dir, "student-2class.safetensors", 3, 3);
+  g_autofree gchar *shipped = write_student(dir, shipped_name(), 3, 3);
   g_autofree gchar *three = write_student(dir, "three.safetensors", 3, 4);
   g_autofree gchar *launch = g_strdup_printf(
       "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48 ! distillseg checkpoint=%s ! "

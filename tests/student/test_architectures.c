@@ -1,8 +1,8 @@
 /* test_architectures.c: what every architecture must do beside its gradients: its configuration
  * round-trips through JSON and checkpoints, it runs on odd input sizes to logits of the size it
  * announces, and a re-parameterised one's inference form (its fusion branches folded into the
- * depthwise weights) computes the function of its trainable form. The shipped jitnet weights
- * still load. */
+ * depthwise weights) computes the function of its trainable form. Every architecture's shipped
+ * weights load and run. */
 #include <glib/gstdio.h>
 #include <math.h>
 
@@ -161,14 +161,16 @@ static void test_unfused_architectures(void)
   }
 }
 
-static void test_shipped_weights_load(void)
+/* Every architecture ships 2-class weights, named for it. */
+static void test_shipped_weights_load(gconstpointer data)
 {
-  g_autofree char *path = g_build_filename(SOURCE_WEIGHTS_DIR, "student-2class.safetensors",
-                                           NULL);
+  StudentArch arch = (StudentArch)GPOINTER_TO_INT(data);
+  g_autofree char *name = g_strdup_printf("%s-2class.safetensors", student_arch_name(arch));
+  g_autofree char *path = g_build_filename(SOURCE_WEIGHTS_DIR, name, NULL);
   GError *error = NULL;
   Student *s = student_load(path, &error);
   g_assert_no_error(error);
-  g_assert_cmpint(student_get_config(s)->arch, ==, STUDENT_ARCH_JITNET);
+  g_assert_cmpint(student_get_config(s)->arch, ==, arch);
   check_runs(s);
   student_free(s);
 }
@@ -180,9 +182,11 @@ int main(int argc, char **argv)
     g_autofree char *name = g_strdup_printf("/student/architectures/%s",
                                             student_arch_name((StudentArch)arch));
     g_test_add_data_func(name, GINT_TO_POINTER(arch), test_architecture);
+    g_autofree char *shipped = g_strdup_printf("/student/architectures/shipped-weights/%s",
+                                               student_arch_name((StudentArch)arch));
+    g_test_add_data_func(shipped, GINT_TO_POINTER(arch), test_shipped_weights_load);
   }
   g_test_add_func("/student/architectures/repghost-fused", test_repghost_fused);
   g_test_add_func("/student/architectures/unfused", test_unfused_architectures);
-  g_test_add_func("/student/architectures/shipped-weights-load", test_shipped_weights_load);
   return g_test_run();
 }
