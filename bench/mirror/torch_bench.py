@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """torch_bench.py CKPT [--size WxH] [--threads N] [--runs N]: times the PyTorch mirror.
 
-Prints two JSON lines: the forward pass (eval mode, no_grad) and the train step (zero_grad,
-forward, cross-entropy, backward, SGD-momentum step), each the median of --runs runs after
-warm-up, on a fixed random frame, as distill-bench does for the C student.
+Prints two JSON lines: the forward pass (eval mode, no_grad) of the inference form (repghost
+fused, as the C student's stream runs it) and the train step (zero_grad, forward, cross-entropy,
+backward, SGD-momentum step) of the trained form, each the median of --runs runs after warm-up,
+on a fixed random frame, as distill-bench does for the C student; both name the architecture.
 """
 
 import argparse
@@ -16,7 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import jitnet  # noqa: E402
+import student  # noqa: E402
 
 WARMUP_RUNS = 3
 LEARNING_RATE = 1e-3  # distill-bench's: many steps on random labels stay far from overflow
@@ -56,17 +57,16 @@ def main():
     w, h = map(int, args.size.split("x"))
     torch.set_num_threads(args.threads)
 
-    model = jitnet.load_checkpoint(args.checkpoint)
+    model = student.load_checkpoint(args.checkpoint)
+    inference = student.inference_model(model).eval()
     gen = torch.Generator().manual_seed(20261122)
     image = torch.rand(1, 3, h, w, generator=gen) - 0.5
     classes = model.config["num_classes"]
     labels = torch.randint(0, classes, (1, -(-h // 2), -(-w // 2)), generator=gen)
 
-    model.eval()
-
     def forward():
         with torch.no_grad():
-            model(image)
+            inference(image)
 
     fwd_ms, fwd_min = time_runs(forward, args.runs)
 
@@ -76,12 +76,12 @@ def main():
     def train_step():
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(image), labels,
-                                          ignore_index=jitnet.IGNORE_LABEL).backward()
+                                          ignore_index=student.IGNORE_LABEL).backward()
         optimizer.step()
 
     train_ms, train_min = time_runs(train_step, args.runs)
 
-    common = {"size": f"{w}x{h}", "threads": args.threads, "runs": args.runs,
+    common = {"arch": model.arch, "size": f"{w}x{h}", "threads": args.threads, "runs": args.runs,
               "torch": torch.__version__}
     print(json.dumps({"bench": "torch-forward", "ms": round(fwd_ms, 3),
                       "min_ms": round(fwd_min, 3), **common}))

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of fuzz_checkpoint (corpus/checkpoint/): small valid checkpoints made by
-the build's student-io (tiny widths, so that a seed is a few kB), and damaged copies of them:
-truncated, a bad header length, headers that are not JSON or not an object, wrong metadata,
-configurations and tensor entries. The files are committed; run it again after a format change:
+"""Writes the seed corpus of fuzz_checkpoint (corpus/checkpoint/): small valid checkpoints of every
+architecture made by the build's student-io (tiny widths, so that a seed is a few kB; repghost
+trained and fused), and damaged copies of them: truncated, a bad header length, headers that are
+not JSON or not an object, wrong metadata, configurations and tensor entries, a file of one
+architecture named as another, repghost's trained tensors under its fused configuration and the
+other way round. The files are committed; run it again after a format change:
 
     tests/fuzz/make-checkpoint-corpus.py build/tests/student/student-io tests/fuzz/corpus/checkpoint
 """
@@ -15,15 +17,39 @@ import tempfile
 
 TINY = {"num_classes": 2, "stem": [2, 2], "encoder": [2, 2, 3], "decoder": [2, 2, 2],
         "head": [2, 2], "head_skip": False}
+# Blocks with and without expansion, identity shortcuts at both widths.
+TINY_MOBILENET = {"num_classes": 2, "stem": [2], "expand": [2, 4, 4, 6, 6, 6, 6],
+                  "out": [2, 2, 2, 3, 3, 3, 3], "aspp": [2], "hswish": True}
+TINY_REPGHOST = {"num_classes": 2, "stem": [2], "encoder": [2, 2, 3, 3],
+                 "encoder_mid": [2, 3, 3, 4], "decoder": [3, 2, 2], "decoder_mid": [3, 3, 2],
+                 "head": [2], "fused": False}
 
 
-def make_valid(student_io, config, seed):
+def run_student_io(student_io, *args):
+    subprocess.run([student_io, *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def make_valid(student_io, config, seed, arch="jitnet"):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "seed.safetensors")
-        subprocess.run([student_io, "init", path, "--config", json.dumps(config),
-                        "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
-        with open(path, "rb") as f:
-            return f.read()
+        run_student_io(student_io, "init", path, "--arch", arch, "--config", json.dumps(config),
+                       "--seed", str(seed))
+        return read(path)
+
+
+def make_fused(student_io, config, seed):
+    """repghost with config, trained with seed, then fused (student-io fuse)."""
+    with tempfile.TemporaryDirectory() as folder:
+        trained, fused = os.path.join(folder, "trained"), os.path.join(folder, "fused")
+        run_student_io(student_io, "init", trained, "--arch", "repghost", "--config",
+                       json.dumps(config), "--seed", str(seed))
+        run_student_io(student_io, "fuse", trained, fused)
+        return read(fused)
 
 
 def split(data):
@@ -34,6 +60,11 @@ def split(data):
 def join(header, tensors):
     raw = header.encode()
     return struct.pack("<Q", len(raw)) + raw + tensors
+
+
+def truncated_in_tensors(data):
+    """data without the second half of its tensors' bytes."""
+    return data[:len(data) - len(split(data)[1]) // 2]
 
 
 def edited(data, old, new):
@@ -56,6 +87,11 @@ def main():
     skip = make_valid(student_io, dict(TINY, num_classes=3, head_skip=True), 2)
     header, tensors = split(valid)
     config = json.dumps(TINY, separators=(",", ":"))
+    mobilenet = make_valid(student_io, TINY_MOBILENET, 3, "mobilenet")
+    relu = make_valid(student_io, dict(TINY_MOBILENET, num_classes=3, hswish=False), 4,
+                      "mobilenet")
+    repghost = make_valid(student_io, TINY_REPGHOST, 5, "repghost")
+    fused = make_fused(student_io, TINY_REPGHOST, 5)
     seeds = {
         "valid-2class": valid,
         "valid-3class-head-skip": skip,
@@ -102,6 +138,22 @@ def main():
             valid, lambda h: h.update(extra={"dtype": "F32", "shape": [1],
                                              "data_offsets": [0, 4]})),
         "bad-tensor-not-object": edited_json(valid, lambda h: h.update({"stem.0.bias": "x"})),
+        "valid-mobilenet": mobilenet,
+        "valid-mobilenet-relu-3class": relu,
+        "valid-repghost": repghost,
+        "valid-repghost-fused": fused,
+        "truncated-mobilenet-in-tensors": truncated_in_tensors(mobilenet),
+        "truncated-repghost-in-tensors": truncated_in_tensors(repghost),
+        "bad-arch-mobilenet-as-jitnet": edited(mobilenet, '"arch":"mobilenet"', '"arch":"jitnet"'),
+        "bad-arch-repghost-as-mobilenet": edited(repghost, '"arch":"repghost"',
+                                                 '"arch":"mobilenet"'),
+        "bad-config-hswish-not-flag": edited(mobilenet, '\\"hswish\\":true', '\\"hswish\\":1'),
+        "bad-config-repghost-short-widths": edited(
+            repghost, '\\"encoder\\":[2,2,3,3]', '\\"encoder\\":[2,2,3]'),
+        "bad-repghost-trained-as-fused": edited(repghost, '\\"fused\\":false',
+                                                '\\"fused\\":true'),
+        "bad-repghost-fused-as-trained": edited(fused, '\\"fused\\":true',
+                                                '\\"fused\\":false'),
     }
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:

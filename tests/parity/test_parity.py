@@ -1,10 +1,9 @@
 #!/usr/bin/python3
 """test_parity.py STUDENT_IO TMPDIR: the C student against its PyTorch mirror (bench/mirror).
 
-For two configurations (the default; head_skip with 3 classes), two checkpoints each (student-io
-init, and the same weights with random biases and full-scale conv3 written by the mirror, so that
-no term of the network is zero and the C loader reads a file it did not write) and two odd input
-sizes, it compares:
+For every architecture (jitnet in two configurations and at two odd input sizes, mobilenet in two
+configurations, repghost) and two checkpoints each (student-io init, and the same weights with
+every term non-zero written by the mirror: harness.perturbed_checkpoint), it compares:
   - logits of `student-io forward` with the mirror's;
   - loss and every parameter gradient of `student-io grad` with torch autograd;
   - weights after one SGD-momentum step with weight decay (`student-io step sgd`) with
@@ -13,6 +12,9 @@ sizes, it compares:
     given the C gradients: Adam's first step is about lr * sign(g), so a gradient element within
     rounding of zero may flip sign between two correct implementations; feeding both optimisers
     the same gradients keeps the comparison exact.
+Where the inference form differs from the trained one (repghost), `student-io fuse` against the
+mirror's fuse: the fused weights, the fused forward against the trained mirror's logits, and on
+the perturbed checkpoint the same gradients and steps as above, of the fused network.
 And, on CPUs with AVX512-BF16, the mixed-precision training path (`--bf16`: the backward pass's
 products in bfloat16, sums in fp32) against the same fp32 mirror: loss as tight as fp32 (the
 forward pass stays fp32), gradients within a tolerance set by bfloat16's 8-bit significand
@@ -20,87 +22,34 @@ forward pass stays fp32), gradients within a tolerance set by bfloat16's 8-bit s
 Output is TAP; the figures of each comparison are on its line. Exits 1 on any failure.
 """
 
-import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "bench", "mirror"))
-import jitnet  # noqa: E402
+from harness import guarded, main, make_frame, max_diff, perturbed_checkpoint, student
 
-SIZES = [(45, 37), (48, 64)]  # H, W
-THREADS = "2"
+ODD, EVEN = (45, 37), (48, 64)  # H, W
+# name, architecture, configuration (over its defaults), seed, input sizes
+CASES = [
+    ("jitnet", "jitnet", {}, 7, [ODD, EVEN]),
+    ("jitnet head_skip/3 classes", "jitnet", {"num_classes": 3, "head_skip": True}, 11,
+     [ODD, EVEN]),
+    ("mobilenet", "mobilenet", {}, 13, [ODD]),
+    ("mobilenet relu/3 classes", "mobilenet", {"num_classes": 3, "hswish": False}, 17, [EVEN]),
+    ("repghost", "repghost", {}, 19, [ODD]),
+]
 SGD_LR, SGD_DECAY = 0.01, 1e-3
 ADAM_LR, ADAM_DECAY = 1e-3, 1e-2
 
 # Tolerances, all relative to the size of what is compared.
 LOGIT_TOL = 1e-4  # max |diff| <= tol * max(1, max |logit|)
+FUSE_TOL = 1e-6   # fused weights: max |diff| <= tol * max(1, max |weight|)
 LOSS_TOL = 1e-5   # |diff| <= tol * max(1, |loss|)
 GRAD_TOL = 1e-3   # ||diff|| <= tol * ||grad|| per tensor
 STEP_TOL = 1e-3   # ||diff of weights|| <= tol * ||update|| + float32 rounding of the weights
 BF16_GRAD_TOL = 3e-2
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
-
-
-class Tap:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok, what, figures):
-        self.passed += ok
-        self.failed += not ok
-        print(f"{'ok' if ok else 'not ok'} {self.passed + self.failed} - {what}: {figures}",
-              flush=True)
-
-    def finish(self):
-        print(f"1..{self.passed + self.failed}")
-        print(f"# {self.passed} passed, {self.failed} failed")
-        return 1 if self.failed else 0
-
-
-class StudentIo:
-    def __init__(self, exe, tmp):
-        self.exe = exe
-        self.tmp = tmp
-
-    def path(self, name):
-        return os.path.join(self.tmp, name)
-
-    def run(self, *args, threads=THREADS):
-        cmd = [self.exe, *map(str, args), "--threads", threads]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr.strip()}")
-        lines = [ln for ln in done.stdout.splitlines() if ln.strip().startswith("{")]
-        return json.loads(lines[-1]) if lines else {}
-
-
-def perturbed_checkpoint(src, dst, seed):
-    """The weights of src with random biases and conv3 at full He scale, written by the mirror."""
-    model = jitnet.load_checkpoint(src)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-            elif name.endswith("conv3.weight"):
-                p.mul_(10.0)
-    jitnet.save_checkpoint(model, dst)
-
-
-def make_frame(rng, h, w, num_classes):
-    image = (rng.random((h, w, 3), dtype=np.float32) - 0.5).astype(np.float32)
-    h2, w2 = -(-h // 2), -(-w // 2)
-    labels = rng.integers(0, num_classes, size=(h2, w2)).astype(np.uint8)
-    labels[rng.random((h2, w2)) < 0.2] = jitnet.IGNORE_LABEL
-    return image, labels
 
 
 def rel_norm(diff, ref):
@@ -113,51 +62,53 @@ def worst_tensor(errors):
     return errors[name], name
 
 
-def check_forward(tap, sio, label, ckpt, files, image):
-    h, w = image.shape[:2]
+class Reference:
+    """The mirror on one checkpoint and frame: logits (NHWC), loss and gradients."""
+
+    def __init__(self, ckpt, image, labels):
+        self.model = student.load_checkpoint(ckpt)
+        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).contiguous()
+        logits = self.model(x)
+        loss = student.loss(logits, torch.from_numpy(labels))
+        loss.backward()
+        self.logits = logits.detach()[0].permute(1, 2, 0).numpy()
+        self.loss = float(loss)
+        self.grads = {n: p.grad.numpy() for n, p in self.model.named_parameters()}
+
+
+def check_forward(tap, sio, label, ckpt, files, ref_logits):
+    h, w = files["size"]
     shape = sio.run("forward", ckpt, files["image"], h, w, files["logits"])
-    model = jitnet.load_checkpoint(ckpt).eval()
-    with torch.no_grad():
-        ref = jitnet.forward_nhwc(model, image).numpy()
     got = np.fromfile(files["logits"], dtype=np.float32)
-    if [shape.get("h"), shape.get("w"), shape.get("c")] != list(ref.shape) or got.size != ref.size:
+    if [shape.get("h"), shape.get("w"), shape.get("c")] != list(ref_logits.shape) or \
+            got.size != ref_logits.size:
         tap.check(False, f"{label} forward logits", f"shape {shape}, {got.size} floats, "
-                  f"mirror {list(ref.shape)}")
+                  f"mirror {list(ref_logits.shape)}")
         return
-    scale = max(1.0, float(np.abs(ref).max()))
-    diff = float(np.abs(got.reshape(ref.shape) - ref).max())
-    tap.check(diff <= LOGIT_TOL * scale, f"{label} forward logits {list(ref.shape)}",
+    diff, scale = max_diff(got.reshape(ref_logits.shape), ref_logits)
+    tap.check(diff <= LOGIT_TOL * scale, f"{label} forward logits {list(ref_logits.shape)}",
               f"max|diff| {diff:.3g} (tolerance {LOGIT_TOL * scale:.3g}, max|logit| "
-              f"{float(np.abs(ref).max()):.3g})")
+              f"{float(np.abs(ref_logits).max()):.3g})")
 
 
-def torch_gradients(ckpt, image, labels):
-    model = jitnet.load_checkpoint(ckpt)
-    x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).contiguous()
-    loss = jitnet.loss(model(x), torch.from_numpy(labels))
-    loss.backward()
-    return model, float(loss), {n: p.grad.numpy() for n, p in model.named_parameters()}
-
-
-def check_gradients(tap, sio, label, ckpt, files, image, labels, threads=THREADS, bf16=False):
+def check_gradients(tap, sio, label, ckpt, files, ref, threads="2", bf16=False):
     """Compares loss and gradients; returns the C gradients (None when they are unusable)."""
-    h, w = image.shape[:2]
+    h, w = files["size"]
     grad_tol = BF16_GRAD_TOL if bf16 else GRAD_TOL
     out = sio.run("grad", ckpt, files["image"], h, w, files["labels"], files["grads"],
                   *(["--bf16"] if bf16 else []), threads=threads)
-    _, ref_loss, ref = torch_gradients(ckpt, image, labels)
-    got, _ = jitnet.read_safetensors(files["grads"])
+    got, _ = student.read_safetensors(files["grads"])
     c_loss = float(out.get("loss", float("nan")))
-    loss_diff = abs(c_loss - ref_loss)
-    tap.check(loss_diff <= LOSS_TOL * max(1.0, abs(ref_loss)), f"{label} loss",
-              f"C {c_loss:.7g} torch {ref_loss:.7g} |diff| {loss_diff:.3g}")
-    if set(got) != set(ref) or any(got[n].shape != ref[n].shape for n in ref):
+    loss_diff = abs(c_loss - ref.loss)
+    tap.check(loss_diff <= LOSS_TOL * max(1.0, abs(ref.loss)), f"{label} loss",
+              f"C {c_loss:.7g} torch {ref.loss:.7g} |diff| {loss_diff:.3g}")
+    if set(got) != set(ref.grads) or any(got[n].shape != ref.grads[n].shape for n in ref.grads):
         tap.check(False, f"{label} gradients", "tensor names or shapes differ from the mirror's: "
-                  f"{sorted(set(got) ^ set(ref))}")
+                  f"{sorted(set(got) ^ set(ref.grads))}")
         return None
-    errors = {n: rel_norm(got[n] - ref[n], ref[n]) for n in ref}
+    errors = {n: rel_norm(got[n] - ref.grads[n], ref.grads[n]) for n in ref.grads}
     err, name = worst_tensor(errors)
-    tap.check(err <= grad_tol, f"{label} gradients of {len(ref)} tensors",
+    tap.check(err <= grad_tol, f"{label} gradients of {len(ref.grads)} tensors",
               f"worst ||diff||/||grad|| {err:.3g} ({name}; tolerance {grad_tol:g})")
     return got
 
@@ -177,34 +128,66 @@ def compare_steps(tap, what, before, after_c, after_ref):
               f"{STEP_TOL:g} + float32 rounding of the weights)")
 
 
-def check_sgd_step(tap, sio, label, ckpt, files, image, labels):
-    h, w = image.shape[:2]
-    sio.run("step", ckpt, files["image"], h, w, files["labels"], "sgd", SGD_LR, SGD_DECAY,
-            files["stepped"])
-    model, _, _ = torch_gradients(ckpt, image, labels)
+def step_and_compare(tap, what, sio, ckpt, files, optimizer, model, threads="2"):
+    """One C step (student-io step) against one step of optimizer over model, whose gradients
+    are set."""
+    h, w = files["size"]
+    kind, lr, decay = optimizer
+    sio.run("step", ckpt, files["image"], h, w, files["labels"], kind, lr, decay,
+            files["stepped"], threads=threads)
     before = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
-    torch.optim.SGD(model.parameters(), lr=SGD_LR, momentum=0.9, weight_decay=SGD_DECAY).step()
+    if kind == "sgd":
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=decay).step()
+    else:
+        torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                         weight_decay=decay).step()
     after_ref = {n: p.detach().numpy() for n, p in model.named_parameters()}
-    after_c, _ = jitnet.read_safetensors(files["stepped"])
-    compare_steps(tap, f"{label} SGD-momentum step (lr {SGD_LR:g}, decay {SGD_DECAY:g})",
-                  before, after_c, after_ref)
+    after_c, _ = student.read_safetensors(files["stepped"])
+    compare_steps(tap, what, before, after_c, after_ref)
 
 
-def check_adam_step(tap, sio, label, ckpt, files, image, labels, c_grads):
-    # One thread for this grad and step: the same summation order, so the same gradients.
-    h, w = image.shape[:2]
-    sio.run("step", ckpt, files["image"], h, w, files["labels"], "adam", ADAM_LR, ADAM_DECAY,
-            files["stepped"], threads="1")
-    model = jitnet.load_checkpoint(ckpt)
-    before = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
-    for n, p in model.named_parameters():
-        p.grad = torch.from_numpy(c_grads[n].copy())
-    torch.optim.Adam(model.parameters(), lr=ADAM_LR, betas=(0.9, 0.999), eps=1e-8,
-                     weight_decay=ADAM_DECAY).step()
-    after_ref = {n: p.detach().numpy() for n, p in model.named_parameters()}
-    after_c, _ = jitnet.read_safetensors(files["stepped"])
-    compare_steps(tap, f"{label} Adam step (lr {ADAM_LR:g}, decay {ADAM_DECAY:g}, "
-                  "C gradients)", before, after_c, after_ref)
+def check_frame(tap, sio, label, ckpt, files, image, labels, bf16):
+    ref = Reference(ckpt, image, labels)
+    check_forward(tap, sio, label, ckpt, files, ref.logits)
+    check_gradients(tap, sio, label, ckpt, files, ref)
+    # One thread for this grad and the Adam step: the same summation order, so the same
+    # gradients.
+    c_grads = check_gradients(tap, sio, label + " (1 thread)", ckpt, files, ref, threads="1")
+    if c_grads is not None:
+        model = student.load_checkpoint(ckpt)
+        for n, p in model.named_parameters():
+            p.grad = torch.from_numpy(c_grads[n].copy())
+        step_and_compare(tap, f"{label} Adam step (lr {ADAM_LR:g}, decay {ADAM_DECAY:g}, "
+                         "C gradients)", sio, ckpt, files, ("adam", ADAM_LR, ADAM_DECAY), model,
+                         threads="1")
+    if bf16:
+        check_gradients(tap, sio, label + " bf16", ckpt, files, ref, bf16=True)
+    # Last: the step moves the reference's weights.
+    step_and_compare(tap, f"{label} SGD-momentum step (lr {SGD_LR:g}, decay {SGD_DECAY:g})",
+                     sio, ckpt, files, ("sgd", SGD_LR, SGD_DECAY), ref.model)
+
+
+def check_fuse(tap, sio, label, ckpt, fused_ckpt, files, image):
+    """student-io fuse against the mirror's inference form: weights, and the fused C forward
+    against the trained mirror's logits (the same function). Returns False when the fused
+    checkpoint is unusable."""
+    sio.run("fuse", ckpt, fused_ckpt)
+    model = student.load_checkpoint(ckpt)
+    want = student.inference_model(model).state_dict()
+    got, _ = student.read_safetensors(fused_ckpt)
+    if set(got) != set(want):
+        tap.check(False, f"{label} fused weights", "tensor names differ from the mirror's: "
+                  f"{sorted(set(got) ^ set(want))}")
+        return False
+    diffs = {n: max_diff(got[n], want[n].numpy()) for n in want}
+    name = max(diffs, key=lambda n: diffs[n][0] / diffs[n][1])
+    diff, scale = diffs[name]
+    tap.check(diff <= FUSE_TOL * scale, f"{label} fused weights of {len(want)} tensors",
+              f"worst max|diff| {diff:.3g} ({name}; tolerance {FUSE_TOL * scale:.3g})")
+    with torch.no_grad():
+        trained_logits = student.forward_nhwc(model.eval(), image).numpy()
+    check_forward(tap, sio, f"{label} fused against trained", fused_ckpt, files, trained_logits)
+    return True
 
 
 def has_bf16():
@@ -213,56 +196,41 @@ def has_bf16():
         return "avx512_bf16" in f.read().split()
 
 
-def check_checkpoint(tap, sio, name, ckpt, num_classes, rng, bf16):
-    for h, w in SIZES:
-        label = f"{name} {w}x{h}"
-        image, labels = make_frame(rng, h, w, num_classes)
-        files = {k: sio.path(f"{k}.bin") for k in ("image", "labels", "logits", "grads",
-                                                      "stepped")}
-        image.tofile(files["image"])
-        labels.tofile(files["labels"])
-        check_forward(tap, sio, label, ckpt, files, image)
-        check_gradients(tap, sio, label, ckpt, files, image, labels)
-        check_sgd_step(tap, sio, label, ckpt, files, image, labels)
-        c_grads = check_gradients(tap, sio, label + " (1 thread)", ckpt, files, image, labels,
-                                  threads="1")
-        if c_grads is not None:
-            check_adam_step(tap, sio, label, ckpt, files, image, labels, c_grads)
-        if bf16:
-            check_gradients(tap, sio, label + " bf16", ckpt, files, image, labels, bf16=True)
+def write_frame(sio, rng, size, num_classes):
+    image, labels = make_frame(rng, *size, num_classes)
+    files = {k: sio.path(f"{k}.bin") for k in ("image", "labels", "logits", "grads", "stepped")}
+    files["size"] = size
+    image.tofile(files["image"])
+    labels.tofile(files["labels"])
+    return image, labels, files
 
 
-def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: test_parity.py STUDENT_IO TMPDIR")
-    os.makedirs(sys.argv[2], exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="parity-", dir=sys.argv[2])
-    sio = StudentIo(os.path.abspath(sys.argv[1]), tmp)
-    torch.set_num_threads(2)
+def check_case(tap, sio, rng, bf16, name, arch, overrides, seed, sizes):
+    cfg = student.default_config(arch, **overrides)
+    init = sio.path(f"init-{seed}.safetensors")
+    perturbed = sio.path(f"perturbed-{seed}.safetensors")
+    sio.init(init, arch, cfg, seed)
+    perturbed_checkpoint(init, perturbed, seed)
+    for kind, ckpt in (("init", init), ("perturbed", perturbed)):
+        for h, w in sizes:
+            label = f"{name} {kind} {w}x{h}"
+            image, labels, files = write_frame(sio, rng, (h, w), cfg["num_classes"])
+            check_frame(tap, sio, label, ckpt, files, image, labels, bf16)
+            if not student.fuses(arch):
+                continue
+            fused = sio.path(f"fused-{kind}-{seed}.safetensors")
+            if check_fuse(tap, sio, label, ckpt, fused, files, image) and kind == "perturbed":
+                check_frame(tap, sio, f"{label} fused", fused, files, image, labels, bf16)
+
+
+def run(tap, sio):
     rng = np.random.default_rng(20261122)
-    tap = Tap()
-    configs = [("default", jitnet.default_config(2), 7),
-               ("head_skip/3 classes", jitnet.default_config(3, head_skip=True), 11)]
     bf16 = has_bf16()
     print(f"# student-io {sio.exe}; torch {torch.__version__}; bf16 "
           f"{'checked' if bf16 else 'not checked: no AVX512-BF16 on this CPU'}")
-    for name, cfg, seed in configs:
-        init = sio.path(f"init-{seed}.safetensors")
-        perturbed = sio.path(f"perturbed-{seed}.safetensors")
-        try:
-            sio.run("init", init, "--classes", cfg["num_classes"], "--seed", seed,
-                    "--config", json.dumps(cfg, separators=(",", ":")))
-            perturbed_checkpoint(init, perturbed, seed)
-            check_checkpoint(tap, sio, f"{name} init", init, cfg["num_classes"], rng, bf16)
-            check_checkpoint(tap, sio, f"{name} perturbed", perturbed, cfg["num_classes"], rng,
-                             bf16)
-        except (RuntimeError, OSError, ValueError, KeyError) as err:
-            tap.check(False, f"{name}", f"error: {err}")
-    status = tap.finish()
-    if status == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return status
+    for case in CASES:
+        guarded(tap, case[0], check_case, tap, sio, rng, bf16, *case)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("test_parity.py", run))

@@ -5,10 +5,13 @@
  *   student-io forward CKPT INPUT.f32 H W LOGITS.f32
  *   student-io grad CKPT INPUT.f32 H W LABELS.u8 GRADS.safetensors
  *   student-io step CKPT INPUT.f32 H W LABELS.u8 sgd|adam LR WEIGHT_DECAY OUT.safetensors
+ *   student-io fuse CKPT OUT.safetensors
  *
  * INPUT: H*W*3 float32 NHWC; LOGITS: h2*w2*C float32 NHWC at the logits size; LABELS: h2*w2
  * bytes (255 = ignore). grad writes the gradients of the mean loss as a checkpoint (same names,
- * OIHW shapes); step takes one optimiser step from fresh state and saves the weights. Every
+ * OIHW shapes); step takes one optimiser step from fresh state and saves the weights; fuse saves
+ * the inference form (student_fused_copy: repghost's fusion branches in its depthwise weights; any
+ * other architecture as it is). Every
  * command accepts --threads N (default 1). Results go to stdout as one JSON line. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,16 +214,32 @@ static int cmd_step(int argc, char **argv, ThreadPool *pool)
   return 0;
 }
 
+static int cmd_fuse(int argc, char **argv)
+{
+  if (argc != 4)
+    die("usage: student-io fuse CKPT OUT.safetensors");
+  GError *error = NULL;
+  Student *trained = student_load(argv[2], &error);
+  die_on_error(error);
+  Student *fused = student_fused_copy(trained);
+  student_save(fused, argv[3], &error);
+  die_on_error(error);
+  printf("{\"params\":%zu}\n", student_param_count(fused));
+  student_free(fused);
+  student_free(trained);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   GError *error = NULL;
-  GOptionContext *context = g_option_context_new("init|forward|grad|step ARGS…");
+  GOptionContext *context = g_option_context_new("init|forward|grad|step|fuse ARGS…");
   g_option_context_add_main_entries(context, entries, NULL);
   if (!g_option_context_parse(context, &argc, &argv, &error))
     die_on_error(error);
   g_option_context_free(context);
   if (argc < 2)
-    die("usage: student-io init|forward|grad|step ARGS… [--threads N]");
+    die("usage: student-io init|forward|grad|step|fuse ARGS… [--threads N]");
 
   ThreadPool *pool = thread_pool_new(threads < 1 ? 1 : threads);
   int status;
@@ -232,8 +251,10 @@ int main(int argc, char **argv)
     status = cmd_grad(argc, argv, pool);
   else if (g_str_equal(argv[1], "step"))
     status = cmd_step(argc, argv, pool);
+  else if (g_str_equal(argv[1], "fuse"))
+    status = cmd_fuse(argc, argv);
   else
-    die("unknown command \"%s\": init, forward, grad or step", argv[1]);
+    die("unknown command \"%s\": init, forward, grad, step or fuse", argv[1]);
   thread_pool_free(pool);
   return status;
 }
