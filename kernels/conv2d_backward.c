@@ -71,6 +71,12 @@ void conv2d_backward_input(const ConvGeometry *g, const FeatureMap *dy, const fl
   }
   if (dx->h <= 0 || dx->w <= 0 || g->cin <= 0)
     return;
+  if (conv2d_is_pointwise(g) &&
+      conv2d_pointwise_uses_gemm(CONV_PASS_BACKWARD_INPUT, dx->h * dx->w, g->cin, g->cout,
+                                 thread_pool_threads(pool))) {
+    conv1x1_gemm_backward_input(g, dy, w, dx, accumulate, pool);
+    return;
+  }
   ConvPass passes[4];
   ConvRun run = { .kernels = k, .pool = pool };
   PackJob pack;
@@ -216,16 +222,9 @@ static void weights_row_task(const WeightsRun *run, int r, int thread)
   }
   /* Back through the ReLU and into the bias first: the row's gradient is final after this. */
   if (run->relu_y || run->sum_bias) {
-    const FeatureMap *y = run->relu_y, *dy = run->dy;
-    ConvBiasJob bias = {
-      .y = y ? feature_map_at(y, r, 0) : NULL,
-      .y_step = y ? y->ld : 0,
-      .dy = feature_map_at(dy, r, 0),
-      .dy_step = dy->ld,
-      .pixels = dy->w,
-      .channels = dy->c,
-      .sums = run->sum_bias ? partial + run->blocks.n_blocks * run->block_floats : NULL,
-    };
+    ConvBiasJob bias = conv_bias_job(
+      run->relu_y, run->dy, r,
+      run->sum_bias ? partial + run->blocks.n_blocks * run->block_floats : NULL);
     run->kernels->bias_row(&bias);
   }
   if (run->bf16_dy)
@@ -412,13 +411,41 @@ static void backward_pass(const ConvGeometry *g, const FeatureMap *x, const floa
   thread_pool_release(pool);
 }
 
+/* A pointwise convolution whose weight or input gradient runs as sgemm calls (pointwise.c):
+ * the passes that the rule gives to the direct kernels run there, after the ReLU. Returns 0,
+ * having done nothing, when both passes are direct. */
+static int backward_pointwise(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                              const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                              FeatureMap *dx, int accumulate, ThreadPool *pool)
+{
+  if (!conv2d_is_pointwise(g))
+    return 0;
+  int pixels = dy->h * dy->w, threads = thread_pool_threads(pool);
+  int gemm_weights = conv2d_pointwise_uses_gemm(CONV_PASS_BACKWARD_WEIGHTS, pixels, g->cin,
+                                                g->cout, threads);
+  int gemm_input = dx && conv2d_pointwise_uses_gemm(CONV_PASS_BACKWARD_INPUT, pixels, g->cin,
+                                                    g->cout, threads);
+  if (!gemm_weights && !gemm_input)
+    return 0;
+  if (gemm_weights)
+    conv1x1_gemm_backward(g, x, w, relu_y, dy, dw, dbias, gemm_input ? dx : NULL, accumulate,
+                          pool);
+  else
+    backward_pass(g, x, w, relu_y, dy, dw, dbias, NULL, 0, pool, 0);
+  if (gemm_input && !gemm_weights)
+    conv1x1_gemm_backward_input(g, dy, w, dx, accumulate, pool);
+  else if (dx && !gemm_input)
+    conv2d_backward_input(g, dy, w, dx, accumulate, pool);
+  return 1;
+}
+
 void conv2d_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
                      const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
                      FeatureMap *dx, int accumulate, ThreadPool *pool)
 {
   if (backward_needs_ref(g, dy, dx))
     backward_ref(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, 0);
-  else
+  else if (!backward_pointwise(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool))
     backward_pass(g, x, w, relu_y, dy, dw, dbias, dx, accumulate, pool, 0);
 }
 

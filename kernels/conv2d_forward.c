@@ -137,7 +137,11 @@ void conv2d_forward(const ConvGeometry *g, const FeatureMap *x, const float *w, 
   }
   if (y->h <= 0 || y->w <= 0 || g->cout <= 0)
     return;
-  forward_pass(g, x, w, bias, residual, relu, y, pool, 0);
+  if (conv2d_is_pointwise(g) && conv2d_pointwise_uses_gemm(CONV_PASS_FORWARD, y->h * y->w, g->cin,
+                                                           g->cout, thread_pool_threads(pool)))
+    conv1x1_gemm_forward(g, x, w, bias, residual, relu, y, pool);
+  else
+    forward_pass(g, x, w, bias, residual, relu, y, pool, 0);
 }
 
 void conv2d_forward_bf16(const ConvGeometry *g, const FeatureMap *x, const float *w,

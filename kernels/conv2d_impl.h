@@ -61,6 +61,22 @@ typedef struct {
   float *sums;
 } ConvBiasJob;
 
+/* The bias job of row r of dy (y NULL: no ReLU). */
+static inline ConvBiasJob conv_bias_job(const FeatureMap *y, const FeatureMap *dy, int r,
+                                        float *sums)
+{
+  ConvBiasJob job = {
+    .y = y ? feature_map_at(y, r, 0) : NULL,
+    .y_step = y ? y->ld : 0,
+    .dy = feature_map_at(dy, r, 0),
+    .dy_step = dy->ld,
+    .pixels = dy->w,
+    .channels = dy->c,
+    .sums = sums,
+  };
+  return job;
+}
+
 typedef struct {
   int max_block; /* widest output-channel block, in floats */
   int min_block; /* narrowest */

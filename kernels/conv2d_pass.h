@@ -19,7 +19,9 @@
  *
  * No pass calls a GEMM: OpenBLAS's sgemm, as per-tap GEMMs over shifted inputs, was measured
  * slower than these direct kernels on the student's stride-1 layers, all but the classifier's
- * weight gradient, a negligible part of a training step (bench/README.md). */
+ * weight gradient, a negligible part of a training step (bench/README.md). A pointwise
+ * convolution's passes may run as sgemm calls instead of these (pointwise.c), on the shapes where
+ * that measured faster. */
 #pragma once
 
 #include "conv2d_pack.h"

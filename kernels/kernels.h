@@ -72,6 +72,50 @@ void conv2d_backward_input_ref(const ConvGeometry *g, const FeatureMap *dy, cons
 void conv2d_backward_weights_ref(const ConvGeometry *g, const FeatureMap *x, const FeatureMap *dy,
                                  float *dw, float *dbias);
 
+/* ---- pointwise convolution: direct kernels or OpenBLAS ------------------------------------ */
+
+/* A pointwise convolution (1x1, stride 1, no padding) is one GEMM per pass. conv2d_forward,
+ * conv2d_backward_input, conv2d_backward_weights and conv2d_backward run each pass of one either
+ * with the direct kernels or as OpenBLAS sgemm calls, whichever measured faster for its shape:
+ * conv2d_pointwise_uses_gemm, a fixed table of thresholds from distill-bench-blocks
+ * (bench/README.md, "Pointwise convolution") rather than a measurement at run time: a pure
+ * function of the pass, the shape, the ISA in use and the pool's threads, so a layer's choice,
+ * and the rounding it brings, is the same on every call and every run. Other convolutions, and
+ * the bfloat16 passes, always run the direct kernels. */
+typedef enum {
+  CONV_PASS_FORWARD,
+  CONV_PASS_BACKWARD_INPUT,
+  CONV_PASS_BACKWARD_WEIGHTS,
+} ConvPassKind;
+
+static inline int conv2d_is_pointwise(const ConvGeometry *g)
+{
+  return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad_h == 0 && g->pad_w == 0;
+}
+
+/* 1: conv2d_* run this pass of a pointwise convolution over `pixels` output pixels as sgemm
+ * calls; 0: with the direct kernels. */
+int conv2d_pointwise_uses_gemm(ConvPassKind pass, int pixels, int cin, int cout, int threads);
+
+/* Tests and benchmarks: the passes (bits 1 << ConvPassKind) that run as sgemm calls in every
+ * pointwise convolution, whatever the shape, or POINTWISE_BY_RULE (the default); returns the
+ * setting before. */
+#define POINTWISE_BY_RULE (-1)
+int conv2d_set_pointwise_gemm(int passes);
+
+/* The passes of a pointwise convolution (g must be one) as sgemm calls, whatever the rule says:
+ * the same arguments and results as conv2d_forward, conv2d_backward_input and conv2d_backward,
+ * up to rounding (the bias and residual are added after the products). The pool splits the
+ * pixels; OpenBLAS runs single-threaded inside each task. */
+void conv1x1_gemm_forward(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                          const float *bias, const FeatureMap *residual, int relu, FeatureMap *y,
+                          ThreadPool *pool);
+void conv1x1_gemm_backward_input(const ConvGeometry *g, const FeatureMap *dy, const float *w,
+                                 FeatureMap *dx, int accumulate, ThreadPool *pool);
+void conv1x1_gemm_backward(const ConvGeometry *g, const FeatureMap *x, const float *w,
+                           const FeatureMap *relu_y, FeatureMap *dy, float *dw, float *dbias,
+                           FeatureMap *dx, int accumulate, ThreadPool *pool);
+
 /* ---- convolution with bfloat16 products (training) ------------------------------------------
  *
  * Mixed precision as in bfloat16 training: each product's operands (x or dy, and w) are rounded
@@ -166,8 +210,8 @@ static inline int dwconv3x3_output_size(int in, int stride)
   return (in - 1) / stride + 1;
 }
 
-/* z = dwconv(x, w) + bias (bias may be NULL: 0), y = f(z), f one of NONE, RELU, RELU6, HSIGMOID
- * and HSWISH. z may be NULL; when not, the pre-activation is stored there as well, for the
+/* z = dwconv(x, w) + bias (bias may be NULL: 0), y = f(z) for any activation f (blocks use NONE,
+ * RELU and HSWISH). z may be NULL; when not, the pre-activation is stored there as well, for the
  * backward pass of an activation whose gradient needs it. x, z and y may be slices (ld > c) and
  * must not overlap. */
 void dwconv3x3_forward(const FeatureMap *x, const float *w, const float *bias, int stride,

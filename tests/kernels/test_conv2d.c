@@ -10,7 +10,8 @@
  * magnitudes of their terms (the reference run on absolute values). The bfloat16 passes
  * (conv2d_forward_bf16, conv2d_backward_bf16) run the same sweep against their references, which
  * round the operands first: products of bfloat16 are exact in fp32, so only the order of the
- * sums differs and the same tolerance holds.
+ * sums differs and the same tolerance holds. Pointwise convolutions, whose passes run as OpenBLAS
+ * sgemm calls where that is faster, once more with every mix of sgemm and direct passes.
  *
  * The depthwise 3x3 convolution the same way: a sweep over channel counts around the vector
  * widths (1 to 200), input sizes from 1x1 through odd and wide rows (whole tiles, row bands on
@@ -261,7 +262,25 @@ static gboolean enter_mode(int mode, KernelsIsa *before)
   return TRUE;
 }
 
-/* Options switch with the bits of the case number, pools cycle through none, 2 and 3 threads. */
+/* Case n of a sweep: its options switch with the bits of n, pools cycle through none, 2 and 3
+ * threads. */
+static ConvCase sweep_case(int n, ConvGeometry g, int h, int w, ThreadPool *const pools[3])
+{
+  ConvCase cc = {
+    .g = g,
+    .h = h,
+    .w = w,
+    .residual = n & 1,
+    .relu = (n >> 1) & 1,
+    .accumulate = (n >> 2) & 1,
+    .sliced = (n >> 3) & 1,
+    .no_dbias = n % 5 == 0,
+    .no_dx = n % 7 == 0,
+    .pool = pools[n % 3],
+  };
+  return cc;
+}
+
 static void test_sweep(gconstpointer data)
 {
   KernelsIsa before;
@@ -274,22 +293,39 @@ static void test_sweep(gconstpointer data)
       for (size_t sz = 0; sz < G_N_ELEMENTS(input_sizes); sz++)
         for (size_t cp = 0; cp < G_N_ELEMENTS(channel_pairs); cp++, n++) {
           const KernelShape *k = &kernel_shapes[ks];
-          ConvCase cc = {
-            .g = { k->kh, k->kw, stride, k->pad_h, k->pad_w, channel_pairs[cp][0],
-                   channel_pairs[cp][1] },
-            .h = input_sizes[sz][0],
-            .w = input_sizes[sz][1],
-            .residual = n & 1,
-            .relu = (n >> 1) & 1,
-            .accumulate = (n >> 2) & 1,
-            .sliced = (n >> 3) & 1,
-            .no_dbias = n % 5 == 0,
-            .no_dx = n % 7 == 0,
-            .bf16 = GPOINTER_TO_INT(data) == BF16_MODE,
-            .pool = pools[n % 3],
-          };
+          ConvGeometry g = { k->kh, k->kw, stride, k->pad_h, k->pad_w, channel_pairs[cp][0],
+                             channel_pairs[cp][1] };
+          ConvCase cc = sweep_case(n, g, input_sizes[sz][0], input_sizes[sz][1], pools);
+          cc.bf16 = GPOINTER_TO_INT(data) == BF16_MODE;
           check_case(&cc);
         }
+  thread_pool_free(pools[1]);
+  thread_pool_free(pools[2]);
+  kernels_set_isa(before);
+}
+
+/* Pointwise convolutions, each case with a random one of the eight mixes of sgemm and direct
+ * passes (or, one case in nine, the passes conv2d_pointwise_uses_gemm picks); wider channel
+ * counts than the sweep's, whose GEMMs OpenBLAS blocks. */
+static void test_pointwise_gemm(gconstpointer data)
+{
+  KernelsIsa before;
+  if (!enter_mode(GPOINTER_TO_INT(data), &before))
+    return;
+  static const int wide_pairs[][2] = { { 96, 24 }, { 24, 144 }, { 256, 200 } };
+  ThreadPool *pools[3] = { NULL, thread_pool_new(2), thread_pool_new(3) };
+  int n = 0;
+  for (size_t sz = 0; sz < G_N_ELEMENTS(input_sizes); sz++)
+    for (size_t cp = 0; cp < G_N_ELEMENTS(channel_pairs) + G_N_ELEMENTS(wide_pairs); cp++, n++) {
+      int nc = G_N_ELEMENTS(channel_pairs);
+      const int *pair = (int)cp < nc ? channel_pairs[cp] : wide_pairs[cp - nc];
+      ConvGeometry g = { 1, 1, 1, 0, 0, pair[0], pair[1] };
+      ConvCase cc = sweep_case(n, g, input_sizes[sz][0], input_sizes[sz][1], pools);
+      int passes = g_test_rand_int_range(0, 9);
+      int saved = conv2d_set_pointwise_gemm(passes == 8 ? POINTWISE_BY_RULE : passes);
+      check_case(&cc);
+      conv2d_set_pointwise_gemm(saved);
+    }
   thread_pool_free(pools[1]);
   thread_pool_free(pools[2]);
   kernels_set_isa(before);
@@ -585,6 +621,8 @@ int main(int argc, char **argv)
     g_test_add_data_func(layers, GINT_TO_POINTER(isas[i]), test_student_layers);
     if (isas[i] == BF16_MODE)
       continue;
+    g_autofree char *pointwise = g_strdup_printf("/conv2d/%s/pointwise-gemm", name);
+    g_test_add_data_func(pointwise, GINT_TO_POINTER(isas[i]), test_pointwise_gemm);
     g_autofree char *dw_sweep = g_strdup_printf("/dwconv/%s/sweep", name);
     g_autofree char *dw_layers = g_strdup_printf("/dwconv/%s/block-layers", name);
     g_test_add_data_func(dw_sweep, GINT_TO_POINTER(isas[i]), test_dw_sweep);
