@@ -25,9 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "kernels.h"
+#include "bench_data.h"
 
 typedef struct {
   const char *name;
@@ -68,36 +67,11 @@ static const Layer layers[] = {
   { "head.0@1280x720", 360, 640, 3, 3, 1, 32, 16, 0, 1 },
 };
 
-enum { OP_FORWARD, OP_BACKWARD_INPUT, OP_BACKWARD_WEIGHTS, OP_BACKWARD, N_OPS };
-static const char *const op_names[N_OPS] = { "forward", "backward_input", "backward_weights",
-                                             "backward" };
-
 typedef struct {
   const Layer *layer;
   ConvGeometry g;
-  FeatureMap x, y, residual, dy, dx;
-  float *w, *bias, *dw, *dbias;
+  ConvBuffers b; /* z: the residual */
 } LayerData;
-
-static double now_seconds(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
-static float *random_floats(size_t n)
-{
-  float *p = g_new(float, n);
-  for (size_t i = 0; i < n; i++)
-    p[i] = (float)g_random_double_range(-0.5, 0.5);
-  return p;
-}
-
-static FeatureMap random_map(int h, int w, int c)
-{
-  return feature_map(random_floats((size_t)h * w * c), h, w, c);
-}
 
 static LayerData layer_data_new(const Layer *l)
 {
@@ -105,23 +79,9 @@ static LayerData layer_data_new(const Layer *l)
   d.g = (ConvGeometry){ l->kh, l->kw, l->stride, l->kh / 2, l->kw / 2, l->cin, l->cout };
   int oh = conv_output_size(l->h, l->kh, l->stride, d.g.pad_h);
   int ow = conv_output_size(l->w, l->kw, l->stride, d.g.pad_w);
-  size_t nw = (size_t)l->kh * l->kw * l->cin * l->cout;
-  d.x = random_map(l->h, l->w, l->cin);
-  d.dx = random_map(l->h, l->w, l->cin);
-  d.y = random_map(oh, ow, l->cout);
-  d.residual = random_map(oh, ow, l->cout);
-  d.dy = random_map(oh, ow, l->cout);
-  d.w = random_floats(nw);
-  d.dw = random_floats(nw);
-  d.bias = random_floats(l->cout);
-  d.dbias = random_floats(l->cout);
+  d.b = conv_buffers_new(l->h, l->w, l->cin, oh, ow, l->cout,
+                         (size_t)l->kh * l->kw * l->cin * l->cout);
   return d;
-}
-
-static void layer_data_free(LayerData *d)
-{
-  g_free(d->x.data), g_free(d->dx.data), g_free(d->y.data), g_free(d->residual.data);
-  g_free(d->dy.data), g_free(d->w), g_free(d->dw), g_free(d->bias), g_free(d->dbias);
 }
 
 /* Whether op has a bfloat16 version. */
@@ -134,27 +94,21 @@ static void run_op(LayerData *d, int op, int bf16, ThreadPool *pool)
 {
   switch (op) {
   case OP_FORWARD:
-    (bf16 ? conv2d_forward_bf16 : conv2d_forward)(&d->g, &d->x, d->w, d->bias,
-                                                  d->layer->residual ? &d->residual : NULL,
-                                                  d->layer->relu, &d->y, pool);
+    (bf16 ? conv2d_forward_bf16 : conv2d_forward)(&d->g, &d->b.x, d->b.w, d->b.bias,
+                                                  d->layer->residual ? &d->b.z : NULL,
+                                                  d->layer->relu, &d->b.y, pool);
     break;
   case OP_BACKWARD: /* stem.0 computes no input gradient in training */
     (bf16 ? conv2d_backward_bf16 : conv2d_backward)(
-      &d->g, &d->x, d->w, d->layer->relu ? &d->y : NULL, &d->dy, d->dw, d->dbias,
-      strcmp(d->layer->name, "stem.0") ? &d->dx : NULL, 0, pool);
+      &d->g, &d->b.x, d->b.w, d->layer->relu ? &d->b.y : NULL, &d->b.dy, d->b.dw, d->b.dbias,
+      strcmp(d->layer->name, "stem.0") ? &d->b.dx : NULL, 0, pool);
     break;
   case OP_BACKWARD_INPUT:
-    conv2d_backward_input(&d->g, &d->dy, d->w, &d->dx, 0, pool);
+    conv2d_backward_input(&d->g, &d->b.dy, d->b.w, &d->b.dx, 0, pool);
     break;
   default:
-    conv2d_backward_weights(&d->g, &d->x, &d->dy, d->dw, d->dbias, pool);
+    conv2d_backward_weights(&d->g, &d->b.x, &d->b.dy, d->b.dw, d->b.dbias, pool);
   }
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* Median seconds of one run: 3 warm-up runs, then runs until about 0.15 s have passed (5 to 51). */
@@ -200,29 +154,29 @@ static void gemm_task(void *ctx, int index, int thread)
 {
   GemmRun *run = ctx;
   const ConvGeometry *g = &run->d->g;
-  int pixels = run->d->y.h * run->d->y.w;
+  int pixels = run->d->b.y.h * run->d->b.y.w;
   int begin = (int)((long long)pixels * index / run->threads);
   int end = (int)((long long)pixels * (index + 1) / run->threads), m = end - begin;
   if (m <= 0)
     return;
   const float *x = run->x_padded + run->margin * g->cin;
-  float *dy = run->d->dy.data + (size_t)begin * g->cout;
+  float *dy = run->d->b.dy.data + (size_t)begin * g->cout;
   if (run->op == OP_BACKWARD_INPUT) {
     /* 1x1 only: dx = dy * w^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, g->cin, g->cout, 1.0f, dy, g->cout,
-                run->d->w, g->cout, 0.0f, run->d->dx.data + (size_t)begin * g->cin, g->cin);
+                run->d->b.w, g->cout, 0.0f, run->d->b.dx.data + (size_t)begin * g->cin, g->cin);
     return;
   }
   float *dw = run->partials + (size_t)index * run->dw_floats;
   for (int ky = 0; ky < g->kh; ky++)
     for (int kx = 0; kx < g->kw; kx++) {
       int t = ky * g->kw + kx;
-      ptrdiff_t shift = (ptrdiff_t)(ky - g->pad_h) * run->d->x.w + (kx - g->pad_w);
+      ptrdiff_t shift = (ptrdiff_t)(ky - g->pad_h) * run->d->b.x.w + (kx - g->pad_w);
       const float *a = x + ((ptrdiff_t)begin + shift) * g->cin;
-      const float *w = run->d->w + (size_t)t * g->cin * g->cout;
+      const float *w = run->d->b.w + (size_t)t * g->cin * g->cout;
       if (run->op == OP_FORWARD)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, g->cout, g->cin, 1.0f, a, g->cin,
-                    w, g->cout, t ? 1.0f : 0.0f, run->d->y.data + (size_t)begin * g->cout,
+                    w, g->cout, t ? 1.0f : 0.0f, run->d->b.y.data + (size_t)begin * g->cout,
                     g->cout);
       else
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->cin, g->cout, m, 1.0f, a, g->cin,
@@ -238,17 +192,17 @@ static void run_gemm_op(GemmRun *run, ThreadPool *pool)
   if (run->op == OP_BACKWARD_WEIGHTS)
     for (int t = 0; t < run->threads; t++)
       for (size_t i = 0; i < run->dw_floats; i++)
-        run->d->dw[i] += run->partials[(size_t)t * run->dw_floats + i];
+        run->d->b.dw[i] += run->partials[(size_t)t * run->dw_floats + i];
 }
 
 static double time_gemm_op(LayerData *d, int op, ThreadPool *pool)
 {
   const ConvGeometry *g = &d->g;
   GemmRun run = { .d = d, .op = op, .threads = thread_pool_threads(pool) };
-  run.margin = (size_t)g->pad_h * d->x.w + g->pad_w;
-  size_t pixels = (size_t)d->x.h * d->x.w;
+  run.margin = (size_t)g->pad_h * d->b.x.w + g->pad_w;
+  size_t pixels = (size_t)d->b.x.h * d->b.x.w;
   run.x_padded = g_new0(float, (pixels + 2 * run.margin) * g->cin);
-  memcpy(run.x_padded + run.margin * g->cin, d->x.data, sizeof(float) * pixels * g->cin);
+  memcpy(run.x_padded + run.margin * g->cin, d->b.x.data, sizeof(float) * pixels * g->cin);
   run.dw_floats = (size_t)g->kh * g->kw * g->cin * g->cout;
   run.partials = g_new(float, run.dw_floats * run.threads);
   double times[51];
@@ -302,7 +256,7 @@ int main(int argc, char **argv)
       if (only_layer && strcmp(only_layer, l->name))
         continue;
       LayerData d = layer_data_new(l);
-      double flops = 2.0 * d.y.h * d.y.w * l->kh * l->kw * l->cin * l->cout;
+      double flops = 2.0 * d.b.y.h * d.b.y.w * l->kh * l->kw * l->cin * l->cout;
       int whole_network = !strchr(l->name, '@');
       for (int op = 0; op < N_OPS; op++) {
         /* The fused backward does two passes' work (one on stem.0). */
@@ -322,7 +276,7 @@ int main(int argc, char **argv)
       }
       if (whole_network)
         total_flops += flops;
-      layer_data_free(&d);
+      conv_buffers_free(&d.b);
     }
     if (!only_layer)
       for (int op = 0; op < N_OPS; op++) {
