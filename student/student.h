@@ -143,7 +143,8 @@ void student_zero_grads(Student *student);
 gboolean student_set_bf16(Student *student, gboolean on);
 gboolean student_get_bf16(const Student *student);
 /* The same for the forward pass, in the layers where it pays (conv_layer.c, bf16_forward_pays: the
- * wide layers at the larger sizes; the others stay fp32): 1.2-1.4x faster at 640x480. The
+ * wide layers at the larger sizes; the others stay fp32; bf16_backward_pays keeps the backward
+ * pass of the narrow pointwise layers in fp32 as well): 1.2-1.4x faster at 640x480. The
  * shipped weights' logits move by 0.04% (RMS) and their class maps on 4 pixels in 100,000
  * (tests/distill/test_precision), but rounding activations flips ReLUs near zero, and gradients
  * through such a forward pass move by up to a quarter in the early layers on the parity frames:
