@@ -744,7 +744,10 @@ static void check_activation(Activation f, int backward, int accumulate, int h, 
                             pools[p]);
       else
         activation_forward(f, in_place ? &got.map : &z.map, &got.map, pools[p]);
-      test_maps_close(&got, &want, NULL, 1e-6, 1e-37, full);
+      /* A gradient near 0 comes of cancellation (hard-swish's (2z + 3) / 6 near z = -1.5), where
+       * an FMA's rounding differs from the reference's: the backward pass is held to dy's scale
+       * (|dy| <= 1, slopes <= 1.5). */
+      test_maps_close(&got, &want, NULL, 1e-6, backward ? 2e-6 : 1e-37, full);
       test_map_free(&got);
       g_free(full);
       g_free(what);
