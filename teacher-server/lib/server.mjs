@@ -163,6 +163,14 @@ export function createTeacherServer(options, modelPromise, log) {
     const payload = Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
     res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': payload.length,
       ...headers });
+    // A refused request may still be sending its body (a frame for an unknown model, without a
+    // token): read the rest before answering, or the connection closes under the client, which
+    // sees EPIPE instead of the reason. A body over the limit (413) is not read.
+    if (status >= 400 && status !== 413 && !req.complete) {
+      req.once('end', () => res.end(payload));
+      req.resume();
+      return;
+    }
     res.end(payload);
   }
 
