@@ -54,3 +54,41 @@ double scene_stream_miou(const SceneStream *s)
 {
   return s->scored ? s->miou_sum / (double)s->scored : 0.0;
 }
+
+void scene_rounds_init(SceneRounds *r)
+{
+  g_mutex_init(&r->lock);
+  g_cond_init(&r->changed);
+  r->finished = 0;
+}
+
+void scene_rounds_clear(SceneRounds *r)
+{
+  g_mutex_clear(&r->lock);
+  g_cond_clear(&r->changed);
+}
+
+void scene_rounds_finished(const DistillRound *round, gpointer data)
+{
+  SceneRounds *r = data;
+  g_mutex_lock(&r->lock);
+  r->finished++;
+  g_cond_broadcast(&r->changed);
+  g_mutex_unlock(&r->lock);
+}
+
+void scene_stream_run_answered(SceneStream *s, SceneRounds *r, guint64 from, guint64 to,
+                               guint64 *answered)
+{
+  for (guint64 f = from; f < to; f++) {
+    scene_stream_load(s, f);
+    DistillQuery *query = distill_engine_wants_teacher(s->engine, &s->input);
+    if (query && distill_query_answer(query, s->truth, s->label_h, s->label_w, NULL))
+      (*answered)++;
+    distill_engine_process(s->engine, &s->input, s->classes);
+    g_mutex_lock(&r->lock);
+    while (r->finished < *answered)
+      g_cond_wait(&r->changed, &r->lock);
+    g_mutex_unlock(&r->lock);
+  }
+}

@@ -26,3 +26,20 @@ void scene_stream_load(SceneStream *s, guint64 frame);
  * student's mIoU against the truth to the score when `score`. */
 void scene_stream_sync_frame(SceneStream *s, guint64 frame, gboolean score);
 double scene_stream_miou(const SceneStream *s);
+
+/* Training rounds finished so far: scene_rounds_finished is the engine's round_finished, with
+ * the counter as its round_user_data. */
+typedef struct {
+  GMutex lock;
+  GCond changed;
+  guint64 finished;
+} SceneRounds;
+
+void scene_rounds_init(SceneRounds *r);
+void scene_rounds_clear(SceneRounds *r);
+void scene_rounds_finished(const DistillRound *round, gpointer data);
+/* Frames [from, to), each query answered with the truth at once. The frame is processed while its
+ * round (async) runs; the next frame waits for the round, so that every due frame gets a round.
+ * *answered counts the queries answered. */
+void scene_stream_run_answered(SceneStream *s, SceneRounds *r, guint64 from, guint64 to,
+                               guint64 *answered);

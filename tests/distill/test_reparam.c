@@ -8,29 +8,13 @@
 
 enum { W = 96, H = 64, FRAMES = 24 };
 
-typedef struct {
-  GMutex lock;
-  GCond changed;
-  guint finished;
-} Rounds;
-
-static void on_round_finished(const DistillRound *round, gpointer data)
-{
-  Rounds *r = data;
-  g_mutex_lock(&r->lock);
-  r->finished++;
-  g_cond_broadcast(&r->changed);
-  g_mutex_unlock(&r->lock);
-}
-
 static void run(gboolean sync)
 {
   StudentConfig scfg;
   student_config_default_arch(&scfg, STUDENT_ARCH_REPGHOST, 3);
   Student *initial = student_new(&scfg, 4);
-  Rounds r = { 0 };
-  g_mutex_init(&r.lock);
-  g_cond_init(&r.changed);
+  SceneRounds r;
+  scene_rounds_init(&r);
   DistillConfig cfg;
   distill_config_default(&cfg);
   cfg.sync = sync;
@@ -40,7 +24,7 @@ static void run(gboolean sync)
   cfg.threads = 1;
   cfg.train_threads = 1;
   cfg.forward_bf16 = FALSE; /* the class maps are compared with an fp32 forward pass */
-  cfg.round_finished = on_round_finished;
+  cfg.round_finished = scene_rounds_finished;
   cfg.round_user_data = &r;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   SyntheticSceneConfig scene_cfg;
@@ -48,18 +32,8 @@ static void run(gboolean sync)
   SceneStream s;
   scene_stream_init(&s, &scene_cfg, engine, W, H);
 
-  guint answered = 0;
-  for (guint64 f = 0; f < FRAMES; f++) {
-    scene_stream_load(&s, f);
-    DistillQuery *q = distill_engine_wants_teacher(engine, &s.input);
-    if (q && distill_query_answer(q, s.truth, s.label_h, s.label_w, NULL))
-      answered++;
-    distill_engine_process(engine, &s.input, s.classes);
-    g_mutex_lock(&r.lock);
-    while (r.finished < answered)
-      g_cond_wait(&r.changed, &r.lock);
-    g_mutex_unlock(&r.lock);
-  }
+  guint64 answered = 0;
+  scene_stream_run_answered(&s, &r, 0, FRAMES, &answered);
   DistillStats st;
   distill_engine_get_stats(engine, &st);
   g_assert_cmpuint(st.updates, >, 0);
@@ -95,8 +69,7 @@ static void run(gboolean sync)
   scene_stream_clear(&s);
   distill_engine_free(engine);
   student_free(initial);
-  g_mutex_clear(&r.lock);
-  g_cond_clear(&r.changed);
+  scene_rounds_clear(&r);
 }
 
 static void test_sync(void) { run(TRUE); }

@@ -8,56 +8,24 @@
 
 enum { W = 96, H = 64, SMALL_W = 64, SMALL_H = 42, WARM_UP = 48, MEASURED = 64 };
 
-typedef struct {
-  GMutex lock;
-  GCond changed;
-  guint64 rounds;
-} Rounds;
-
-static void on_round_finished(const DistillRound *round, gpointer data)
-{
-  Rounds *r = data;
-  g_mutex_lock(&r->lock);
-  r->rounds++;
-  g_cond_broadcast(&r->changed);
-  g_mutex_unlock(&r->lock);
-}
-
 static size_t heap_in_use(void)
 {
   struct mallinfo2 mi = mallinfo2();
   return mi.uordblks + mi.hblkhd;
 }
 
-/* Runs frames [from, to), answering each query at once. The frame is processed while its round
- * (async) runs; the next frame waits for the round, so that every due frame gets a round. */
-static void run_frames(SceneStream *s, Rounds *r, guint64 from, guint64 to, guint64 *answered)
-{
-  for (guint64 f = from; f < to; f++) {
-    scene_stream_load(s, f);
-    DistillQuery *query = distill_engine_wants_teacher(s->engine, &s->input);
-    if (query && distill_query_answer(query, s->truth, s->label_h, s->label_w, NULL))
-      (*answered)++;
-    distill_engine_process(s->engine, &s->input, s->classes);
-    g_mutex_lock(&r->lock);
-    while (r->rounds < *answered)
-      g_cond_wait(&r->changed, &r->lock);
-    g_mutex_unlock(&r->lock);
-  }
-}
-
 /* Warms up from frame `first`, then measures: the heap in use must not change. */
-static void measure(SceneStream *s, Rounds *r, guint64 first, guint64 *answered,
+static void measure(SceneStream *s, SceneRounds *r, guint64 first, guint64 *answered,
                     const char *what)
 {
-  run_frames(s, r, first, first + WARM_UP, answered);
+  scene_stream_run_answered(s, r, first, first + WARM_UP, answered);
   size_t before = heap_in_use();
-  guint64 rounds_before = r->rounds;
-  run_frames(s, r, first + WARM_UP, first + WARM_UP + MEASURED, answered);
+  guint64 rounds_before = r->finished;
+  scene_stream_run_answered(s, r, first + WARM_UP, first + WARM_UP + MEASURED, answered);
   size_t after = heap_in_use();
   g_test_message("%s: heap in use %zu -> %zu bytes over %d frames with %" G_GUINT64_FORMAT
-                 " training rounds", what, before, after, MEASURED, r->rounds - rounds_before);
-  g_assert_cmpuint(r->rounds - rounds_before, >=, MEASURED / 8);
+                 " training rounds", what, before, after, MEASURED, r->finished - rounds_before);
+  g_assert_cmpuint(r->finished - rounds_before, >=, MEASURED / 8);
   g_assert_cmpuint(after, ==, before);
 }
 
@@ -69,9 +37,8 @@ static void run_steady_state(gboolean sync)
   StudentConfig scfg;
   student_config_default(&scfg, 3);
   Student *initial = student_new(&scfg, 2);
-  Rounds r = { 0 };
-  g_mutex_init(&r.lock);
-  g_cond_init(&r.changed);
+  SceneRounds r;
+  scene_rounds_init(&r);
   DistillConfig cfg;
   distill_config_default(&cfg);
   cfg.sync = sync;
@@ -82,7 +49,7 @@ static void run_steady_state(gboolean sync)
   cfg.replay_frames = 3;
   cfg.foreground_weight = 2.0;
   cfg.scene_change_threshold = 0.02;
-  cfg.round_finished = on_round_finished;
+  cfg.round_finished = scene_rounds_finished;
   cfg.round_user_data = &r;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   SceneStream s, small;
@@ -103,8 +70,7 @@ static void run_steady_state(gboolean sync)
   scene_stream_clear(&small);
   distill_engine_free(engine);
   student_free(initial);
-  g_mutex_clear(&r.lock);
-  g_cond_clear(&r.changed);
+  scene_rounds_clear(&r);
 }
 
 static void test_async(void) { run_steady_state(FALSE); }
