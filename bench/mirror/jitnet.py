@@ -14,9 +14,9 @@ from layers import conv, up
 
 DEFAULT_CONFIG = {
     "num_classes": 2,
-    "stem": [8, 32],
-    "encoder": [64, 64, 128],
-    "decoder": [128, 64, 32],
+    "stem": [8, 16],
+    "encoder": [32, 32, 64],
+    "decoder": [64, 32, 16],
     "head": [16, 8],
     "head_skip": False,
 }

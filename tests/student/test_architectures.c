@@ -175,6 +175,21 @@ static void test_shipped_weights_load(gconstpointer data)
   student_free(s);
 }
 
+/* JITNet at width 0.5, the default until the thinner one measured as accurate, stays shipped. */
+static void test_shipped_wide_jitnet_loads(void)
+{
+  GError *error = NULL;
+  Student *s = student_load(SOURCE_WEIGHTS_DIR "/jitnet-wide-2class.safetensors", &error);
+  g_assert_no_error(error);
+  const StudentConfig *c = student_get_config(s);
+  g_assert_cmpint(c->arch, ==, STUDENT_ARCH_JITNET);
+  g_assert_cmpint(c->jitnet.stem[1], ==, 32);
+  g_assert_cmpint(c->jitnet.encoder[2], ==, 128);
+  g_assert_cmpint(c->jitnet.decoder[0], ==, 128);
+  check_runs(s);
+  student_free(s);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -186,6 +201,8 @@ int main(int argc, char **argv)
                                                student_arch_name((StudentArch)arch));
     g_test_add_data_func(shipped, GINT_TO_POINTER(arch), test_shipped_weights_load);
   }
+  g_test_add_func("/student/architectures/shipped-weights/jitnet-wide",
+                  test_shipped_wide_jitnet_loads);
   g_test_add_func("/student/architectures/repghost-fused", test_repghost_fused);
   g_test_add_func("/student/architectures/unfused", test_unfused_architectures);
   return g_test_run();

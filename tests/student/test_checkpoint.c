@@ -84,11 +84,11 @@ static void test_layout(void)
   g_assert_nonnull(strstr(header, "\"arch\":\"jitnet\""));
   g_assert_nonnull(strstr(header, "\"format\":\"gst-distill\""));
   g_assert_nonnull(strstr(header, "\"version\":\"1\""));
-  g_assert_nonnull(strstr(header, "\"stem.1.weight\":{\"dtype\":\"F32\",\"shape\":[32,8,3,3]"));
-  g_assert_nonnull(strstr(header, "{\\\"num_classes\\\":2,\\\"stem\\\":[8,32],\\\"encoder\\\":"
-                                  "[64,64,128],\\\"decoder\\\":[128,64,32],\\\"head\\\":[16,8],"
+  g_assert_nonnull(strstr(header, "\"stem.1.weight\":{\"dtype\":\"F32\",\"shape\":[16,8,3,3]"));
+  g_assert_nonnull(strstr(header, "{\\\"num_classes\\\":2,\\\"stem\\\":[8,16],\\\"encoder\\\":"
+                                  "[32,32,64],\\\"decoder\\\":[64,32,16],\\\"head\\\":[16,8],"
                                   "\\\"head_skip\\\":false}"));
-  g_assert_null(strstr(header, "encoder.1.shortcut")); /* 64 -> 64 at stride 2: subsampling */
+  g_assert_null(strstr(header, "encoder.1.shortcut")); /* 32 -> 32 at stride 2: subsampling */
   g_assert_cmpuint(length, ==, 8 + header_length + sizeof(float) * student_param_count(s));
 
   /* stem.1.weight[o=5][i=3][y=2][x=1] on disk is HWIO[y][x][i][o] in memory. */
@@ -103,7 +103,7 @@ static void test_layout(void)
       break;
   float on_disk;
   memcpy(&on_disk, data + sizeof(float) * (disk_offset + ((5 * 8 + 3) * 3 + 2) * 3 + 1), 4);
-  float in_memory = student_params(s)[t->offset + ((2 * 3 + 1) * 8 + 3) * 32 + 5];
+  float in_memory = student_params(s)[t->offset + ((2 * 3 + 1) * 8 + 3) * 16 + 5];
   g_assert_cmpfloat(on_disk, ==, in_memory);
   student_free(s);
 }
@@ -211,7 +211,7 @@ static void test_damaged_header(void)
     { "{\"__metadata__\"", "#!garbage", STUDENT_ERROR_FORMAT, "corrupt header" },
     { "{\"__metadata__\"", "[{\"__metadata__\"", STUDENT_ERROR_FORMAT, "corrupt header" },
     { "\"stem.0.bias\"", "\"stem.0.vias\"", STUDENT_ERROR_FORMAT, "missing tensor stem.0.bias" },
-    { "\"shape\":[32,8,3,3]", "\"shape\":[32,8,3,1]", STUDENT_ERROR_FORMAT, "shape [32,8,3,1]" },
+    { "\"shape\":[16,8,3,3]", "\"shape\":[32,8,3,1]", STUDENT_ERROR_FORMAT, "shape [32,8,3,1]" },
     { "\"dtype\":\"F32\"", "\"dtype\":\"F16\"", STUDENT_ERROR_FORMAT, "dtype F16" },
     { "\"data_offsets\":[0,", "\"data_offsets\":[4,", STUDENT_ERROR_FORMAT, "data_offsets" },
     { "\"arch\":\"jitnet\"", "\"arch\":\"resnet\"", STUDENT_ERROR_MISMATCH, "architecture" },
@@ -219,7 +219,7 @@ static void test_damaged_header(void)
     { "\\\"head_skip\\\":false", "\\\"head_skip\\\":7", STUDENT_ERROR_FORMAT, "head_skip" },
     { "\"version\":\"1\"", "\"version\":\"2\"", STUDENT_ERROR_MISMATCH, "format version 2" },
     { "\"version\":\"1\"", "\"version\":1", STUDENT_ERROR_MISMATCH, "format version (none)" },
-    { "\\\"encoder\\\":[64,64,128]", "\\\"encoder\\\":[65536,65536,65536]",
+    { "\\\"encoder\\\":[32,32,64]", "\\\"encoder\\\":[65536,65536,65536]",
       STUDENT_ERROR_FORMAT, "needs more than" },
   };
   for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -453,14 +453,15 @@ static void test_config_json(void)
   student_config_default_arch(&cfg, STUDENT_ARCH_JITNET, 4);
   cfg.jitnet.head_skip = TRUE;
   g_autofree char *json = student_config_to_json(&cfg);
-  g_assert_cmpstr(json, ==, "{\"num_classes\":4,\"stem\":[8,32],\"encoder\":[64,64,128],"
-                            "\"decoder\":[128,64,32],\"head\":[16,8],\"head_skip\":true}");
+  g_assert_cmpstr(json, ==, "{\"num_classes\":4,\"stem\":[8,16],\"encoder\":[32,32,64],"
+                            "\"decoder\":[64,32,16],\"head\":[16,8],\"head_skip\":true}");
   g_assert_true(student_config_from_json(json, STUDENT_ARCH_JITNET, &parsed, NULL));
   g_assert_true(student_config_equal(&cfg, &parsed));
   /* Keys left out keep their defaults. */
-  g_assert_true(student_config_from_json("{\"encoder\":[16,16,32]}", STUDENT_ARCH_JITNET,
+  g_assert_true(student_config_from_json("{\"encoder\":[16,16,48]}", STUDENT_ARCH_JITNET,
                                          &parsed, NULL));
-  g_assert_cmpint(parsed.jitnet.encoder[2], ==, 32);
+  g_assert_cmpint(parsed.jitnet.encoder[2], ==, 48);
+  g_assert_cmpint(parsed.jitnet.decoder[0], ==, 64);
   g_assert_cmpint(parsed.num_classes, ==, 2);
   GError *error = NULL;
   g_assert_false(student_config_from_json("{\"encodr\":[1,2,3]}", STUDENT_ARCH_JITNET,
