@@ -124,12 +124,6 @@ static void publish(DistillEngine *e)
   g_mutex_unlock(&e->publish_lock);
 }
 
-/* Async: the trainer publishes after every step, so the stream gains from a round of seconds
- * while it runs instead of at its end (docs/experiments.md, "Publishing each step"). */
-static void publish_step(gpointer data)
-{
-  publish(data);
-}
 
 static void pick_up_weights(DistillEngine *e)
 {
@@ -206,6 +200,22 @@ static void replay_older_labeled(DistillEngine *e, const Slot *newest)
   }
 }
 
+/* Async, after every step of a round: the trainer publishes, so the stream gains from a round of
+ * seconds while it runs instead of at its end (docs/experiments.md, "Publishing each step"); and
+ * the teacher frames answered meanwhile, but the newest, join the replay frames now rather than
+ * when the next round starts, so that their slots are free for the frames the policy asks next:
+ * the teacher stride stays the policy's when a round outlasts it, not the trainer's. */
+static void after_step(gpointer data)
+{
+  DistillEngine *e = data;
+  publish(e);
+  g_mutex_lock(&e->lock);
+  Slot *newest = newest_labeled(e);
+  if (newest)
+    replay_older_labeled(e, newest);
+  g_mutex_unlock(&e->lock);
+}
+
 static void lower_priority(int nice_value)
 {
   /* Per thread on Linux; threads created afterwards (the trainer's pool) inherit it. A process
@@ -275,7 +285,7 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   e->save_buffer = g_malloc(trainable_bytes(e));
 
   if (!cfg->sync) {
-    e->trainer.stepped = publish_step;
+    e->trainer.stepped = after_step;
     e->trainer.stepped_user_data = e;
     e->thread = g_thread_new("distill-trainer", trainer_main, e);
   }
@@ -413,7 +423,7 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
   }
   g_mutex_unlock(&e->lock);
   if (!slot)
-    return NULL; /* all slots busy: the next frame asks again */
+    return NULL; /* all slots busy (answers waiting for a step to end): the next frame asks */
 
   /* Nobody else touches a REQUESTED slot before its query is out. */
   DistillQuery *query = g_new(DistillQuery, 1);

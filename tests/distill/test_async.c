@@ -4,7 +4,9 @@
  * start callback until the stream has produced more frames: were distill_engine_process to wait
  * for training, the test would never end); new weights reach the stream step by step (a
  * published version a step), none before the round's first step; checkpoints can be saved
- * meanwhile; of the answers that came in during a round, the newest is trained next; requests
+ * meanwhile; of the answers that came in during a round, the newest is trained next, and the
+ * others free their slots at the round's next step, so a long round does not stretch the
+ * teacher stride; requests
  * nobody answers are given up after teacher_timeout_ms; stopping ends a round in progress. */
 #include <glib/gstdio.h>
 #include <string.h>
@@ -264,11 +266,50 @@ static void one_step_rounds(DistillConfig *cfg)
   cfg->train_threads = 1;
 }
 
+/* An engine of cfg whose rounds l logs, each held at its start until l->release. */
+static DistillEngine *new_logged_engine(RoundLog *l, DistillConfig *cfg, const Student *initial)
+{
+  g_mutex_init(&l->lock);
+  g_cond_init(&l->changed);
+  cfg->round_started = log_round_started;
+  cfg->round_finished = log_round_finished;
+  cfg->round_user_data = l;
+  return distill_engine_new(initial, cfg, NULL);
+}
+
 static void answer(DistillQuery *query, SceneStream *s)
 {
   GError *error = NULL;
   g_assert_true(distill_query_answer(query, s->truth, s->label_h, s->label_w, &error));
   g_assert_no_error(error);
+}
+
+/* Answers with labels no student fits exactly (noise), so that nothing but a stop ends a round
+ * that takes every update. */
+static void answer_with_noise(DistillQuery *query, SceneStream *s)
+{
+  gsize n = (gsize)s->label_h * s->label_w;
+  uint8_t *noise = g_malloc(n);
+  GRand *rand = g_rand_new_with_seed(3);
+  for (gsize i = 0; i < n; i++)
+    noise[i] = (uint8_t)g_rand_int_range(rand, 0, 3);
+  g_rand_free(rand);
+  g_assert_true(distill_query_answer(query, noise, s->label_h, s->label_w, NULL));
+  g_free(noise);
+}
+
+/* While the round on frame 0 is held at its start: frames 1 and 2 are asked and answered, and
+ * frame 3 finds every slot taken (one in training, two answered). */
+static void ask_while_a_round_is_held(DistillEngine *engine, SceneStream *s)
+{
+  for (guint64 f = 1; f <= 3; f++) {
+    scene_stream_load(s, f);
+    DistillQuery *q = distill_engine_wants_teacher(engine, &s->input);
+    g_assert_cmpuint(q ? distill_query_id(q) : 0, ==, f < 3 ? f + 1 : 0);
+    if (q)
+      answer(q, s);
+    distill_engine_process(engine, &s->input, s->classes);
+  }
 }
 
 /* Teacher frames go on being asked at the stride while a round runs; the next round trains the
@@ -277,18 +318,13 @@ static void answer(DistillQuery *query, SceneStream *s)
 static void test_newest_answer_trained_next(void)
 {
   RoundLog l = { 0 };
-  g_mutex_init(&l.lock);
-  g_cond_init(&l.changed);
   SyntheticSceneConfig scene_cfg;
   synthetic_scene_config_default(&scene_cfg, W, H, 9);
   Student *initial = new_student();
   DistillConfig cfg;
   one_step_rounds(&cfg);
-  cfg.round_started = log_round_started;
-  cfg.round_finished = log_round_finished;
-  cfg.round_user_data = &l;
   g_assert_cmpuint(cfg.teacher_inflight, ==, 1); /* three frames held: inflight + 2 */
-  DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
+  DistillEngine *engine = new_logged_engine(&l, &cfg, initial);
   SceneStream s;
   scene_stream_init(&s, &scene_cfg, engine, W, H);
 
@@ -302,16 +338,7 @@ static void test_newest_answer_trained_next(void)
     g_cond_wait(&l.changed, &l.lock);
   g_mutex_unlock(&l.lock);
 
-  /* Frames 1 and 2 are asked and answered while the round on frame 0 runs; frame 3 finds every
-   * slot taken (one in training, two answered). */
-  for (guint64 f = 1; f <= 3; f++) {
-    scene_stream_load(&s, f);
-    DistillQuery *q = distill_engine_wants_teacher(engine, &s.input);
-    g_assert_cmpuint(q ? distill_query_id(q) : 0, ==, f < 3 ? f + 1 : 0);
-    if (q)
-      answer(q, &s);
-    distill_engine_process(engine, &s.input, s.classes);
-  }
+  ask_while_a_round_is_held(engine, &s);
 
   g_mutex_lock(&l.lock);
   l.release = TRUE;
@@ -338,6 +365,66 @@ static void test_newest_answer_trained_next(void)
 
   scene_stream_clear(&s);
   distill_engine_free(engine);
+  student_free(initial);
+  g_mutex_clear(&l.lock);
+  g_cond_clear(&l.changed);
+}
+
+/* A round longer than the teacher stride does not stretch the stride: answers that came in
+ * during it, but the newest, join the replay frames after its next step, freeing their slots for
+ * the frames the policy asks next, while the round goes on (only the stop ends this one). */
+static void test_stride_kept_during_a_long_round(void)
+{
+  RoundLog l = { 0 };
+  SyntheticSceneConfig scene_cfg;
+  synthetic_scene_config_default(&scene_cfg, W, H, 9);
+  Student *initial = new_student();
+  DistillConfig cfg;
+  one_step_rounds(&cfg);
+  cfg.max_updates = G_MAXUINT;
+  cfg.rollback_rounds = 0;
+  DistillEngine *engine = new_logged_engine(&l, &cfg, initial);
+  SceneStream s;
+  scene_stream_init(&s, &scene_cfg, engine, W, H);
+
+  scene_stream_load(&s, 0);
+  answer_with_noise(distill_engine_wants_teacher(engine, &s.input), &s);
+  distill_engine_process(engine, &s.input, s.classes);
+  g_mutex_lock(&l.lock);
+  while (l.started == 0)
+    g_cond_wait(&l.changed, &l.lock);
+  g_mutex_unlock(&l.lock);
+
+  ask_while_a_round_is_held(engine, &s); /* no step yet: nothing joined the replay frames */
+
+  /* Once it steps, frame 1's answer joins the replay frames: a frame is asked, mid-round. */
+  g_mutex_lock(&l.lock);
+  l.release = TRUE;
+  g_cond_broadcast(&l.changed);
+  g_mutex_unlock(&l.lock);
+  DistillQuery *q = NULL;
+  gint64 deadline = g_get_monotonic_time() + 60 * G_TIME_SPAN_SECOND;
+  for (guint64 f = 4; !q && g_get_monotonic_time() < deadline; f++) {
+    scene_stream_load(&s, f % 8);
+    q = distill_engine_wants_teacher(engine, &s.input);
+    distill_engine_process(engine, &s.input, s.classes);
+    if (!q)
+      g_usleep(1000);
+  }
+  g_assert_nonnull(q);
+  distill_query_fail(q);
+  DistillStats st;
+  distill_engine_get_stats(engine, &st);
+  g_assert_cmpuint(st.teacher_queries, ==, 4);
+  g_assert_cmpuint(st.weights_version, >, 0);
+  g_mutex_lock(&l.lock);
+  g_assert_cmpuint(l.finished, ==, 0);
+  g_assert_cmpuint(l.started, ==, 1);
+  g_mutex_unlock(&l.lock);
+
+  distill_engine_free(engine);
+  g_assert_cmpuint(l.finished, ==, 1);
+  scene_stream_clear(&s);
   student_free(initial);
   g_mutex_clear(&l.lock);
   g_cond_clear(&l.changed);
@@ -519,14 +606,7 @@ static void test_stop_ends_a_running_round(void)
   DistillQuery *query = distill_engine_wants_teacher(engine, &s.input);
   g_assert_nonnull(query);
   distill_engine_process(engine, &s.input, s.classes);
-  /* Labels no student fits exactly (noise), so that nothing but the stop ends the round. */
-  gsize n = (gsize)s.label_h * s.label_w;
-  uint8_t *noise = g_malloc(n);
-  GRand *rand = g_rand_new_with_seed(3);
-  for (gsize i = 0; i < n; i++)
-    noise[i] = (uint8_t)g_rand_int_range(rand, 0, 3);
-  g_rand_free(rand);
-  g_assert_true(distill_query_answer(query, noise, s.label_h, s.label_w, NULL));
+  answer_with_noise(query, &s);
   g_mutex_lock(&o.lock);
   while (o.rounds_started == 0)
     g_cond_wait(&o.changed, &o.lock);
@@ -536,7 +616,6 @@ static void test_stop_ends_a_running_round(void)
   g_assert_cmpuint(o.rounds_finished, ==, 1);
   g_assert_cmpuint(o.updates, <, cfg.max_updates);
   g_test_message("the round ended after %u steps", o.updates);
-  g_free(noise);
   scene_stream_clear(&s);
   student_free(initial);
   g_mutex_clear(&o.lock);
@@ -549,6 +628,8 @@ int main(int argc, char **argv)
   g_test_add_func("/distill/async/late-results-non-blocking-stream",
                   test_late_results_and_non_blocking_stream);
   g_test_add_func("/distill/async/newest-answer-trained-next", test_newest_answer_trained_next);
+  g_test_add_func("/distill/async/stride-kept-during-a-long-round",
+                  test_stride_kept_during_a_long_round);
   g_test_add_func("/distill/async/unanswered-requests-given-up",
                   test_unanswered_requests_given_up);
   g_test_add_func("/distill/async/size-change", test_size_change);
