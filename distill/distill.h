@@ -50,6 +50,7 @@
 #define DISTILL_DEFAULT_OPTIMIZER OPTIMIZER_ADAM
 #define DISTILL_DEFAULT_LEARNING_RATE 5e-4
 #define DISTILL_DEFAULT_TRAIN_NICE 10
+#define DISTILL_DEFAULT_INFERENCE_BUDGET 0.5
 
 /* What a training round found about the weights it started from (see "Rollback" below). */
 typedef enum {
@@ -68,6 +69,26 @@ typedef enum {
   DISTILL_COLLAPSE_AGREEMENT,      /* mIoU against the teacher stayed well below its usual level
                                     * for rollback_rounds teacher frames in a row */
 } DistillCollapse;
+
+/* Why the compute governor changed the stream's input size. */
+typedef enum {
+  DISTILL_RESIZE_NONE,
+  DISTILL_RESIZE_OVER_BUDGET, /* lowered: inference took more than its budget */
+  DISTILL_RESIZE_ROOM,        /* raised: a larger size fits the budget */
+  DISTILL_RESIZE_HIBERNATING, /* raised: training hibernates, inference gets its share back */
+} DistillResizeReason;
+
+typedef struct {
+  int from_w, from_h, to_w, to_h; /* the stream's input size before and after */
+  DistillResizeReason reason;
+  double inference_ms;            /* mean inference time at the old size */
+  double interval_ms;             /* the frame interval */
+  double others_load;             /* the other streams' of the process, share of their intervals */
+  double budget;                  /* the share inference may take, the process's streams together */
+} DistillResize;
+
+/* Called on the streaming thread when the governor changes the input size (logs, tests). */
+typedef void (*DistillResizeFunc)(const DistillResize *resize, gpointer user_data);
 
 typedef struct {
   guint64 query_id;         /* distill_query_id of the frame's query */
@@ -143,8 +164,17 @@ typedef struct {
   guint rollback_rounds;        /* 6; 0 = no rollback on agreement (collapses still roll back) */
   double rollback_drop;         /* 0.25 */
 
+  /* The compute governor (asynchronous mode with train = TRUE; see "the compute governor"):
+   * the share of each frame interval the stream's inference may take, all the engines of the
+   * process together; 0 = off, the input is used at its own size. */
+  double inference_budget;      /* DISTILL_DEFAULT_INFERENCE_BUDGET */
+  /* While training hibernates (the student met the threshold at max_stride), the budget is
+   * this: the trainer has little to do and inference gets its share back. */
+  double hibernate_budget;      /* 0.9 */
+
   DistillRoundFunc round_started, round_finished;  /* NULL = none */
-  gpointer round_user_data;
+  DistillResizeFunc resized;                       /* NULL = none */
+  gpointer round_user_data;     /* of the three callbacks */
 } DistillConfig;
 
 void distill_config_default(DistillConfig *cfg);
@@ -163,6 +193,43 @@ int distill_config_train_threads(const DistillConfig *cfg);
 gboolean distill_policy_keep_training(const DistillConfig *cfg, guint updates, double miou);
 /* The stride after a teacher frame whose round ended at `miou`. */
 guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double miou);
+
+/* ---- the compute governor (pure functions; the engine applies them) ---------------------- */
+
+/* In real time the stream's inference may take cfg->inference_budget of each frame interval,
+ * the streams of the process together, and the trainer gets the rest. Over the budget, the
+ * stream's input shrinks (the long side on a grid of DISTILL_GOVERNOR_STEP, down to
+ * DISTILL_GOVERNOR_FLOOR or the nominal size if smaller); with room, it grows back to the
+ * nominal size, the input the caller gives. Teacher frames, their labels and the replay frames
+ * stay at the nominal size: only the stream's forward pass shrinks. */
+#define DISTILL_GOVERNOR_FLOOR 320
+#define DISTILL_GOVERNOR_STEP 32
+
+typedef struct {
+  int nominal;     /* long side of the nominal input */
+  int floor;       /* smallest long side: DISTILL_GOVERNOR_FLOOR, or nominal if smaller */
+  int long_side;   /* in use */
+  double ms;       /* mean inference time at long_side */
+  guint frames;    /* frames measured at long_side */
+  guint settling;  /* frames at a new size still to leave out */
+} DistillGovernor;
+
+void distill_governor_init(DistillGovernor *g, int nominal_long_side);
+/* Takes one frame's inference time (ms, at g->long_side) and decides: the frame interval,
+ * the share of their intervals the process's other streams take (others_load) and the budget
+ * give the room. Returns why g->long_side changed, or DISTILL_RESIZE_NONE. budget or
+ * interval_ms <= 0: measures only. */
+DistillResizeReason distill_governor_update(DistillGovernor *g, double budget, double ms,
+                                            double interval_ms, double others_load);
+/* The input size at g->long_side for a nominal input of nominal_h x nominal_w: aspect kept,
+ * both sides even. */
+void distill_governor_size(const DistillGovernor *g, int nominal_h, int nominal_w, int *h,
+                           int *w);
+/* The mean frame interval after one more gap between timestamps (delta_ms), for streams whose
+ * caps give no rate: gaps, steps backwards and the like are left out. mean_ms 0 = none yet. */
+double distill_frame_interval(double mean_ms, double delta_ms);
+/* A short English phrase for a reason, for logs. */
+const char *distill_resize_describe(DistillResizeReason reason);
 
 /* ---- input conversion ------------------------------------------------------------------- */
 
@@ -218,8 +285,14 @@ gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int he
  * teacher error, unless it was given up already (counted then). */
 void distill_query_fail(DistillQuery *query);
 
+/* Streaming thread: the interval between frames, in ms (from the caps' frame rate or the
+ * timestamps, distill_frame_interval), which the governor's budget is a share of; 0 = unknown
+ * (the governor waits). */
+void distill_engine_set_frame_interval(DistillEngine *engine, double interval_ms);
+
 /* Streaming thread, once per frame: the student's class map of input (distill_engine_label_size)
- * into classes. Sync mode: first waits for this frame's query, if it has one, to be answered or
+ * into classes. With the governor on, the student may run on input resized to a smaller size;
+ * its class map is resized to input's logits size all the same. Sync mode: first waits for this frame's query, if it has one, to be answered or
  * failed (up to teacher_timeout_ms, then it is given up), and trains on the labels. */
 void distill_engine_process(DistillEngine *engine, const FeatureMap *input, uint8_t *classes);
 
@@ -243,6 +316,12 @@ typedef struct {
   guint64 rollbacks;         /* times training went back to the last good weights */
   DistillCollapse last_collapse; /* why it did, the last time */
   /* (means since the engine was made) */
+  /* The compute governor: */
+  int input_w, input_h;      /* the stream's input size in use (0 before the first frame) */
+  double inference_share;    /* mean inference time over the frame interval; 0 = no interval */
+  double inference_ms_total; /* time the stream's inference took, all frames */
+  double train_ms_total;     /* time the trainer spent in rounds, the one running included */
+  gboolean hibernating;      /* the student met the threshold at max_stride: training rests */
 } DistillStats;
 
 /* Any thread. */

@@ -26,6 +26,8 @@ void distill_config_default(DistillConfig *cfg)
     .foreground_weight = 1.0,
     .rollback_rounds = 6,
     .rollback_drop = 0.25,
+    .inference_budget = DISTILL_DEFAULT_INFERENCE_BUDGET,
+    .hibernate_budget = 0.9,
   };
   optimizer_config_default(&cfg->optimizer, DISTILL_DEFAULT_OPTIMIZER);
   cfg->optimizer.learning_rate = (float)DISTILL_DEFAULT_LEARNING_RATE;
@@ -57,6 +59,10 @@ gboolean distill_config_check(const DistillConfig *c, int num_classes, GError **
     return invalid(error, "replay_frames must be at most 64");
   if (c->train_nice < 0 || c->train_nice > 19)
     return invalid(error, "train_nice is a nice value in [0, 19]");
+  if (!(c->inference_budget >= 0.0 && c->inference_budget <= 1.0) ||
+      !(c->hibernate_budget >= 0.0 && c->hibernate_budget <= 1.0))
+    return invalid(error, "inference_budget and hibernate_budget are shares of the frame "
+                          "interval: give values in [0, 1] (0 = the governor is off)");
   if (num_classes < 2 || num_classes > 254)
     return invalid(error, "the student must have 2 to 254 classes");
   return TRUE;

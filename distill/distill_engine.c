@@ -62,6 +62,12 @@ struct DistillEngine {
   float thumb[DISTILL_THUMB_FLOATS], query_thumb[DISTILL_THUMB_FLOATS];
   atomic_uint_fast64_t weights_in_use;
   guint64 rollbacks_reported;  /* by distill_engine_rollback_news */
+  /* The compute governor: the stream's input, resized when it runs smaller than the nominal. */
+  DistillGovernor governor;
+  double interval_ms;     /* 0 = unknown */
+  double load;            /* this engine's part of process_load */
+  FeatureMap resized;
+  size_t resized_capacity; /* floats */
 
   GMutex lock;
   GCond work;             /* a slot became LABELED, or stopping */
@@ -72,6 +78,10 @@ struct DistillEngine {
   gint stopping;          /* set under the lock, read atomically by a training round too */
   DistillStats stats;     /* counters; the means are computed from the totals below */
   double train_ms_total, student_ms_total;
+  gint64 round_start;     /* monotonic µs of the round running, 0 = none */
+  gboolean hibernating;
+  int input_w, input_h;   /* the stream's, in use */
+  double inference_share;
 
   GMutex publish_lock;
   float *published;           /* the inference form's weights */
@@ -88,6 +98,22 @@ struct DistillEngine {
    * kept here rather than on that thread's stack, so that all the engine owns hangs from it. */
   ThreadPool *train_pool;
 };
+
+/* The governor's budget holds per process: the inference loads (share of each stream's frame
+ * interval) of all its engines, summed. */
+static GMutex process_lock;
+static double process_load;
+
+/* Replaces the engine's part of the process's load with load; returns the other engines'. */
+static double share_load(DistillEngine *e, double load)
+{
+  g_mutex_lock(&process_lock);
+  process_load += load - e->load;
+  e->load = load;
+  double others = MAX(process_load - load, 0.0);
+  g_mutex_unlock(&process_lock);
+  return others;
+}
 
 /* ---- weights ----------------------------------------------------------------------------- */
 
@@ -147,6 +173,9 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   if (e->cfg.round_started)
     e->cfg.round_started(&round, e->cfg.round_user_data);
   gint64 start = g_get_monotonic_time();
+  g_mutex_lock(&e->lock);
+  e->round_start = start;
+  g_mutex_unlock(&e->lock);
   distill_trainer_round(&e->trainer, &round, pool, &e->stopping);
   /* Steps were published as they were taken (async); after a rollback the stream, too, goes
    * back to the last good weights. */
@@ -157,6 +186,11 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   g_mutex_lock(&e->lock);
   e->stride = distill_policy_next_stride(&e->cfg, e->stride, round.miou_after);
   round.stride = e->stride;
+  /* Hibernation: the student meets the threshold at the longest stride, training has nothing
+   * to do; a frame below it (or a scene change, distill_engine_wants_teacher) wakes it. */
+  e->hibernating = e->cfg.train && e->stride == e->cfg.max_stride &&
+                   round.miou_after >= e->cfg.accuracy_threshold;
+  e->round_start = 0;
   e->stats.updates += round.updates;
   e->stats.rounds++;
   e->stats.last_miou = round.miou_before;
@@ -304,6 +338,8 @@ void distill_engine_free(DistillEngine *e)
     g_thread_join(e->thread);
     thread_pool_free(e->train_pool);
   }
+  share_load(e, 0.0);
+  g_free(e->resized.data);
   distill_trainer_clear(&e->trainer);
   for (guint i = 0; i < e->n_slots; i++) {
     g_free(e->slots[i].input.data);
@@ -362,10 +398,12 @@ static void give_up_stale(DistillEngine *e, gint64 now)
   }
 }
 
-/* Whether this frame is due: the stride has passed, or (scene-change trigger) it departs from
- * the last teacher frame. Fills e->thumb when the trigger is on. */
-static gboolean teacher_due(DistillEngine *e, const FeatureMap *input, guint stride)
+/* Whether this frame is due: the stride has passed, or (scene-change trigger, *changed) it
+ * departs from the last teacher frame. Fills e->thumb when the trigger is on. */
+static gboolean teacher_due(DistillEngine *e, const FeatureMap *input, guint stride,
+                            gboolean *changed)
 {
+  *changed = FALSE;
   if (e->cfg.scene_change_threshold > 0.0)
     distill_thumbnail(input, e->thumb);
   if (!e->queried)
@@ -373,8 +411,9 @@ static gboolean teacher_due(DistillEngine *e, const FeatureMap *input, guint str
   guint64 since = e->frame - e->last_query_frame;
   if (since >= stride)
     return TRUE;
-  return e->cfg.scene_change_threshold > 0.0 && since >= e->cfg.min_stride &&
-         distill_thumbnail_distance(e->thumb, e->query_thumb) > e->cfg.scene_change_threshold;
+  *changed = e->cfg.scene_change_threshold > 0.0 && since >= e->cfg.min_stride &&
+             distill_thumbnail_distance(e->thumb, e->query_thumb) > e->cfg.scene_change_threshold;
+  return *changed;
 }
 
 /* The slot's buffers, made to hold a frame of input's size and its labels. Only the streaming
@@ -405,10 +444,13 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
   g_mutex_lock(&e->lock);
   guint stride = e->stride;
   g_mutex_unlock(&e->lock);
-  if (!teacher_due(e, input, stride))
+  gboolean scene_changed;
+  if (!teacher_due(e, input, stride, &scene_changed))
     return NULL;
 
   g_mutex_lock(&e->lock);
+  if (scene_changed)
+    e->hibernating = FALSE;
   gint64 now = g_get_monotonic_time();
   give_up_stale(e, now);
   Slot *slot = NULL;
@@ -540,6 +582,65 @@ static void train_inline(DistillEngine *e)
     train_slot(e, slot, e->pool);
 }
 
+void distill_engine_set_frame_interval(DistillEngine *e, double interval_ms)
+{
+  e->interval_ms = interval_ms > 0.0 ? interval_ms : 0.0;
+}
+
+/* The stream's input at the governor's size: input itself, or e->resized. */
+static const FeatureMap *stream_input(DistillEngine *e, const FeatureMap *input)
+{
+  if (MAX(input->h, input->w) != e->governor.nominal)
+    distill_governor_init(&e->governor, MAX(input->h, input->w));
+  int h, w;
+  distill_governor_size(&e->governor, input->h, input->w, &h, &w);
+  if (h == input->h && w == input->w)
+    return input;
+  size_t floats = (size_t)h * w * 3;
+  if (floats > e->resized_capacity) {
+    g_free(e->resized.data);
+    e->resized.data = g_new(float, floats);
+    e->resized_capacity = floats;
+  }
+  e->resized = feature_map(e->resized.data, h, w, 3);
+  return &e->resized;
+}
+
+/* After a frame's inference of ms on in (input, or its resized copy): the governor's decision,
+ * and the statistics. */
+static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *in, double ms)
+{
+  g_mutex_lock(&e->lock);
+  gboolean on = e->cfg.inference_budget > 0.0 && e->cfg.train && !e->cfg.sync;
+  double budget = !on ? 0.0 : e->hibernating ? e->cfg.hibernate_budget : e->cfg.inference_budget;
+  gboolean hibernating = e->hibernating;
+  g_mutex_unlock(&e->lock);
+
+  DistillGovernor before = e->governor;
+  double share = e->interval_ms > 0.0 ? e->governor.ms / e->interval_ms : 0.0;
+  double others = share_load(e, on ? share : 0.0);
+  DistillResizeReason reason =
+      distill_governor_update(&e->governor, budget, ms, e->interval_ms, others);
+  share = e->interval_ms > 0.0 ? e->governor.ms / e->interval_ms : 0.0;
+
+  g_mutex_lock(&e->lock);
+  e->stats.frames++;
+  e->student_ms_total += ms;
+  e->input_w = in->w;
+  e->input_h = in->h;
+  e->inference_share = share;
+  g_mutex_unlock(&e->lock);
+
+  if (reason != DISTILL_RESIZE_NONE && e->cfg.resized) {
+    DistillResize r = { .from_w = in->w, .from_h = in->h, .inference_ms = before.ms,
+                        .interval_ms = e->interval_ms, .others_load = others, .budget = budget,
+                        .reason = reason == DISTILL_RESIZE_ROOM && hibernating
+                                      ? DISTILL_RESIZE_HIBERNATING : reason };
+    distill_governor_size(&e->governor, input->h, input->w, &r.to_h, &r.to_w);
+    e->cfg.resized(&r, e->cfg.round_user_data);
+  }
+}
+
 void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *classes)
 {
   if (!check_input(input))
@@ -547,17 +648,23 @@ void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *
   if (e->cfg.sync)
     train_inline(e);
   pick_up_weights(e);
-  gint64 start = g_get_monotonic_time();
-  /* A whole frame per turn on a shared pool: handing it over kernel by kernel costs more. */
+  const FeatureMap *in = stream_input(e, input);
+  int label_h, label_w;
+  distill_engine_label_size(e, input->h, input->w, &label_h, &label_w);
+  /* A whole frame per turn on a shared pool: handing it over kernel by kernel costs more. The
+   * time is the frame's own, without waiting for the other streams' turns. */
   thread_pool_hold(e->pool);
-  e->logits = student_forward(e->student, input, e->pool);
-  argmax_channels(e->logits, classes, e->pool);
-  thread_pool_release(e->pool);
+  gint64 start = g_get_monotonic_time();
+  if (in != input)
+    resize_bilinear_forward(input, &e->resized, e->pool);
+  e->logits = student_forward(e->student, in, e->pool);
+  if (e->logits->h == label_h && e->logits->w == label_w)
+    argmax_channels(e->logits, classes, e->pool);
+  else
+    argmax_bilinear(e->logits, label_w, label_h, classes, (size_t)label_w, e->pool);
   double ms = (double)(g_get_monotonic_time() - start) / 1000.0;
-  g_mutex_lock(&e->lock);
-  e->stats.frames++;
-  e->student_ms_total += ms;
-  g_mutex_unlock(&e->lock);
+  thread_pool_release(e->pool);
+  govern(e, input, in, ms);
   e->frame++;
 }
 
@@ -579,6 +686,13 @@ void distill_engine_get_stats(DistillEngine *e, DistillStats *stats)
   stats->stride = e->stride;
   stats->train_ms = e->stats.rounds ? e->train_ms_total / (double)e->stats.rounds : 0.0;
   stats->student_ms = e->stats.frames ? e->student_ms_total / (double)e->stats.frames : 0.0;
+  stats->input_w = e->input_w;
+  stats->input_h = e->input_h;
+  stats->inference_share = e->inference_share;
+  stats->inference_ms_total = e->student_ms_total;
+  stats->train_ms_total = e->train_ms_total +
+      (e->round_start ? (double)(g_get_monotonic_time() - e->round_start) / 1000.0 : 0.0);
+  stats->hibernating = e->hibernating;
   g_mutex_unlock(&e->lock);
   stats->weights_version = atomic_load(&e->weights_in_use);
 }

@@ -257,6 +257,8 @@ static gboolean build_process(Camera *cam, guint threads, GError **error)
   cam->encoder = gst_bin_get_by_name(GST_BIN(cam->process), "h264 encoder");
   g_object_set(cam->distill, "threads", threads, "stats-interval",
                (guint)o->stats_interval_ms, NULL);
+  if (o->inference_budget >= 0.0)
+    g_object_set(cam->distill, "inference-budget", o->inference_budget, NULL);
   if (o->teacher)
     g_object_set(cam->distill, "teacher-url", o->teacher, NULL);
   if (o->model)
@@ -306,7 +308,10 @@ void camera_take_stats(Camera *cam, const GstStructure *s)
                     "fps", G_TYPE_DOUBLE, &st->fps, "student-ms", G_TYPE_DOUBLE, &st->student_ms,
                     "train-ms", G_TYPE_DOUBLE, &st->train_ms, "teacher-latency-ms",
                     G_TYPE_DOUBLE, &st->teacher_latency_ms, "last-miou", G_TYPE_DOUBLE,
-                    &st->last_miou, NULL);
+                    &st->last_miou, "input-width", G_TYPE_INT, &st->input_width, "input-height",
+                    G_TYPE_INT, &st->input_height, "inference-share", G_TYPE_DOUBLE,
+                    &st->inference_share, "train-share", G_TYPE_DOUBLE, &st->train_share,
+                    "hibernating", G_TYPE_BOOLEAN, &st->hibernating, NULL);
   st->valid = TRUE;
   csv_write(cam->app, cam);
 }

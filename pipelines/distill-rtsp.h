@@ -14,6 +14,7 @@ typedef struct {
   gchar *bind, *auth_file, *tls_cert, *tls_key, *checkpoint_dir, *csv;
   gint port, metrics_port;
   gint stats_interval_ms;
+  gdouble inference_budget;  /* --inference-budget: the process's, for all its cameras */
   gchar **element_options;   /* --element-option PROP=VALUE for every distillseg */
 } RtspOptions;
 
@@ -22,6 +23,9 @@ typedef struct {
   guint64 frames, teacher_queries, teacher_errors, updates;
   guint stride;
   double fps, student_ms, train_ms, teacher_latency_ms, last_miou;
+  gint input_width, input_height;          /* the student's input in use (compute governor) */
+  double inference_share, train_share;     /* of the frame interval, of the time */
+  gboolean hibernating;
   gboolean valid;            /* a message has come */
 } CameraStats;
 

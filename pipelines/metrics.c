@@ -49,7 +49,8 @@ void progress_draw(DistillRtsp *app)
 /* ---- CSV ----------------------------------------------------------------------------------- */
 
 #define CSV_HEADER "time_s,camera,frames,fps,stride,teacher_queries,teacher_errors,updates," \
-                   "last_miou,student_ms,train_ms,teacher_latency_ms\n"
+                   "last_miou,student_ms,train_ms,teacher_latency_ms,input_width," \
+                   "input_height,inference_share,train_share,hibernating\n"
 
 gboolean csv_open(DistillRtsp *app, GError **error)
 {
@@ -74,10 +75,11 @@ void csv_write(DistillRtsp *app, Camera *cam)
     return;
   fprintf(app->csv,
           "%.3f,%s,%" G_GUINT64_FORMAT ",%.2f,%u,%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT
-          ",%" G_GUINT64_FORMAT ",%.4f,%.2f,%.1f,%.1f\n",
+          ",%" G_GUINT64_FORMAT ",%.4f,%.2f,%.1f,%.1f,%d,%d,%.3f,%.3f,%d\n",
           (g_get_monotonic_time() - app->start_time) / 1e6, cam->name, st->frames, st->fps,
           st->stride, st->teacher_queries, st->teacher_errors, st->updates, st->last_miou,
-          st->student_ms, st->train_ms, st->teacher_latency_ms);
+          st->student_ms, st->train_ms, st->teacher_latency_ms, st->input_width,
+          st->input_height, st->inference_share, st->train_share, st->hibernating);
   fflush(app->csv);
 }
 
@@ -102,6 +104,14 @@ static const Metric metrics[] = {
     {"distill_student_ms", "Mean student inference time per frame, in milliseconds.", GAUGE},
     {"distill_train_ms", "Mean duration of a training round, in milliseconds.", GAUGE},
     {"distill_teacher_latency_ms", "Mean teacher reply latency, in milliseconds.", GAUGE},
+    {"distill_input_width", "Width of the student's input in use (the compute governor's).",
+     GAUGE},
+    {"distill_input_height", "Height of the student's input in use.", GAUGE},
+    {"distill_inference_share", "Mean inference time over the frame interval.", GAUGE},
+    {"distill_train_share", "Share of the time the trainer spent in rounds, over the last "
+     "statistics interval.", GAUGE},
+    {"distill_hibernating", "1 while training hibernates (the student meets the threshold at the "
+     "longest stride).", GAUGE},
     {"distill_camera_up", "1 while the camera delivers frames.", GAUGE},
     {"distill_reconnects_total", "Times the camera's input was lost and reopened.", COUNTER},
 };
@@ -113,7 +123,9 @@ static double metric_value(guint m, Camera *cam)
   double values[] = {st->frames,          fps,            st->stride,
                      st->last_miou,       st->teacher_queries, st->teacher_errors,
                      st->updates,         st->student_ms, st->train_ms,
-                     st->teacher_latency_ms, camera_up(cam), cam->reconnects};
+                     st->teacher_latency_ms, st->input_width, st->input_height,
+                     st->inference_share, st->train_share, st->hibernating,
+                     camera_up(cam), cam->reconnects};
   G_STATIC_ASSERT(G_N_ELEMENTS(values) == G_N_ELEMENTS(metrics));
   return values[m];
 }

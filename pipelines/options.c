@@ -15,6 +15,7 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
   o->port = 8554;
   o->metrics_port = 9090;
   o->stats_interval_ms = 1000;
+  o->inference_budget = -1.0; /* the element's default */
   GOptionEntry entries[] = {
       {"input", 'i', 0, G_OPTION_ARG_STRING_ARRAY, &o->inputs,
        "A camera: a file, rtsp://, http(s):// or file:// URI, or a V4L2 device (/dev/video0); "
@@ -50,6 +51,10 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
        "FILE"},
       {"stats-interval", 0, 0, G_OPTION_ARG_INT, &o->stats_interval_ms,
        "Milliseconds between statistics (progress line, CSV rows) (1000)", "MS"},
+      {"inference-budget", 0, 0, G_OPTION_ARG_DOUBLE, &o->inference_budget,
+       "Share of each frame interval the students' inference may take, all cameras together; "
+       "over it their input shrinks and training gets the rest (0 = off; default: distillseg's "
+       "inference-budget)", "SHARE"},
       {"element-option", 'o', 0, G_OPTION_ARG_STRING_ARRAY, &o->element_options,
        "Set a property of every distillseg element (e.g. max-stride=128); repeatable",
        "PROP=VALUE"},
@@ -83,6 +88,11 @@ gboolean rtsp_options_parse(RtspOptions *o, int *argc, char ***argv, GError **er
   if (o->port < 0 || o->port > 65535 || o->metrics_port < -1 || o->metrics_port > 65535) {
     g_set_error(error, DISTILL_RTSP_ERROR, 0,
                 "--port must be 0..65535 and --metrics-port -1..65535");
+    return FALSE;
+  }
+  if (o->inference_budget != -1.0 && !(o->inference_budget >= 0.0 && o->inference_budget <= 1.0)) {
+    g_set_error(error, DISTILL_RTSP_ERROR, 0,
+                "--inference-budget is a share of the frame interval: give 0..1 (0 = off)");
     return FALSE;
   }
   if (o->stats_interval_ms < 100) {

@@ -47,6 +47,7 @@ enum {
   PROP_NUM_CLASSES,
   PROP_INFERENCE_WIDTH,
   PROP_INFERENCE_HEIGHT,
+  PROP_INFERENCE_BUDGET,
   PROP_CHECKPOINT,
   PROP_CHECKPOINT_OUT,
   PROP_CHECKPOINT_INTERVAL,
@@ -78,6 +79,7 @@ enum {
 #define DEFAULT_PROP_TEACHER_CA_FILE NULL
 #define DEFAULT_PROP_NUM_CLASSES 2
 #define DEFAULT_PROP_INFERENCE_SIZE 0
+#define DEFAULT_PROP_INFERENCE_BUDGET DISTILL_DEFAULT_INFERENCE_BUDGET
 #define DEFAULT_PROP_CHECKPOINT NULL
 #define DEFAULT_PROP_CHECKPOINT_OUT NULL
 #define DEFAULT_PROP_CHECKPOINT_INTERVAL 300
@@ -98,7 +100,8 @@ enum {
 /* The long side of the student's input when inference-width/-height are 0. */
 #define DEFAULT_INFERENCE_LONG_SIDE 640
 
-/* Real time: every this many frames, warn (once) if inference takes this share of a frame's
+/* Real time: every this many frames, warn (once) if inference takes more than its budget at the
+ * smallest size the governor may use, or, without the governor, this share of a frame's
  * interval (docs/experiments.md, "The head of 16 channels, and 2 AVX2 cores"). */
 #define SATURATION_FRAMES 50
 #define SATURATION_SHARE 0.75
@@ -339,10 +342,15 @@ static void post_stats(GstDistillSeg *self, gint64 now)
       G_TYPE_DOUBLE, stats.train_ms, "teacher-bytes-sent", G_TYPE_UINT64, counters.bytes_sent,
       "teacher-bytes-received", G_TYPE_UINT64, counters.bytes_received, "rollbacks",
       G_TYPE_UINT64, stats.rollbacks, "arch", G_TYPE_STRING, distill_engine_arch(self->engine),
-      NULL);
+      "input-width", G_TYPE_INT, stats.input_w, "input-height", G_TYPE_INT, stats.input_h,
+      "inference-share", G_TYPE_DOUBLE, stats.inference_share, "train-share", G_TYPE_DOUBLE,
+      seconds > 0 ? (stats.train_ms_total - self->last_stats_train_ms) / (1000.0 * seconds)
+                  : 0.0,
+      "hibernating", G_TYPE_BOOLEAN, stats.hibernating, NULL);
   gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
   self->last_stats_time = now;
   self->last_stats_frames = stats.frames;
+  self->last_stats_train_ms = stats.train_ms_total;
 }
 
 /* Says once per rollback of the engine's trainer that training collapsed and was undone. */
@@ -363,34 +371,38 @@ static void warn_of_rollback(GstDistillSeg *self)
                                  : "Lower learning-rate: the steps were too large."));
 }
 
-/* Says once when, in real time, the student's inference alone takes most of each frame's
- * interval: the trainer, at a lower priority, then gets next to nothing and the student stops
- * adapting to the scene with no other sign of it (a 2-core AVX2 box at 640x480 and 25 fps). */
+/* The governor's report, once: in real time, the student's inference takes more of each frame's
+ * interval than inference-budget even at the smallest input the governor uses (or, with the
+ * input size set, SATURATION_SHARE). The trainer, at a lower priority, then gets next to
+ * nothing and the student stops adapting to the scene with no other sign of it. */
 static void warn_if_inference_saturates(GstDistillSeg *self)
 {
-  const GstVideoInfo *info = &GST_VIDEO_FILTER(self)->in_info;
   const DistillConfig *cfg = distill_engine_get_config(self->engine);
+  gboolean governed = cfg->inference_budget > 0.0;
   DistillStats stats;
 
   /* Looked at every SATURATION_FRAMES frames: the stats take the lock the trainer holds. */
   if (self->saturation_warned || self->frame % SATURATION_FRAMES || !self->teacher ||
-      !cfg->train || cfg->sync || info->fps_n <= 0 || info->fps_d <= 0)
+      !cfg->train || cfg->sync || self->interval_ms <= 0.0)
     return;
   distill_engine_get_stats(self->engine, &stats);
-  if (stats.frames < SATURATION_FRAMES)
+  int floor = MIN(MAX(self->input_w, self->input_h), DISTILL_GOVERNOR_FLOOR);
+  if (stats.frames < SATURATION_FRAMES || (governed && MAX(stats.input_w, stats.input_h) > floor))
     return;
-  double interval_ms = 1000.0 * info->fps_d / info->fps_n;
-  if (stats.student_ms < SATURATION_SHARE * interval_ms)
+  if (stats.hibernating ||
+      stats.inference_share <= (governed ? cfg->inference_budget : SATURATION_SHARE))
     return;
   self->saturation_warned = TRUE;
   GST_ELEMENT_WARNING(self, RESOURCE, BUSY,
-                      ("The student takes %.1f ms of each %.1f ms frame (%d%%): online training "
-                       "gets almost no time and the student stops adapting.",
-                       stats.student_ms, interval_ms,
-                       (int)(100.0 * stats.student_ms / interval_ms + 0.5)),
-                      ("Lower inference-width and inference-height (now %dx%d) or the frame rate "
-                       "(videorate), or give the pipeline more cores.",
-                       self->input_w, self->input_h));
+                      ("The student takes %.1f ms of each %.1f ms frame (%d%%) at an input of "
+                       "%dx%d: online training gets almost no time and the student stops "
+                       "adapting.", stats.inference_share * self->interval_ms, self->interval_ms,
+                       (int)(100.0 * stats.inference_share + 0.5), stats.input_w, stats.input_h),
+                      ("%s", governed ? "Lower the frame rate (videorate), run fewer cameras in "
+                                        "this process, or give it more cores."
+                                      : "Unset inference-width and inference-height (the "
+                                        "governor then lowers the input size), lower the frame "
+                                        "rate (videorate), or give the pipeline more cores."));
 }
 
 static void after_frame(GstDistillSeg *self)
@@ -438,12 +450,30 @@ static void attach_meta(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *ou
                                   GST_VIDEO_FRAME_HEIGHT(frame));
 }
 
+/* The interval the governor's budget is a share of: from the caps' rate, or from the
+ * timestamps when they give none (framerate=0/1: a camera's variable rate). */
+static void update_frame_interval(GstDistillSeg *self, GstBuffer *buffer)
+{
+  const GstVideoInfo *info = &GST_VIDEO_FILTER(self)->in_info;
+  GstClockTime pts = GST_BUFFER_PTS(buffer);
+
+  if (info->fps_n > 0 && info->fps_d > 0) {
+    self->interval_ms = 1000.0 * info->fps_d / info->fps_n;
+  } else if (GST_CLOCK_TIME_IS_VALID(pts) && GST_CLOCK_TIME_IS_VALID(self->last_pts)) {
+    double delta_ms = ((double)pts - (double)self->last_pts) / GST_MSECOND;
+    self->interval_ms = distill_frame_interval(self->interval_ms, delta_ms);
+  }
+  self->last_pts = pts;
+  distill_engine_set_frame_interval(self->engine, self->interval_ms);
+}
+
 /* Runs the student (and the teacher when its turn comes) on frame; the class map ends up in
  * self->classes and in a meta on outbuf. */
 static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *outbuf)
 {
   DistillQuery *query = NULL;
 
+  update_frame_interval(self, frame->buffer);
   self->to_input(self, frame);
   /* While the teacher has all it may take, the frame due for it waits: the policy asks again at
    * the next frame. */
@@ -700,6 +730,15 @@ static void log_round(const DistillRound *round, gpointer user_data)
                    round->miou_after, round->updates, round->stride, verdicts[round->verdict]);
 }
 
+/* GST_DEBUG=distillseg:5 shows each change of the student's input size and why. */
+static void log_resize(const DistillResize *r, gpointer user_data)
+{
+  GST_DEBUG_OBJECT(user_data, "student input %dx%d -> %dx%d: %s (inference %.1f ms of a %.1f ms "
+                   "frame, other streams %.0f%%, budget %.0f%%)", r->from_w, r->from_h, r->to_w,
+                   r->to_h, distill_resize_describe(r->reason), r->inference_ms, r->interval_ms,
+                   100.0 * r->others_load, 100.0 * r->budget);
+}
+
 /* The engine's configuration from the properties, under the object lock. */
 static void engine_config(GstDistillSeg *self, DistillConfig *cfg)
 {
@@ -720,8 +759,13 @@ static void engine_config(GstDistillSeg *self, DistillConfig *cfg)
     cfg->optimizer.learning_rate = (float)self->learning_rate;
   cfg->teacher_inflight = self->teacher_inflight;
   cfg->teacher_timeout_ms = self->teacher_timeout;
+  /* The governor adapts the size the element chose; one set by hand stays, and without a teacher
+   * there is no training to make room for. */
+  cfg->inference_budget = self->inference_width || !self->teacher_url || !*self->teacher_url
+                              ? 0.0 : self->inference_budget;
   if (gst_debug_category_get_threshold(GST_CAT_DEFAULT) >= GST_LEVEL_DEBUG) {
     cfg->round_finished = log_round;
+    cfg->resized = log_resize;
     cfg->round_user_data = self;
   }
 }
@@ -809,6 +853,9 @@ static gboolean gst_distill_seg_start(GstBaseTransform *trans)
   }
   self->frame = 0;
   self->saturation_warned = FALSE;
+  self->last_pts = GST_CLOCK_TIME_NONE;
+  self->interval_ms = 0.0;
+  self->last_stats_train_ms = 0.0;
   self->last_stats_time = self->last_save_time = g_get_monotonic_time();
   self->last_stats_frames = 0;
   return TRUE;
@@ -916,6 +963,9 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
   case PROP_INFERENCE_HEIGHT:
     self->inference_height = g_value_get_uint(value);
     break;
+  case PROP_INFERENCE_BUDGET:
+    self->inference_budget = g_value_get_double(value);
+    break;
   case PROP_CHECKPOINT:
     g_free(self->checkpoint);
     self->checkpoint = g_value_dup_string(value);
@@ -1019,6 +1069,9 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_INFERENCE_HEIGHT:
     g_value_set_uint(value, self->inference_height);
+    break;
+  case PROP_INFERENCE_BUDGET:
+    g_value_set_double(value, self->inference_budget);
     break;
   case PROP_CHECKPOINT:
     g_value_set_string(value, self->checkpoint);
@@ -1199,6 +1252,13 @@ static void install_properties(GObjectClass *klass)
       g_param_spec_uint("inference-height", "Inference height",
           "Height of the student's input; 0 = see inference-width", 0, 8192,
           DEFAULT_PROP_INFERENCE_SIZE, READY_ONLY));
+  g_object_class_install_property(klass, PROP_INFERENCE_BUDGET,
+      g_param_spec_double("inference-budget", "Inference budget",
+          "sync=false with a teacher: the share of each frame interval the student's inference "
+          "may take, all the distillseg of the process together; over it, the student runs on "
+          "a smaller input (long side down to 320; masks and overlay keep the frame's size) and "
+          "training gets the rest. 0 = off; inference-width/-height set = off", 0.0, 1.0,
+          DEFAULT_PROP_INFERENCE_BUDGET, READY_ONLY));
   g_object_class_install_property(klass, PROP_THREADS,
       g_param_spec_uint("threads", "Threads",
           "Compute threads of the student; 0 = one per core, in a pool that every distillseg of "
@@ -1285,4 +1345,5 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->train_threads = DEFAULT_PROP_TRAIN_THREADS;
   self->train_nice = DEFAULT_PROP_TRAIN_NICE;
   self->stats_interval = DEFAULT_PROP_STATS_INTERVAL;
+  self->inference_budget = DEFAULT_PROP_INFERENCE_BUDGET;
 }

@@ -46,6 +46,7 @@ struct _GstDistillSeg {
   gboolean train, sync;
   GstDistillOutput output;
   guint threads, train_threads, train_nice, stats_interval;
+  gdouble inference_budget;
 
   /* Between start and stop. */
   DistillEngine *engine;
@@ -56,7 +57,10 @@ struct _GstDistillSeg {
   guint64 frame;
   gint64 last_stats_time, last_save_time;
   guint64 last_stats_frames;
+  double last_stats_train_ms; /* DistillStats.train_ms_total at the last distill-stats */
   gboolean saturation_warned; /* said that inference leaves training no time */
+  GstClockTime last_pts;      /* for the frame interval when the caps give no rate */
+  double interval_ms;
 
   /* Between set_info calls: the buffers of the negotiated size. */
   int input_w, input_h, label_w, label_h;

@@ -18,7 +18,8 @@ from harness import (BUILD, SOURCE, VTEST, Process, diag, ffmpeg_frames, file_ca
 METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{camera="((?:[^"\\]|\\.)*)"\} (\S+)$')
 NAMES = ["distill_frames_total", "distill_fps", "distill_stride", "distill_last_miou",
          "distill_teacher_queries_total", "distill_teacher_errors_total", "distill_updates_total",
-         "distill_student_ms"]
+         "distill_student_ms", "distill_input_width", "distill_input_height",
+         "distill_inference_share", "distill_train_share", "distill_hibernating"]
 
 
 def scrape(url):
@@ -81,7 +82,7 @@ def main():
                     "--input", f"door={camera_url}", "--teacher", teacher_url,
                     "--port", "0", "--metrics-port", "0", "--auth-file", auth,
                     "--checkpoint-dir", checkpoints, "--csv", csv, "--stats-interval", "500",
-                    "-o", "inference-width=320", "-o", "inference-height=240",
+                    "--inference-budget", "0.3", "-o", "inference-width=320", "-o", "inference-height=240",
                     "-o", "min-stride=4"],
                    r"metrics at (http://\S+)")
     metrics = rtsp.match.group(1)
@@ -117,6 +118,10 @@ def main():
         ok(queries is not None and queries >= 2, f"the teacher is queried ({queries})")
         ok(second[("distill_fps", "door")] > 0, f"fps ({second[('distill_fps', 'door')]:.1f})")
         ok(second[("distill_camera_up", "door")] == 1, "the camera is up")
+        size = (second[("distill_input_width", "door")], second[("distill_input_height", "door")])
+        ok(size == (320, 240), f"the input size set by hand stays, budget or not: {size}")
+        share = second[("distill_inference_share", "door")]
+        ok(0 < share < 10, f"the inference share of the frame interval is measured ({share:.3f})")
     except (ValueError, OSError) as e:
         ok(False, f"/metrics: {e}")
 

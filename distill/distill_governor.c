@@ -1,0 +1,113 @@
+/* distill_governor.c: the compute governor of distill.h, pure functions of measured times.
+ *
+ * The cost of a forward pass grows with the input's area, so a size that fits the budget is
+ * predicted from the time measured at the size in use, scaled by the ratio of the areas. The
+ * prediction overestimates a larger size (part of the cost does not scale), so raising is
+ * cautious; lowering aims under the budget and raising needs more room than that, so that a size
+ * reached either way is kept. */
+#include <math.h>
+
+#include "distill.h"
+
+/* Frames measured at a size before it is judged: enough for the mean to settle, few enough that
+ * an overloaded camera is relieved within a second. Raising waits longer: a size too large costs
+ * the trainer its time, one too small costs a little accuracy. */
+#define LOWER_AFTER_FRAMES 8
+#define RAISE_AFTER_FRAMES 32
+/* The mean inference time: of the last this many frames, about. */
+#define MEAN_WINDOW 16
+/* Lowering aims at this share of the budget, raising needs the size to fit in the smaller one. */
+#define LOWER_TO 0.85
+#define RAISE_WITHIN 0.75
+
+void distill_governor_init(DistillGovernor *g, int nominal_long_side)
+{
+  g->nominal = nominal_long_side;
+  g->floor = MIN(nominal_long_side, DISTILL_GOVERNOR_FLOOR);
+  g->long_side = nominal_long_side;
+  g->ms = 0.0;
+  g->frames = 0;
+  g->settling = 0;
+}
+
+/* The largest long side in [g->floor, g->nominal], on the step grid (or the nominal size itself),
+ * at which the predicted load fits `target`. */
+static int largest_fitting(const DistillGovernor *g, double load, double target)
+{
+  if (load * ((double)g->nominal / g->long_side) * ((double)g->nominal / g->long_side) <= target)
+    return g->nominal;
+  double fit = target > 0.0 ? g->long_side * sqrt(target / load) : 0.0;
+  int side = (int)(fit / DISTILL_GOVERNOR_STEP) * DISTILL_GOVERNOR_STEP;
+  return CLAMP(side, g->floor, g->nominal);
+}
+
+DistillResizeReason distill_governor_update(DistillGovernor *g, double budget, double ms,
+                                            double interval_ms, double others_load)
+{
+  if (g->settling) { /* the first frame at a new size plans its buffers: not the size's cost */
+    g->settling--;
+    return DISTILL_RESIZE_NONE;
+  }
+  g->frames++;
+  g->ms += (ms - g->ms) / MIN(g->frames, MEAN_WINDOW);
+  if (budget <= 0.0 || interval_ms <= 0.0)
+    return DISTILL_RESIZE_NONE;
+
+  double load = g->ms / interval_ms;
+  int side = g->long_side;
+  DistillResizeReason reason = DISTILL_RESIZE_NONE;
+  if (g->frames >= LOWER_AFTER_FRAMES && load + others_load > budget && side > g->floor) {
+    side = MIN(largest_fitting(g, load, LOWER_TO * budget - others_load), side - 1);
+    side = MAX(side, g->floor);
+    reason = DISTILL_RESIZE_OVER_BUDGET;
+  } else if (g->frames >= RAISE_AFTER_FRAMES && side < g->nominal) {
+    int larger = largest_fitting(g, load, RAISE_WITHIN * budget - others_load);
+    if (larger > side) {
+      side = larger;
+      reason = DISTILL_RESIZE_ROOM;
+    }
+  }
+  if (reason != DISTILL_RESIZE_NONE) {
+    /* The new size's first frames are measured afresh; until then, the prediction stands. */
+    g->ms *= ((double)side / g->long_side) * ((double)side / g->long_side);
+    g->long_side = side;
+    g->frames = 0;
+    g->settling = 1;
+  }
+  return reason;
+}
+
+void distill_governor_size(const DistillGovernor *g, int nominal_h, int nominal_w, int *h, int *w)
+{
+  if (g->long_side >= g->nominal) {
+    *h = nominal_h;
+    *w = nominal_w;
+    return;
+  }
+  double scale = (double)g->long_side / g->nominal;
+  *h = MAX((int)lround(nominal_h * scale / 2) * 2, 2);
+  *w = MAX((int)lround(nominal_w * scale / 2) * 2, 2);
+}
+
+double distill_frame_interval(double mean_ms, double delta_ms)
+{
+  /* A gap (a dropped frame, a paused source) or a step backwards is not the camera's rate. */
+  if (delta_ms <= 0.0 || (mean_ms > 0.0 && delta_ms > 4.0 * mean_ms) || delta_ms > 10000.0)
+    return mean_ms;
+  return mean_ms > 0.0 ? mean_ms + (delta_ms - mean_ms) / MEAN_WINDOW : delta_ms;
+}
+
+const char *distill_resize_describe(DistillResizeReason reason)
+{
+  switch (reason) {
+  case DISTILL_RESIZE_OVER_BUDGET:
+    return "inference took more than its budget of the frame interval";
+  case DISTILL_RESIZE_ROOM:
+    return "a larger input fits the budget";
+  case DISTILL_RESIZE_HIBERNATING:
+    return "training hibernates: inference gets its share";
+  case DISTILL_RESIZE_NONE:
+    break;
+  }
+  return "no change";
+}
