@@ -94,6 +94,10 @@ typedef struct {
   guint64 query_id;         /* distill_query_id of the frame's query */
   const FeatureMap *input;  /* the frame's input (the slot's copy) */
   const uint8_t *labels;    /* the teacher's labels, at logits size */
+  const uint8_t *shown_labels; /* and at the size the user sees the class map (NULL = none) */
+  int shown_h, shown_w;
+  /* mIoU of the student's class map resized to the shown labels' size (bilinear logits, as the
+   * user sees it) against them; without shown labels, at logits size. */
   double miou_before;   /* student vs teacher before the round's first step */
   double miou_after;    /* after its last step (= miou_before when no step was taken) */
   guint updates;        /* SGD steps taken */
@@ -281,6 +285,12 @@ void distill_query_label_size(const DistillQuery *query, int *height, int *width
  * dropped and a teacher error counted, for labels of the wrong size or a query given up. */
 gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int height, int width,
                               GError **error);
+/* The same, with the teacher's labels also at the size the user sees the student's class map
+ * (the frame's, shown_height x shown_width, at least the logits size): the policy measures the
+ * student there (DistillRound.miou_*), where thin things the logits' size flatters show. */
+gboolean distill_query_answer_shown(DistillQuery *query, const uint8_t *labels, int height,
+                                    int width, const uint8_t *shown_labels, int shown_height,
+                                    int shown_width, GError **error);
 /* Any thread: no labels will come (error, timeout, cancellation). Ends the query and counts a
  * teacher error, unless it was given up already (counted then). */
 void distill_query_fail(DistillQuery *query);

@@ -39,6 +39,9 @@ typedef struct {
   size_t input_capacity;  /* floats */
   uint8_t *labels;
   size_t label_capacity;  /* bytes */
+  uint8_t *shown;         /* the labels at the size the user sees, when given */
+  size_t shown_capacity;  /* bytes */
+  int shown_h, shown_w;   /* 0 = none */
 } Slot;
 
 struct DistillQuery {
@@ -169,6 +172,8 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
 {
   DistillRound round = { .query_id = slot->query_id, .input = &slot->input,
                          .labels = slot->labels, .miou_before = -1.0, .miou_after = -1.0,
+                         .shown_labels = slot->shown_h ? slot->shown : NULL,
+                         .shown_h = slot->shown_h, .shown_w = slot->shown_w,
                          .verdict = DISTILL_ROUND_UNCHECKED };
   if (e->cfg.round_started)
     e->cfg.round_started(&round, e->cfg.round_user_data);
@@ -344,6 +349,7 @@ void distill_engine_free(DistillEngine *e)
   for (guint i = 0; i < e->n_slots; i++) {
     g_free(e->slots[i].input.data);
     g_free(e->slots[i].labels);
+    g_free(e->slots[i].shown);
   }
   g_free(e->slots);
   g_free(e->published);
@@ -504,6 +510,13 @@ static Slot *find_slot(DistillEngine *e, guint64 query_id, SlotState state)
 gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int height, int width,
                               GError **error)
 {
+  return distill_query_answer_shown(query, labels, height, width, NULL, 0, 0, error);
+}
+
+gboolean distill_query_answer_shown(DistillQuery *query, const uint8_t *labels, int height,
+                                    int width, const uint8_t *shown, int shown_h, int shown_w,
+                                    GError **error)
+{
   DistillEngine *e = query->engine;
   if (height != query->label_h || width != query->label_w) {
     g_set_error(error, DISTILL_ERROR, DISTILL_ERROR_LABELS,
@@ -513,10 +526,29 @@ gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int he
     distill_query_fail(query);
     return FALSE;
   }
+  if (shown && (shown_h < height || shown_w < width)) {
+    g_set_error(error, DISTILL_ERROR, DISTILL_ERROR_LABELS,
+                "distill: shown teacher labels of %dx%d, smaller than the logits' %dx%d: give "
+                "them at the size the class map is shown at", shown_w, shown_h, width, height);
+    distill_query_fail(query);
+    return FALSE;
+  }
   g_mutex_lock(&e->lock);
   Slot *slot = find_slot(e, query->id, SLOT_REQUESTED);
   if (slot) {
     memcpy(slot->labels, labels, (size_t)height * width);
+    slot->shown_h = slot->shown_w = 0;
+    if (shown) {
+      size_t bytes = (size_t)shown_h * shown_w;
+      if (bytes > slot->shown_capacity) { /* grows with the first frames, then stays */
+        g_free(slot->shown);
+        slot->shown = g_malloc(bytes);
+        slot->shown_capacity = bytes;
+      }
+      memcpy(slot->shown, shown, bytes);
+      slot->shown_h = shown_h;
+      slot->shown_w = shown_w;
+    }
     slot->state = SLOT_LABELED;
     g_cond_signal(&e->work);
   } else {

@@ -20,6 +20,8 @@ typedef struct {
   uint8_t *pred;
   float *pixel_weight;    /* NULL when foreground_weight is 1 */
   size_t label_capacity;  /* pixels of pred and pixel_weight */
+  uint8_t *shown_pred;    /* the class map at the shown labels' size */
+  size_t shown_capacity;  /* its pixels */
   /* Recent teacher frames against forgetting: replay_frames inputs and labels of replay_h x
    * replay_w (their labels replay_label_h x _w), a ring. */
   float *replay_inputs;

@@ -45,15 +45,21 @@ void distill_trainer_clear(DistillTrainer *t)
   optimizer_free(t->optimizer);
   g_free(t->pred);
   g_free(t->pixel_weight);
+  g_free(t->shown_pred);
   g_free(t->replay_inputs);
   g_free(t->replay_labels);
   g_free(t->good_params);
   memset(t, 0, sizeof *t);
 }
 
-/* The per-pixel buffers of a round whose labels have n pixels. */
-static void plan_round(DistillTrainer *t, size_t n)
+/* The per-pixel buffers of a round whose labels have n pixels, and shown_n at the shown size. */
+static void plan_round(DistillTrainer *t, size_t n, size_t shown_n)
 {
+  if (shown_n > t->shown_capacity) {
+    g_free(t->shown_pred);
+    t->shown_pred = g_malloc(shown_n);
+    t->shown_capacity = shown_n;
+  }
   if (n <= t->label_capacity)
     return;
   g_free(t->pred);
@@ -61,6 +67,22 @@ static void plan_round(DistillTrainer *t, size_t n)
   t->pred = g_malloc(n);
   t->pixel_weight = t->cfg->foreground_weight != 1.0 ? g_new(float, n) : NULL;
   t->label_capacity = n;
+}
+
+/* The student's mIoU against the round's teacher labels, from its logits: at the size the user
+ * sees when the round has labels of that size (the logits resized bilinearly, as the element
+ * draws them), else at the logits' size. */
+static double round_miou(DistillTrainer *t, const DistillRound *round, const FeatureMap *logits,
+                         int num_classes, ThreadPool *pool)
+{
+  if (round->shown_labels) {
+    argmax_bilinear(logits, round->shown_w, round->shown_h, t->shown_pred,
+                    (size_t)round->shown_w, pool);
+    return frame_miou(t->shown_pred, round->shown_labels,
+                      (size_t)round->shown_h * round->shown_w, num_classes);
+  }
+  argmax_channels(logits, t->pred, pool);
+  return frame_miou(t->pred, round->labels, (size_t)logits->h * logits->w, num_classes);
 }
 
 static const float *pixel_weights(DistillTrainer *t, const uint8_t *labels, size_t n)
@@ -196,7 +218,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
   int label_h, label_w;
   student_logits_size(t->student, round->input->h, round->input->w, &label_h, &label_w);
   size_t n = (size_t)label_h * label_w;
-  plan_round(t, n);
+  plan_round(t, n, round->shown_labels ? (size_t)round->shown_h * round->shown_w : 0);
   int num_classes = student_get_config(t->student)->num_classes;
   guint updates = 0;
   double miou, first_loss = 0.0;
@@ -204,8 +226,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
   /* Every pass measures first: the last forward also tells whether the threshold was met. */
   for (;;) {
     const FeatureMap *logits = student_forward(t->student, round->input, pool);
-    argmax_channels(logits, t->pred, pool);
-    miou = frame_miou(t->pred, round->labels, n, num_classes);
+    miou = round_miou(t, round, logits, num_classes, pool);
     if (updates == 0) {
       round->miou_before = miou;
       round->verdict = cfg->train ? judge_entry(t, miou) : DISTILL_ROUND_UNCHECKED;

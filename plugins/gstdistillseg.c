@@ -59,6 +59,7 @@ enum {
   PROP_OPTIMIZER,
   PROP_TRAIN,
   PROP_SYNC,
+  PROP_MEASURE_AT_FRAME_SIZE,
   PROP_OUTPUT,
   PROP_THREADS,
   PROP_TRAIN_THREADS,
@@ -91,6 +92,7 @@ enum {
 #define DEFAULT_PROP_OPTIMIZER ((GstDistillOptimizer)DISTILL_DEFAULT_OPTIMIZER)
 #define DEFAULT_PROP_TRAIN TRUE
 #define DEFAULT_PROP_SYNC FALSE
+#define DEFAULT_PROP_MEASURE_AT_FRAME_SIZE FALSE
 #define DEFAULT_PROP_OUTPUT GST_DISTILL_OUTPUT_OVERLAY
 #define DEFAULT_PROP_THREADS 0
 #define DEFAULT_PROP_TRAIN_THREADS 0
@@ -254,8 +256,9 @@ static void on_teacher_result(TeacherResult *result, const GError *error, gpoint
       GST_DEBUG_OBJECT(self, "teacher query %" G_GUINT64_FORMAT " failed: %s",
                        distill_query_id(tq->query), error->message);
     distill_query_fail(tq->query);
-  } else if (!distill_query_answer(tq->query, result->labels, result->height, result->width,
-                                   &refused)) {
+  } else if (!distill_query_answer_shown(tq->query, result->labels, result->height,
+                                         result->width, result->shown_labels,
+                                         result->shown_height, result->shown_width, &refused)) {
     GST_DEBUG_OBJECT(self, "teacher answer dropped: %s", refused->message);
   }
   report_teacher_health(self, error);
@@ -284,6 +287,10 @@ static void send_to_teacher(GstDistillSeg *self, GstVideoFrame *frame, DistillQu
   };
 
   distill_query_label_size(query, &tf.out_height, &tf.out_width);
+  if (self->measure_at_frame_size) {
+    tf.shown_width = tf.width;
+    tf.shown_height = tf.height;
+  }
   if (self->to_rgb_full) {
     convert_to_rgb(self->to_rgb_full, frame, self->rgb_full, tf.width, tf.height);
     tf.rgb = self->rgb_full;
@@ -1002,6 +1009,9 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
   case PROP_SYNC:
     self->sync = g_value_get_boolean(value);
     break;
+  case PROP_MEASURE_AT_FRAME_SIZE:
+    self->measure_at_frame_size = g_value_get_boolean(value);
+    break;
   case PROP_OUTPUT:
     self->output = g_value_get_enum(value);
     break;
@@ -1105,6 +1115,9 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_SYNC:
     g_value_set_boolean(value, self->sync);
+    break;
+  case PROP_MEASURE_AT_FRAME_SIZE:
+    g_value_set_boolean(value, self->measure_at_frame_size);
     break;
   case PROP_OUTPUT:
     g_value_set_enum(value, self->output);
@@ -1241,6 +1254,12 @@ static void install_properties(GObjectClass *klass)
           "TRUE: the stream waits for the teacher (up to teacher-timeout) and for the updates, "
           "deterministic, for evaluation; FALSE: teacher and training run beside the stream, "
           "which never stalls", DEFAULT_PROP_SYNC, READY_ONLY));
+  g_object_class_install_property(klass, PROP_MEASURE_AT_FRAME_SIZE,
+      g_param_spec_boolean("measure-at-frame-size", "Measure at the frame's size",
+          "TRUE: the policy compares the student with the teacher at the frame's size, its "
+          "logits resized as the mask and overlay are (the teacher's labels are asked for at "
+          "that size too); FALSE: at the logits' size, half the input's, as trained",
+          DEFAULT_PROP_MEASURE_AT_FRAME_SIZE, READY_ONLY));
 
   /* Compute */
   g_object_class_install_property(klass, PROP_INFERENCE_WIDTH,
@@ -1346,4 +1365,5 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->train_nice = DEFAULT_PROP_TRAIN_NICE;
   self->stats_interval = DEFAULT_PROP_STATS_INTERVAL;
   self->inference_budget = DEFAULT_PROP_INFERENCE_BUDGET;
+  self->measure_at_frame_size = DEFAULT_PROP_MEASURE_AT_FRAME_SIZE;
 }

@@ -345,7 +345,9 @@ static gboolean frame_valid(const TeacherFrame *frame)
          frame->width <= MAX_FRAME_SIDE && frame->height <= MAX_FRAME_SIDE &&
          (frame->stride == 0 || frame->stride >= frame->width * 3) && frame->out_width > 0 &&
          frame->out_height > 0 && frame->out_width <= MAX_FRAME_SIDE &&
-         frame->out_height <= MAX_FRAME_SIDE;
+         frame->out_height <= MAX_FRAME_SIDE && (frame->shown_width > 0) == (frame->shown_height > 0) &&
+         frame->shown_width >= 0 && frame->shown_height >= 0 &&
+         frame->shown_width <= MAX_FRAME_SIDE && frame->shown_height <= MAX_FRAME_SIDE;
 }
 
 TeacherSubmitStatus teacher_stream_submit(TeacherStream *stream, const TeacherFrame *frame,

@@ -24,7 +24,7 @@ struct Request {
   TeacherStream *stream;   /* valid until finish() returns */
   char *id;
   uint8_t *rgb;            /* packed copy of the frame, until encoded */
-  int width, height, out_width, out_height;
+  int width, height, out_width, out_height, shown_width, shown_height;
   guint64 frame;
   TeacherResultFunc callback;
   gpointer user_data;
@@ -74,6 +74,8 @@ Request *request_new(TeacherStream *stream, const TeacherFrame *frame, TeacherRe
   req->height = frame->height;
   req->out_width = frame->out_width;
   req->out_height = frame->out_height;
+  req->shown_width = frame->shown_width;
+  req->shown_height = frame->shown_height;
   req->callback = callback;
   req->user_data = user_data;
   req->submitted = g_get_monotonic_time();
@@ -127,9 +129,10 @@ static GSource *add_timer(TeacherClient *client, gint64 until, GSourceFunc funct
   return source;
 }
 
-/* The outcome: error NULL = labels (out_width x out_height) delivered. */
-static void finish(Request *req, uint8_t *labels, int num_classes, const TeacherMask *mask,
-                   GError *error)
+/* The outcome: error NULL = labels (out_width x out_height, and shown_labels when asked for)
+ * delivered. */
+static void finish(Request *req, uint8_t *labels, uint8_t *shown_labels, int num_classes,
+                   const TeacherMask *mask, GError *error)
 {
   g_assert(req->state != REQUEST_DONE);
   req->state = REQUEST_DONE;
@@ -149,6 +152,9 @@ static void finish(Request *req, uint8_t *labels, int num_classes, const Teacher
       .labels = labels,
       .width = req->out_width,
       .height = req->out_height,
+      .shown_labels = shown_labels,
+      .shown_width = shown_labels ? req->shown_width : 0,
+      .shown_height = shown_labels ? req->shown_height : 0,
       .num_classes = num_classes,
       .mask_width = mask ? mask->width : 0,
       .mask_height = mask ? mask->height : 0,
@@ -158,6 +164,7 @@ static void finish(Request *req, uint8_t *labels, int num_classes, const Teacher
   };
   req->callback(error ? NULL : &result, error, req->user_data);
   g_free(result.labels);
+  g_free(result.shown_labels);
   g_clear_error(&error);
   req->stream = NULL;
   client_request_returned(req->client, stream);
@@ -172,7 +179,7 @@ static void fail(Request *req, int code, const char *format, ...)
   va_start(args, format);
   g_autofree char *message = g_strdup_vprintf(format, args);
   va_end(args);
-  finish(req, NULL, 0, NULL, g_error_new_literal(TEACHER_ERROR, code, message));
+  finish(req, NULL, NULL, 0, NULL, g_error_new_literal(TEACHER_ERROR, code, message));
 }
 
 /* Ends with the last attempt's error, saying why there is no further attempt. */
@@ -186,7 +193,7 @@ void request_cancel(Request *req)
 {
   if (req->state == REQUEST_DONE)
     return;
-  finish(req, NULL, 0, NULL,
+  finish(req, NULL, NULL, 0, NULL,
          g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED, "teacher request %s cancelled", req->id));
 }
 
@@ -243,7 +250,7 @@ gboolean request_start(gpointer data)
                                         req->height, &req->json_length, &error);
     recycle_frame(req);
     if (req->body == NULL) {
-      finish(req, NULL, 0, NULL, g_steal_pointer(&error));
+      finish(req, NULL, NULL, 0, NULL, g_steal_pointer(&error));
     } else {
       req->deadline_source = add_timer(client, req->deadline, on_deadline, req);
       request_attempt(req);
@@ -450,7 +457,7 @@ static void probe_done(Exchange *ex, GBytes *body, const GError *error)
     Request *req = g_queue_pop_head(&ep->probe_waiters);
     req->probe_endpoint = NULL;
     if (refused) {
-      finish(req, NULL, 0, NULL, g_error_copy(failure));
+      finish(req, NULL, NULL, 0, NULL, g_error_copy(failure));
       continue;
     }
     if (failure) {
@@ -529,15 +536,20 @@ static void parse_reply(Exchange *ex)
   GError *error = NULL;
   if (!teacher_reply_parse(body, header_length, req->id, client->cfg.max_reply_bytes, &mask,
                            &error)) {
-    finish(req, NULL, 0, NULL, error);
+    finish(req, NULL, NULL, 0, NULL, error);
     return;
   }
-  uint8_t *labels = g_malloc((gsize)req->out_width * req->out_height);
+  uint8_t *labels = g_malloc((gsize)req->out_width * req->out_height), *shown = NULL;
   int classes = teacher_mask_to_labels(&mask, client->cfg.confidence, req->out_width,
                                        req->out_height, labels, &error);
+  if (classes >= 0 && req->shown_width) {
+    shown = g_malloc((gsize)req->shown_width * req->shown_height);
+    teacher_mask_to_labels(&mask, client->cfg.confidence, req->shown_width, req->shown_height,
+                           shown, NULL);
+  }
   if (classes < 0)
     g_clear_pointer(&labels, g_free);
-  finish(req, labels, MAX(classes, 0), &mask, error);
+  finish(req, labels, shown, MAX(classes, 0), &mask, error);
   teacher_mask_clear(&mask);
 }
 
@@ -580,7 +592,7 @@ static void on_reply(Exchange *ex, const GError *read_error)
              status == SOUP_STATUS_GATEWAY_TIMEOUT) {
     retry(req, error, 0);
   } else {
-    finish(req, NULL, 0, NULL, error);
+    finish(req, NULL, NULL, 0, NULL, error);
   }
 }
 

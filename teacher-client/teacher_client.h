@@ -89,6 +89,8 @@ typedef struct {
   int stride;              /* bytes from one row to the next; 0 = width * 3 */
   guint64 frame;           /* frame number, for the request id and the result */
   int out_width, out_height;  /* size of the class map wanted (the student's logits) */
+  int shown_width, shown_height; /* a second class map, at the size the user sees the student's
+                                  * (the frame's), to measure it by; 0 = none */
 } TeacherFrame;
 
 typedef struct {
@@ -97,6 +99,9 @@ typedef struct {
   uint8_t *labels;         /* out_height x out_width class indices, 255 = ignore; freed after the
                             * callback returns unless it takes them (g_steal_pointer, g_free) */
   int width, height;       /* out_width, out_height of the submission */
+  uint8_t *shown_labels;   /* shown_height x shown_width, when asked for (else NULL); freed as
+                            * labels */
+  int shown_width, shown_height;
   int num_classes;         /* classes the teacher knows: C of an FP32 [1,C,h,w] mask, 2 for a
                             * foreground probability, 1 + the largest index of a label mask */
   int mask_width, mask_height;  /* size of the teacher's mask before resizing */

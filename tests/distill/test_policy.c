@@ -142,6 +142,66 @@ static DistillEngine *new_measuring_engine(guint max_stride, double scene_change
   return distill_engine_new(*student, &cfg, NULL);
 }
 
+/* The policy measures the student where the user sees it: with labels at the frame's size, a
+ * student that agrees with the teacher at the logits' size but not at the frame's misses the
+ * threshold; labels smaller than the logits are refused. */
+static void test_measured_at_shown_size(void)
+{
+  Student *s;
+  DistillEngine *e = new_measuring_engine(8, 0.0, &s);
+  FeatureMap input = feature_map(g_new(float, 48 * 64 * 3), 48, 64, 3);
+  for (int i = 0; i < 48 * 64 * 3; i++)
+    input.data[i] = (float)((i * 7919) % 101) / 100.0f - 0.5f;
+  int lh, lw;
+  distill_engine_label_size(e, 48, 64, &lh, &lw);
+  uint8_t *labels = g_malloc(lh * lw), *shown = g_malloc(96 * 128), *classes = g_malloc(lh * lw);
+  own_labels(e, &input, labels);
+  Student *copy = distill_engine_snapshot(e);
+  argmax_bilinear(student_forward(copy, &input, NULL), 128, 96, shown, 128, NULL);
+  student_free(copy);
+  DistillStats stats;
+
+  /* Agreeing at both sizes: 1, the stride doubles. */
+  DistillQuery *q = distill_engine_wants_teacher(e, &input);
+  g_assert_true(distill_query_answer_shown(q, labels, lh, lw, shown, 96, 128, NULL));
+  distill_engine_process(e, &input, classes);
+  distill_engine_get_stats(e, &stats);
+  g_assert_cmpfloat(stats.last_miou, >, 0.95);
+  g_assert_cmpuint(stats.stride, ==, 4);
+
+  /* The teacher sees the opposite at the frame's size: measured there, far below. */
+  for (int i = 0; i < 96 * 128; i++)
+    shown[i] = 1 - shown[i];
+  for (int f = 0; f < 4; f++) {
+    q = distill_engine_wants_teacher(e, &input);
+    if (q)
+      g_assert_true(distill_query_answer_shown(q, labels, lh, lw, shown, 96, 128, NULL));
+    distill_engine_process(e, &input, classes);
+  }
+  distill_engine_get_stats(e, &stats);
+  g_assert_cmpfloat(stats.last_miou, <, 0.5);
+  g_assert_cmpuint(stats.stride, ==, 2);
+
+  /* Shown labels smaller than the logits: refused, counted. */
+  guint64 errors = stats.teacher_errors;
+  GError *error = NULL;
+  while (!(q = distill_engine_wants_teacher(e, &input)))
+    distill_engine_process(e, &input, classes);
+  g_assert_false(distill_query_answer_shown(q, labels, lh, lw, shown, lh - 1, lw, &error));
+  g_assert_error(error, DISTILL_ERROR, DISTILL_ERROR_LABELS);
+  g_clear_error(&error);
+  distill_engine_process(e, &input, classes);
+  distill_engine_get_stats(e, &stats);
+  g_assert_cmpuint(stats.teacher_errors, ==, errors + 1);
+
+  distill_engine_free(e);
+  student_free(s);
+  g_free(labels);
+  g_free(shown);
+  g_free(classes);
+  g_free(input.data);
+}
+
 /* The engine's bookkeeping: strides, answers, failures and queries given up. */
 static void test_engine_queries(void)
 {
@@ -336,6 +396,7 @@ int main(int argc, char **argv)
   g_test_add_func("/distill/engine/config-defaults", test_config_defaults);
   g_test_add_func("/distill/input/from-rgb", test_input_from_rgb);
   g_test_add_func("/distill/engine/queries", test_engine_queries);
+  g_test_add_func("/distill/engine/measured-at-shown-size", test_measured_at_shown_size);
   g_test_add_func("/distill/engine/sync-waits-for-answer", test_sync_waits_for_answer);
   g_test_add_func("/distill/engine/scene-change-trigger", test_scene_change_trigger);
   return g_test_run();

@@ -6,6 +6,7 @@
  * - sync=true (the paper's protocol): from random weights, the student's mIoU against the truth
  *   over the last quarter of the stream is >= 0.8 with a teacher fraction <= 1/8; the debug log
  *   (GST_DEBUG=distillseg:5) tells of one round per teacher frame, with the updates counted;
+ *   and so with the policy measuring at the frame's size (measure-at-frame-size=true);
  * - sync=false, with a teacher that answers after 3 s: the stream never waits for it (the
  *   longest gap between output buffers stays far below the teacher's latency) and the student
  *   still trains. */
@@ -238,7 +239,8 @@ static void test_sync_learns(Fixture *fx, gconstpointer data)
   gst_debug_remove_log_function(gst_debug_log_default); /* the test's output stays readable */
 
   start_teacher(fx, "0");
-  gchar *props = g_strdup_printf("sync=true teacher-url=%s num-classes=2", fx->url);
+  gchar *props = g_strdup_printf("sync=true teacher-url=%s num-classes=2 %s", fx->url,
+                                 data ? (const char *)data : "");
   GstElement *pipeline = make_pipeline(props);
   GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
   GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
@@ -260,9 +262,9 @@ static void test_sync_learns(Fixture *fx, gconstpointer data)
   get_stats(pipeline, &frames, &queries, &updates);
   double miou = miou_sum / (FRAMES - SCORED_FROM);
   double fraction = (double)queries / (double)frames;
-  g_test_message("sync: first-frame mIoU %.3f; mIoU vs truth over frames %d..%d: %.3f; teacher "
+  g_test_message("sync %s: first-frame mIoU %.3f; mIoU vs truth over frames %d..%d: %.3f; teacher "
                  "fraction %.4f (%" G_GUINT64_FORMAT " / %" G_GUINT64_FORMAT "); %"
-                 G_GUINT64_FORMAT " updates", first_miou, SCORED_FROM, FRAMES - 1, miou,
+                 G_GUINT64_FORMAT " updates", data ? (const char *)data : "", first_miou, SCORED_FROM, FRAMES - 1, miou,
                  fraction, queries, frames, updates);
   g_assert_cmpuint(frames, ==, FRAMES);
   g_assert_cmpfloat(miou, >=, 0.8);
@@ -352,6 +354,8 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add("/plugins/learning/sync", Fixture, NULL, fixture_setup, test_sync_learns,
              fixture_teardown);
+  g_test_add("/plugins/learning/sync-measured-at-frame-size", Fixture,
+             "measure-at-frame-size=true", fixture_setup, test_sync_learns, fixture_teardown);
   g_test_add("/plugins/learning/async-slow-teacher", Fixture, NULL, fixture_setup,
              test_async_never_stalls, fixture_teardown);
   return g_test_run();

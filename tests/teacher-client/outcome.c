@@ -26,6 +26,9 @@ void collector_on_result(TeacherResult *result, const GError *error, gpointer us
     outcome->error = g_error_copy(error);
   } else {
     outcome->labels = g_steal_pointer(&result->labels);
+    outcome->shown_labels = g_steal_pointer(&result->shown_labels);
+    outcome->shown_width = result->shown_width;
+    outcome->shown_height = result->shown_height;
     outcome->width = result->width;
     outcome->height = result->height;
     outcome->num_classes = result->num_classes;
@@ -72,6 +75,7 @@ void outcome_free(Outcome *outcome)
 {
   g_clear_error(&outcome->error);
   g_free(outcome->labels);
+  g_free(outcome->shown_labels);
   g_free(outcome);
 }
 

@@ -8,6 +8,8 @@ typedef struct {
   GError *error;           /* NULL: labels delivered */
   guint8 *labels;
   int width, height, num_classes, mask_width, mask_height;
+  guint8 *shown_labels;    /* NULL unless asked for */
+  int shown_width, shown_height;
   guint64 frame, bytes_sent, bytes_received;
   double latency_ms;
 } Outcome;

@@ -151,6 +151,50 @@ static void test_mask_forms(void)
   }
 }
 
+/* A second class map at the size the user sees (here the frame's), from the same mask; none
+ * unless asked for. Half a shown size is refused. */
+static void test_shown_labels(void)
+{
+  DoubleBehaviour b = {.mode = DOUBLE_MASK, .datatype = "FP32", .channels = 2,
+                       .mask_width = 150, .mask_height = 40};
+  kserve_double_set(server, &b);
+  g_autoptr(GError) error = NULL;
+  TeacherClient *client = client_for(kserve_double_url(server), 10000, &error);
+  TeacherStream *stream = teacher_client_open_stream(client, "cam0", 0);
+  Collector collector;
+  collector_init(&collector);
+  g_autofree guint8 *rgb = bands_new(FRAME_W, FRAME_H);
+  TeacherFrame f = {.rgb = rgb, .width = FRAME_W, .height = FRAME_H, .frame = 7,
+                    .out_width = OUT_W, .out_height = OUT_H, .shown_width = FRAME_W,
+                    .shown_height = FRAME_H};
+  g_assert_cmpint(teacher_stream_submit(stream, &f, collector_on_result, &collector, &error), ==,
+                  TEACHER_SUBMIT_OK);
+  Outcome *outcome = collector_wait(&collector);
+  g_assert_no_error(outcome->error);
+  bands_check(outcome->labels, OUT_W, OUT_H);
+  g_assert_cmpint(outcome->shown_width, ==, FRAME_W);
+  g_assert_cmpint(outcome->shown_height, ==, FRAME_H);
+  bands_check(outcome->shown_labels, FRAME_W, FRAME_H);
+  outcome_free(outcome);
+
+  f.shown_width = f.shown_height = 0;
+  g_assert_cmpint(teacher_stream_submit(stream, &f, collector_on_result, &collector, &error), ==,
+                  TEACHER_SUBMIT_OK);
+  outcome = collector_wait(&collector);
+  g_assert_no_error(outcome->error);
+  g_assert_null(outcome->shown_labels);
+  g_assert_cmpint(outcome->shown_width, ==, 0);
+  outcome_free(outcome);
+
+  f.shown_height = FRAME_H;
+  g_assert_cmpint(teacher_stream_submit(stream, &f, collector_on_result, &collector, &error), ==,
+                  TEACHER_SUBMIT_INVALID);
+  g_assert_error(error, TEACHER_ERROR, TEACHER_ERROR_INVALID);
+  teacher_stream_close(stream);
+  teacher_client_free(client);
+  collector_clear(&collector);
+}
+
 static void test_chunked_reply(void)
 {
   DoubleBehaviour b = {.mode = DOUBLE_CHUNKED, .datatype = "FP32", .channels = 2};
@@ -852,6 +896,7 @@ int main(int argc, char **argv)
   folder = g_dir_make_tmp("teacher-client-XXXXXX", NULL);
   server = kserve_double_new(NULL, NULL);
   g_test_add_func("/teacher-client/mask-forms", test_mask_forms);
+  g_test_add_func("/teacher-client/shown-labels", test_shown_labels);
   g_test_add_func("/teacher-client/chunked-reply", test_chunked_reply);
   g_test_add_func("/teacher-client/encodings", test_encodings);
   g_test_add_func("/teacher-client/faults/garbage", test_garbage);
