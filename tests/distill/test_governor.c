@@ -359,6 +359,41 @@ static void test_engine_hibernates(void)
   student_free(student);
 }
 
+/* The budget holds per process: a stream far within its own interval shrinks all the same while
+ * another engine of the process overloads the cores, and grows back once that one is gone. */
+static void test_engines_share_the_budget(void)
+{
+  Student *student = two_class_student();
+  DistillConfig cfg;
+  distill_config_default(&cfg);
+  DistillEngine *busy = distill_engine_new(student, &cfg, NULL);
+  DistillEngine *calm = distill_engine_new(student, &cfg, NULL);
+  FeatureMap input = random_input(480, 640, 9);
+  uint8_t *classes = g_malloc(320 * 240);
+  DistillStats stats;
+
+  distill_engine_set_frame_interval(busy, 0.01);
+  distill_engine_set_frame_interval(calm, 1e6);
+  for (int i = 0; i < 12; i++) {
+    distill_engine_process(busy, &input, classes);
+    distill_engine_process(calm, &input, classes);
+  }
+  distill_engine_get_stats(calm, &stats);
+  g_assert_cmpfloat(stats.inference_share, <, 0.01);
+  g_assert_cmpint(stats.input_w, ==, DISTILL_GOVERNOR_FLOOR);
+
+  distill_engine_free(busy);
+  for (int i = 0; i < 40; i++)
+    distill_engine_process(calm, &input, classes);
+  distill_engine_get_stats(calm, &stats);
+  g_assert_cmpint(stats.input_w, ==, 640);
+
+  distill_engine_free(calm);
+  g_free(classes);
+  g_free(input.data);
+  student_free(student);
+}
+
 /* The governor is off in sync mode, with train = FALSE and with a budget of 0. */
 static void test_engine_off(void)
 {
@@ -399,6 +434,7 @@ int main(int argc, char **argv)
   g_test_add_func("/governor/sizes", test_sizes);
   g_test_add_func("/governor/interval-from-timestamps", test_interval_from_timestamps);
   g_test_add_func("/governor/engine-lowers-the-stream-only", test_engine_lowers_the_stream_only);
+  g_test_add_func("/governor/engines-share-the-budget", test_engines_share_the_budget);
   g_test_add_func("/governor/engine-off", test_engine_off);
   g_test_add_func("/governor/engine-hibernates", test_engine_hibernates);
   return g_test_run();
