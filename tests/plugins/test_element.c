@@ -303,11 +303,32 @@ GST_START_TEST(test_saturated_inference_warns)
 }
 GST_END_TEST;
 
+/* GST_DEBUG=distillseg:5 lines about the student's input size, one a line. */
+typedef struct {
+  GMutex lock;
+  GString *lines;
+} ResizeLog;
+
+static void collect_resizes(GstDebugCategory *category, GstDebugLevel level, const gchar *file,
+                            const gchar *function, gint line, GObject *object,
+                            GstDebugMessage *message, gpointer user_data)
+{
+  ResizeLog *log = user_data;
+  const gchar *text = gst_debug_message_get(message);
+
+  if (strcmp(gst_debug_category_get_name(category), "distillseg") ||
+      !g_str_has_prefix(text, "student input "))
+    return;
+  g_mutex_lock(&log->lock);
+  g_string_append_printf(log->lines, "%s\n", text);
+  g_mutex_unlock(&log->lock);
+}
+
 /* The compute governor: at 10,000 fps no CPU keeps inference within the budget, so a 384x288
  * stream's student runs at the floor, 320x240, within a few frames, whether the rate comes from
- * the caps or (framerate=0/1) from the timestamps; distill-stats says so, and the output keeps
- * the frame's size and the meta the nominal class map's (192x144). Off with the size set by
- * hand, a budget of 0, sync=true, or no teacher. */
+ * the caps or (framerate=0/1) from the timestamps; the debug log and distill-stats say so, and
+ * the output keeps the frame's size and the meta the nominal class map's (192x144). Off with the
+ * size set by hand, a budget of 0, sync=true, or no teacher. */
 GST_START_TEST(test_governor_lowers_the_input)
 {
   const char *rate = "video/x-raw,format=RGB,width=384,height=288,framerate=10000/1";
@@ -324,12 +345,29 @@ GST_START_TEST(test_governor_lowers_the_input)
     {"", "", 384},
   };
 
+  ResizeLog log = {.lines = g_string_new(NULL)};
+  g_mutex_init(&log.lock);
+  gst_debug_set_threshold_for_name("distillseg", GST_LEVEL_DEBUG);
+  gst_debug_add_log_function(collect_resizes, &log, NULL);
+  gst_debug_remove_log_function(gst_debug_log_default); /* the test's output stays readable */
+
   for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
     RunResult r = {0};
     gchar *launch = g_strdup_printf(
         "videotestsrc num-buffers=24 ! %s %s ! distillseg output=mask %s ! appsink name=sink "
         "sync=false", rate, cases[i].caps_after, cases[i].props);
+    g_string_truncate(log.lines, 0);
     run_pipeline(launch, &r);
+    /* Each change of size is logged with its reason and figures. */
+    g_mutex_lock(&log.lock);
+    if (cases[i].width == 320)
+      fail_unless(g_str_has_prefix(log.lines->str, "student input 384x288 -> 320x240: inference "
+                                   "took more than its budget of the frame interval (inference ") &&
+                      strstr(log.lines->str, "budget 50%)\n") != NULL,
+                  "%s: %s", launch, log.lines->str);
+    else
+      fail_unless(log.lines->len == 0, "%s: %s", launch, log.lines->str);
+    g_mutex_unlock(&log.lock);
     fail_unless(r.error == NULL, "%s: %s", launch, r.error);
     fail_unless_equals_int(r.buffers, 24);
     fail_unless(r.last_stats != NULL, "%s: no distill-stats", launch);
@@ -354,6 +392,11 @@ GST_START_TEST(test_governor_lowers_the_input)
     g_free(launch);
     run_result_clear(&r);
   }
+  gst_debug_remove_log_function(collect_resizes);
+  gst_debug_add_log_function(gst_debug_log_default, NULL, NULL);
+  gst_debug_unset_threshold_for_name("distillseg");
+  g_string_free(log.lines, TRUE);
+  g_mutex_clear(&log.lock);
 }
 GST_END_TEST;
 
