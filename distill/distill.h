@@ -329,7 +329,6 @@ typedef struct {
   /* The compute governor: */
   int input_w, input_h;      /* the stream's input size in use (0 before the first frame) */
   double inference_share;    /* mean inference time over the frame interval; 0 = no interval */
-  double inference_ms_total; /* time the stream's inference took, all frames */
   double train_ms_total;     /* time the trainer spent in rounds, the one running included */
   gboolean hibernating;      /* the student met the threshold at max_stride: training rests */
 } DistillStats;

@@ -638,6 +638,12 @@ static const FeatureMap *stream_input(DistillEngine *e, const FeatureMap *input)
   return &e->resized;
 }
 
+/* The stream's mean inference time over the frame interval; 0 while the interval is unknown. */
+static double inference_share(const DistillEngine *e)
+{
+  return e->interval_ms > 0.0 ? e->governor.ms / e->interval_ms : 0.0;
+}
+
 /* After a frame's inference of ms on in (input, or its resized copy): the governor's decision,
  * and the statistics. */
 static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *in, double ms)
@@ -648,12 +654,11 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   gboolean hibernating = e->hibernating;
   g_mutex_unlock(&e->lock);
 
-  DistillGovernor before = e->governor;
-  double share = e->interval_ms > 0.0 ? e->governor.ms / e->interval_ms : 0.0;
-  double others = share_load(e, on ? share : 0.0);
+  double ms_before = e->governor.ms;
+  double others = share_load(e, on ? inference_share(e) : 0.0);
   DistillResizeReason reason =
       distill_governor_update(&e->governor, budget, ms, e->interval_ms, others);
-  share = e->interval_ms > 0.0 ? e->governor.ms / e->interval_ms : 0.0;
+  double share = inference_share(e);
 
   g_mutex_lock(&e->lock);
   e->stats.frames++;
@@ -664,7 +669,7 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   g_mutex_unlock(&e->lock);
 
   if (reason != DISTILL_RESIZE_NONE && e->cfg.resized) {
-    DistillResize r = { .from_w = in->w, .from_h = in->h, .inference_ms = before.ms,
+    DistillResize r = { .from_w = in->w, .from_h = in->h, .inference_ms = ms_before,
                         .interval_ms = e->interval_ms, .others_load = others, .budget = budget,
                         .reason = reason == DISTILL_RESIZE_ROOM && hibernating
                                       ? DISTILL_RESIZE_HIBERNATING : reason };
@@ -721,7 +726,6 @@ void distill_engine_get_stats(DistillEngine *e, DistillStats *stats)
   stats->input_w = e->input_w;
   stats->input_h = e->input_h;
   stats->inference_share = e->inference_share;
-  stats->inference_ms_total = e->student_ms_total;
   stats->train_ms_total = e->train_ms_total +
       (e->round_start ? (double)(g_get_monotonic_time() - e->round_start) / 1000.0 : 0.0);
   stats->hibernating = e->hibernating;
