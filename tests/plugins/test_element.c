@@ -914,8 +914,8 @@ static Suite *distillseg_suite(void)
   suite_add_tcase(s, slow);
 
   /* Frames above the governor's 320-pixel floor take seconds each under memcheck (its scalar
-   * kernels): the valgrind setup leaves this case out (CK_EXCLUDE_TCASE); the sanitizer build
-   * runs it. */
+   * kernels): the valgrind setup leaves it out (GST_CHECKS_IGNORE); the sanitizer build runs
+   * it. */
   TCase *governor = tcase_create("governor");
   tcase_set_timeout(governor, 300);
   tcase_add_test(governor, test_governor_lowers_the_input);

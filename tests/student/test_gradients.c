@@ -17,15 +17,20 @@
 
 static GRand *rng;
 
-/* From He-normal: every term of the network non-zero (random biases and scales, residual
- * branches at full scale). */
-static void randomise_tensor(const StudentTensor *t, float *v)
+/* From He-normal: every term of the network non-zero (random biases and scales); residual
+ * branches at full scale unless damped (their initial gain kept). */
+static void randomise_tensor_damped(const StudentTensor *t, float *v, gboolean damped)
 {
   for (size_t k = 0; k < t->count; k++)
     if (!t->hwio)
       v[k] = (float)(t->init_gain + g_rand_double_range(rng, -0.2, 0.2));
-    else if (t->init_gain > 0.0)
+    else if (t->init_gain > 0.0 && !damped)
       v[k] /= (float)t->init_gain;
+}
+
+static void randomise_tensor(const StudentTensor *t, float *v)
+{
+  randomise_tensor_damped(t, v, FALSE);
 }
 
 static float *random_params(const ParamTable *table)
@@ -596,12 +601,14 @@ static GradcheckResult check_network_tensors(NetCase *c, const float *grads, int
   return all;
 }
 
-static void check_network(const StudentConfig *cfg, int h, int w, gboolean softmax)
+static void check_network_damped(const StudentConfig *cfg, int h, int w, gboolean softmax,
+                                 gboolean damped)
 {
   NetCase c = { .student = student_new(cfg, g_rand_int(rng)), .input = random_map(h, w, 3) };
   Student *s = c.student;
   for (int i = 0; i < student_tensor_count(s); i++)
-    randomise_tensor(student_tensor(s, i), student_params(s) + student_tensor(s, i)->offset);
+    randomise_tensor_damped(student_tensor(s, i), student_params(s) + student_tensor(s, i)->offset,
+                            damped);
   int lh, lw;
   student_logits_size(s, h, w, &lh, &lw);
   random_targets(lh, lw, cfg->num_classes, &c.labels, &c.pixel_weight);
@@ -629,11 +636,14 @@ static void check_network(const StudentConfig *cfg, int h, int w, gboolean softm
                  checked, r.median, r.worst);
   g_assert_cmpfloat(r.median, <=, GRADCHECK_TOLERANCE);
 
-  /* backward adds to the gradients it finds. */
+  /* backward adds to the gradients it finds. A kernel may add its terms into the buffer one by
+   * one, so the rounding is relative to the terms, not to their sum: the tolerance has a floor
+   * at the gradient's root mean square. */
   net_case_backward(&c);
+  float floor = 1e-5f * (float)gradcheck_rms(grads, n) + 1e-12f;
   for (size_t k = 0; k < n; k++)
     g_assert_cmpfloat_with_epsilon(student_grads(s)[k], 2.0f * grads[k],
-                                   1e-5f * fabsf(grads[k]) + 1e-12f);
+                                   1e-5f * fabsf(grads[k]) + floor);
 
   g_free(grads);
   g_free(c.input.data);
@@ -641,6 +651,11 @@ static void check_network(const StudentConfig *cfg, int h, int w, gboolean softm
   g_free(c.pixel_weight);
   g_free(c.out_weight);
   student_free(s);
+}
+
+static void check_network(const StudentConfig *cfg, int h, int w, gboolean softmax)
+{
+  check_network_damped(cfg, h, w, softmax, FALSE);
 }
 
 /* Narrow widths with the default's shortcut kinds (conv, subsample, conv, identity, conv, conv):
@@ -683,7 +698,12 @@ static void test_network_mobilenet(void)
 }
 
 /* repghost with narrow widths, in its trainable form (the fused form is the same function:
- * tests/student/test_architectures). */
+ * tests/student/test_architectures). Its decoder's biases sum the gradient of every pixel below
+ * eight bottlenecks: with the branches at full scale the activations reach thousands, and the
+ * float rounding of the loss alone moved their difference quotients by several percent (the
+ * median of a tensor ranged from 0.005 to 0.1 over seeds and ISAs). With the branches at their
+ * initial gain and a smaller odd frame, the medians stay within 0.009 over 12 seeds on every
+ * ISA; every gradient at 45x37 is compared with PyTorch's autograd in tests/parity. */
 static void test_network_repghost(void)
 {
   StudentConfig cfg;
@@ -691,8 +711,8 @@ static void test_network_repghost(void)
   cfg.repghost = (RepghostConfig){ .stem = { 4 }, .encoder = { 6, 6, 8, 10 },
                                    .encoder_mid = { 8, 8, 10, 12 }, .decoder = { 8, 6, 6 },
                                    .decoder_mid = { 10, 8, 8 }, .head = { 6 } };
-  check_network(&cfg, 45, 37, FALSE);
-  check_network(&cfg, 45, 37, TRUE);
+  check_network_damped(&cfg, 21, 17, FALSE, TRUE);
+  check_network_damped(&cfg, 21, 17, TRUE, TRUE);
 }
 
 int main(int argc, char **argv)
