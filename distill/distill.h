@@ -96,8 +96,13 @@ typedef struct {
   const uint8_t *labels;    /* the teacher's labels, at logits size */
   const uint8_t *shown_labels; /* and at the size the user sees the class map (NULL = none) */
   int shown_h, shown_w;
-  /* mIoU of the student's class map resized to the shown labels' size (bilinear logits, as the
-   * user sees it) against them; without shown labels, at logits size. */
+  /* The stream's input size when the round started (the governor's; 0 = the input's): the
+   * student is measured at the size in use. */
+  int measure_h, measure_w;
+  /* mIoU of the student's class map, from the input at the measure size, resized to the shown
+   * labels' size (bilinear logits, as the user sees it) against them; without shown labels, at
+   * the labels' (logits) size. Within the round, the decision to stop at the threshold is taken
+   * on the training pass's own logits (the input's size). */
   double miou_before;   /* student vs teacher before the round's first step */
   double miou_after;    /* after its last step (= miou_before when no step was taken) */
   guint updates;        /* SGD steps taken */

@@ -84,6 +84,7 @@ struct DistillEngine {
   gint64 round_start;     /* monotonic µs of the round running, 0 = none */
   gboolean hibernating;
   int input_w, input_h;   /* the stream's, in use */
+  int frame_w, frame_h;   /* the stream's nominal input (the frames'), for input_w/_h */
   double inference_share;
 
   GMutex publish_lock;
@@ -175,6 +176,13 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
                          .shown_labels = slot->shown_h ? slot->shown : NULL,
                          .shown_h = slot->shown_h, .shown_w = slot->shown_w,
                          .verdict = DISTILL_ROUND_UNCHECKED };
+  /* The policy measures the student at the size the stream runs it now. */
+  g_mutex_lock(&e->lock);
+  if (e->frame_w == slot->input.w && e->frame_h == slot->input.h) {
+    round.measure_h = e->input_h;
+    round.measure_w = e->input_w;
+  }
+  g_mutex_unlock(&e->lock);
   if (e->cfg.round_started)
     e->cfg.round_started(&round, e->cfg.round_user_data);
   gint64 start = g_get_monotonic_time();
@@ -665,6 +673,8 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   e->student_ms_total += ms;
   e->input_w = in->w;
   e->input_h = in->h;
+  e->frame_w = input->w;
+  e->frame_h = input->h;
   e->inference_share = share;
   g_mutex_unlock(&e->lock);
 

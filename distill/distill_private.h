@@ -22,6 +22,13 @@ typedef struct {
   size_t label_capacity;  /* pixels of pred and pixel_weight */
   uint8_t *shown_pred;    /* the class map at the shown labels' size */
   size_t shown_capacity;  /* its pixels */
+  /* The policy's measure at the stream's size when the governor runs it smaller than the
+   * round's input (DistillRound.measure_h/_w): a copy of the network, given the trainer's
+   * weights at each measure, and the input resized. Planned at that size, so the training copy
+   * keeps its buffers planned at the nominal one. */
+  Student *measurer;
+  FeatureMap measure_input;
+  size_t measure_capacity; /* floats */
   /* Recent teacher frames against forgetting: replay_frames inputs and labels of replay_h x
    * replay_w (their labels replay_label_h x _w), a ring. */
   float *replay_inputs;

@@ -46,6 +46,9 @@ void distill_trainer_clear(DistillTrainer *t)
   g_free(t->pred);
   g_free(t->pixel_weight);
   g_free(t->shown_pred);
+  if (t->measurer)
+    student_free(t->measurer);
+  g_free(t->measure_input.data);
   g_free(t->replay_inputs);
   g_free(t->replay_labels);
   g_free(t->good_params);
@@ -81,8 +84,38 @@ static double round_miou(DistillTrainer *t, const DistillRound *round, const Fea
     return frame_miou(t->shown_pred, round->shown_labels,
                       (size_t)round->shown_h * round->shown_w, num_classes);
   }
-  argmax_channels(logits, t->pred, pool);
-  return frame_miou(t->pred, round->labels, (size_t)logits->h * logits->w, num_classes);
+  int label_h, label_w;
+  student_logits_size(t->student, round->input->h, round->input->w, &label_h, &label_w);
+  if (logits->h == label_h && logits->w == label_w)
+    argmax_channels(logits, t->pred, pool);
+  else
+    argmax_bilinear(logits, label_w, label_h, t->pred, (size_t)label_w, pool);
+  return frame_miou(t->pred, round->labels, (size_t)label_h * label_w, num_classes);
+}
+
+/* The policy's measure: at the stream's size when the governor runs it smaller than the
+ * round's input (as the user sees the student now), else the training pass's own (miou). */
+static double policy_miou(DistillTrainer *t, const DistillRound *round, double miou,
+                          int num_classes, ThreadPool *pool)
+{
+  int h = round->measure_h, w = round->measure_w;
+  if (h <= 0 || w <= 0 || (h == round->input->h && w == round->input->w))
+    return miou;
+  if (!t->measurer) {
+    t->measurer = student_copy(t->student);
+    student_set_bf16_forward(t->measurer, t->cfg->forward_bf16);
+  }
+  memcpy(student_params(t->measurer), student_params(t->student), param_bytes(t));
+  size_t floats = (size_t)h * w * 3;
+  if (floats > t->measure_capacity) {
+    g_free(t->measure_input.data);
+    t->measure_input.data = g_new(float, floats);
+    t->measure_capacity = floats;
+  }
+  t->measure_input = feature_map(t->measure_input.data, h, w, 3);
+  resize_bilinear_forward(round->input, &t->measure_input, pool);
+  return round_miou(t, round, student_forward(t->measurer, &t->measure_input, pool), num_classes,
+                    pool);
 }
 
 static const float *pixel_weights(DistillTrainer *t, const uint8_t *labels, size_t n)
@@ -228,8 +261,8 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     const FeatureMap *logits = student_forward(t->student, round->input, pool);
     miou = round_miou(t, round, logits, num_classes, pool);
     if (updates == 0) {
-      round->miou_before = miou;
-      round->verdict = cfg->train ? judge_entry(t, miou) : DISTILL_ROUND_UNCHECKED;
+      round->miou_before = policy_miou(t, round, miou, num_classes, pool);
+      round->verdict = cfg->train ? judge_entry(t, round->miou_before) : DISTILL_ROUND_UNCHECKED;
     }
     if (!distill_policy_keep_training(cfg, updates, miou) || (stop && g_atomic_int_get(stop)))
       break;
@@ -251,7 +284,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     collapse = DISTILL_COLLAPSE_NON_FINITE;
   if (!collapse && cfg->train && cfg->rollback_rounds && t->rounds_below >= cfg->rollback_rounds)
     collapse = DISTILL_COLLAPSE_AGREEMENT;
-  round->miou_after = miou;
+  round->miou_after = updates ? policy_miou(t, round, miou, num_classes, pool) : round->miou_before;
   round->updates = updates;
   round->collapse = collapse;
   if (collapse) {

@@ -359,6 +359,93 @@ static void test_engine_hibernates(void)
   student_free(student);
 }
 
+typedef struct {
+  GMutex lock;
+  GCond done;
+  int rounds;
+  DistillRound first;
+} Rounds;
+
+static void on_round_finished(const DistillRound *round, gpointer user_data)
+{
+  Rounds *seen = user_data;
+  g_mutex_lock(&seen->lock);
+  if (seen->rounds++ == 0)
+    seen->first = *round;
+  g_cond_signal(&seen->done);
+  g_mutex_unlock(&seen->lock);
+}
+
+/* The policy measures the student at the size the stream runs it: with the governor at its
+ * floor, a teacher who labels the frame as the student does at the nominal size (mIoU 1 there)
+ * is measured against the class map of the smaller input, resized as the user gets it. */
+static void test_engine_measures_at_the_size_in_use(void)
+{
+  Student *student = two_class_student();
+  DistillConfig cfg;
+  distill_config_default(&cfg);
+  cfg.train_bf16 = cfg.forward_bf16 = FALSE;
+  cfg.round_finished = on_round_finished;
+  Rounds seen = { 0 };
+  g_mutex_init(&seen.lock);
+  g_cond_init(&seen.done);
+  cfg.round_user_data = &seen;
+  DistillEngine *engine = distill_engine_new(student, &cfg, NULL);
+  FeatureMap input = random_input(480, 640, 10);
+  int label_h, label_w;
+  distill_engine_label_size(engine, 480, 640, &label_h, &label_w);
+  int n = label_h * label_w;
+  uint8_t *agree = own_labels(student, &input, n), *classes = g_malloc(n);
+  distill_engine_set_frame_interval(engine, 0.01);
+  for (int i = 0; i < 12; i++)
+    distill_engine_process(engine, &input, classes);
+  DistillStats stats;
+  distill_engine_get_stats(engine, &stats);
+  g_assert_cmpint(stats.input_w, ==, DISTILL_GOVERNOR_FLOOR);
+
+  DistillQuery *q = NULL;
+  for (int i = 0; i < 64 && !q; i++) {
+    q = distill_engine_wants_teacher(engine, &input);
+    if (!q)
+      distill_engine_process(engine, &input, classes);
+  }
+  g_assert_nonnull(q);
+  g_assert_true(distill_query_answer(q, agree, label_h, label_w, NULL));
+  g_mutex_lock(&seen.lock);
+  while (seen.rounds == 0) {
+    g_mutex_unlock(&seen.lock);
+    distill_engine_process(engine, &input, classes);
+    g_mutex_lock(&seen.lock);
+    if (seen.rounds == 0)
+      g_cond_wait_until(&seen.done, &seen.lock, g_get_monotonic_time() + G_TIME_SPAN_SECOND / 10);
+  }
+  DistillRound round = seen.first;
+  g_mutex_unlock(&seen.lock);
+
+  /* What the user sees: the initial weights on the input at 320x240, resized to the labels. */
+  Student *copy = student_copy(student);
+  FeatureMap small = feature_map(g_new(float, 320 * 240 * 3), 240, 320, 3);
+  resize_bilinear_forward(&input, &small, NULL);
+  uint8_t *shown = g_malloc(n);
+  argmax_bilinear(student_forward(copy, &small, NULL), label_w, label_h, shown, label_w, NULL);
+  double expected = frame_miou(shown, agree, n, 2);
+  g_assert_cmpint(round.measure_w, ==, 320);
+  g_assert_cmpint(round.measure_h, ==, 240);
+  g_assert_cmpfloat(expected, <, 1.0);
+  g_assert_cmpfloat_with_epsilon(round.miou_before, expected, 1e-9);
+
+  distill_engine_free(engine);
+  g_mutex_clear(&seen.lock);
+  g_cond_clear(&seen.done);
+  student_free(copy);
+  g_free(small.data);
+  g_free(shown);
+  g_free(agree);
+  g_free(classes);
+  g_free(input.data);
+  student_free(student);
+}
+
 /* The budget holds per process: a stream far within its own interval shrinks all the same while
  * another engine of the process overloads the cores, and grows back once that one is gone. */
 static void test_engines_share_the_budget(void)
@@ -437,5 +524,7 @@ int main(int argc, char **argv)
   g_test_add_func("/governor/engines-share-the-budget", test_engines_share_the_budget);
   g_test_add_func("/governor/engine-off", test_engine_off);
   g_test_add_func("/governor/engine-hibernates", test_engine_hibernates);
+  g_test_add_func("/governor/engine-measures-at-the-size-in-use",
+                  test_engine_measures_at_the_size_in_use);
   return g_test_run();
 }
