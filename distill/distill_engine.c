@@ -636,13 +636,7 @@ static const FeatureMap *stream_input(DistillEngine *e, const FeatureMap *input)
   distill_governor_size(&e->governor, input->h, input->w, &h, &w);
   if (h == input->h && w == input->w)
     return input;
-  size_t floats = (size_t)h * w * 3;
-  if (floats > e->resized_capacity) {
-    g_free(e->resized.data);
-    e->resized.data = g_new(float, floats);
-    e->resized_capacity = floats;
-  }
-  e->resized = feature_map(e->resized.data, h, w, 3);
+  distill_input_reserve(&e->resized, &e->resized_capacity, h, w);
   return &e->resized;
 }
 

@@ -44,6 +44,17 @@ void distill_input_from_rgb(const uint8_t *pixels, int width, int height, int ro
   }
 }
 
+void distill_input_reserve(FeatureMap *map, size_t *capacity, int h, int w)
+{
+  size_t floats = (size_t)h * w * 3;
+  if (floats > *capacity) {
+    g_free(map->data);
+    map->data = g_new(float, floats);
+    *capacity = floats;
+  }
+  *map = feature_map(map->data, h, w, 3);
+}
+
 void distill_thumbnail(const FeatureMap *input, float *thumb)
 {
   /* Block means over every second pixel of every second row: plenty for a change statistic. */

@@ -106,13 +106,7 @@ static double policy_miou(DistillTrainer *t, const DistillRound *round, double m
     student_set_bf16_forward(t->measurer, t->cfg->forward_bf16);
   }
   memcpy(student_params(t->measurer), student_params(t->student), param_bytes(t));
-  size_t floats = (size_t)h * w * 3;
-  if (floats > t->measure_capacity) {
-    g_free(t->measure_input.data);
-    t->measure_input.data = g_new(float, floats);
-    t->measure_capacity = floats;
-  }
-  t->measure_input = feature_map(t->measure_input.data, h, w, 3);
+  distill_input_reserve(&t->measure_input, &t->measure_capacity, h, w);
   resize_bilinear_forward(round->input, &t->measure_input, pool);
   return round_miou(t, round, student_forward(t->measurer, &t->measure_input, pool), num_classes,
                     pool);
