@@ -47,6 +47,7 @@ enum {
   PROP_NUM_CLASSES,
   PROP_INFERENCE_WIDTH,
   PROP_INFERENCE_HEIGHT,
+  PROP_INFERENCE_LONG_SIDE,
   PROP_INFERENCE_BUDGET,
   PROP_CHECKPOINT,
   PROP_CHECKPOINT_OUT,
@@ -99,8 +100,12 @@ enum {
 #define DEFAULT_PROP_TRAIN_NICE DISTILL_DEFAULT_TRAIN_NICE
 #define DEFAULT_PROP_STATS_INTERVAL 1000
 
-/* The long side of the student's input when inference-width/-height are 0. */
+/* The long side of the student's input when inference-width/-height and inference-long-side
+ * are 0: in sync mode (and without training), and in real time with training, where an update
+ * at a quarter of the cost lets the student adapt four times as often (docs/experiments.md,
+ * "A smaller input in real time"). */
 #define DEFAULT_INFERENCE_LONG_SIDE 640
+#define DEFAULT_REALTIME_LONG_SIDE 320
 
 /* Real time: every this many frames, warn (once) if inference takes more than its budget at the
  * smallest size the governor may use, or, without the governor, this share of a frame's
@@ -566,14 +571,17 @@ static GstCaps *gst_distill_seg_transform_caps(GstBaseTransform *trans, GstPadDi
 }
 
 
-/* inference-width/-height, or the frame scaled so its long side is at most 640, aspect kept,
- * both sides even. */
+/* inference-width/-height, or the frame scaled so its long side is at most inference-long-side
+ * (by default 640, or 320 in real time with training), aspect kept, both sides even. */
 static void inference_size(GstDistillSeg *self, int frame_w, int frame_h, int *w, int *h)
 {
+  gboolean realtime_training = !self->sync && self->train && self->teacher_url &&
+                               *self->teacher_url;
+  int limit = self->inference_long_side       ? (int)self->inference_long_side
+              : realtime_training             ? DEFAULT_REALTIME_LONG_SIDE
+                                              : DEFAULT_INFERENCE_LONG_SIDE;
   int long_side = MAX(frame_w, frame_h);
-  double scale = long_side > DEFAULT_INFERENCE_LONG_SIDE
-                     ? (double)DEFAULT_INFERENCE_LONG_SIDE / long_side
-                     : 1.0;
+  double scale = long_side > limit ? (double)limit / long_side : 1.0;
 
   *w = self->inference_width ? (int)self->inference_width : (int)(frame_w * scale / 2) * 2;
   *h = self->inference_height ? (int)self->inference_height : (int)(frame_h * scale / 2) * 2;
@@ -881,7 +889,8 @@ half_size:
     GST_OBJECT_UNLOCK(self);
     GST_ELEMENT_ERROR(self, LIBRARY, SETTINGS,
                       ("Only one of inference-width and inference-height is set."),
-                      ("Set both, or neither (the frame scaled to a long side of at most 640)."));
+                      ("Set both, or neither (the frame scaled to a long side of at most "
+                       "inference-long-side)."));
     return FALSE;
   }
 no_student:
@@ -969,6 +978,9 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
     break;
   case PROP_INFERENCE_HEIGHT:
     self->inference_height = g_value_get_uint(value);
+    break;
+  case PROP_INFERENCE_LONG_SIDE:
+    self->inference_long_side = g_value_get_uint(value);
     break;
   case PROP_INFERENCE_BUDGET:
     self->inference_budget = g_value_get_double(value);
@@ -1079,6 +1091,9 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_INFERENCE_HEIGHT:
     g_value_set_uint(value, self->inference_height);
+    break;
+  case PROP_INFERENCE_LONG_SIDE:
+    g_value_set_uint(value, self->inference_long_side);
     break;
   case PROP_INFERENCE_BUDGET:
     g_value_set_double(value, self->inference_budget);
@@ -1265,11 +1280,19 @@ static void install_properties(GObjectClass *klass)
   g_object_class_install_property(klass, PROP_INFERENCE_WIDTH,
       g_param_spec_uint("inference-width", "Inference width",
           "Width of the student's input; 0 (with inference-height 0) = the frame scaled to a "
-          "long side of at most 640, aspect kept, even", 0, 8192, DEFAULT_PROP_INFERENCE_SIZE,
+          "long side of at most inference-long-side, aspect kept, even", 0, 8192,
+          DEFAULT_PROP_INFERENCE_SIZE,
           READY_ONLY));
   g_object_class_install_property(klass, PROP_INFERENCE_HEIGHT,
       g_param_spec_uint("inference-height", "Inference height",
           "Height of the student's input; 0 = see inference-width", 0, 8192,
+          DEFAULT_PROP_INFERENCE_SIZE, READY_ONLY));
+  g_object_class_install_property(klass, PROP_INFERENCE_LONG_SIDE,
+      g_param_spec_uint("inference-long-side", "Inference long side",
+          "Without inference-width/-height: the student's input is the frame scaled down to a "
+          "long side of at most this, aspect kept, even (the compute governor may lower it "
+          "further). 0 = 320 with sync=false, a teacher and train=true (updates at a quarter of "
+          "the cost: the student adapts four times as often), else 640", 0, 8192,
           DEFAULT_PROP_INFERENCE_SIZE, READY_ONLY));
   g_object_class_install_property(klass, PROP_INFERENCE_BUDGET,
       g_param_spec_double("inference-budget", "Inference budget",

@@ -36,7 +36,7 @@ struct _GstDistillSeg {
   guint teacher_timeout, teacher_max_side, teacher_inflight;
   TeacherEncoding teacher_encoding;
   gdouble teacher_confidence;
-  guint num_classes, inference_width, inference_height;
+  guint num_classes, inference_width, inference_height, inference_long_side;
   gchar *checkpoint, *checkpoint_out;
   guint checkpoint_interval;
   guint min_stride, max_stride, max_updates;
