@@ -9,11 +9,11 @@
 #define DISTILL_THUMB_FLOATS (DISTILL_THUMB_W * DISTILL_THUMB_H * 3)
 
 void distill_thumbnail(const FeatureMap *input, float *thumb);
+double distill_thumbnail_distance(const float *a, const float *b);
 
 /* Makes *map an h x w RGB input over its buffer, grown when *capacity (floats) is too small:
  * buffers for the governor's smaller inputs, kept from frame to frame. */
 void distill_input_reserve(FeatureMap *map, size_t *capacity, int h, int w);
-double distill_thumbnail_distance(const float *a, const float *b);
 
 /* The trainer's side: its own copy of the network, the optimiser and the buffers of a round,
  * planned for the size of the frames it trains on. Used by one thread at a time. */
