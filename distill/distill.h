@@ -90,11 +90,23 @@ typedef struct {
 /* Called on the streaming thread when the governor changes the input size (logs, tests). */
 typedef void (*DistillResizeFunc)(const DistillResize *resize, gpointer user_data);
 
+/* With cfg->fuse_teacher the stream's logits l become l_c + held * [k == c], k the class of
+ * the pixel in the teacher's last answer (distill_fusion.c): the answer's class wins unless the
+ * student prefers another by more than `held`. 0 (the student's alone) until a first fit. */
+#define DISTILL_FUSION_GRID 14
+typedef struct {
+  double held;
+  double score[DISTILL_FUSION_GRID]; /* running mIoU of each weight the fit tries */
+  guint rounds;                      /* fits so far */
+} DistillFusion;
+
 typedef struct {
   guint64 query_id;         /* distill_query_id of the frame's query */
   const FeatureMap *input;  /* the frame's input (the slot's copy) */
   const uint8_t *labels;    /* the teacher's labels, at logits size */
   const uint8_t *shown_labels; /* and at the size the user sees the class map (NULL = none) */
+  const uint8_t *held;      /* the answer held when this one came, at the labels' size (NULL =
+                             * none): what the fused class map showed meanwhile */
   int shown_h, shown_w;
   /* The stream's input size when the round started (the governor's; 0 = the input's): the
    * student is measured at the size in use. */
@@ -105,6 +117,11 @@ typedef struct {
    * on the training pass's own logits (the input's size). */
   double miou_before;   /* student vs teacher before the round's first step */
   double miou_after;    /* after its last step (= miou_before when no step was taken) */
+  /* With a held answer (cfg->fuse_teacher): the mIoU of the held answer and of the fused
+   * logits (the student's before the first step, the weights before this round's fit) against
+   * the new answer, at the logits' size; -1 without. The fusion's weights after the round. */
+  double held_miou, fused_miou;
+  DistillFusion fusion;
   guint updates;        /* SGD steps taken */
   guint stride;         /* the teacher stride decided by this round */
   DistillVerdict verdict;
@@ -160,6 +177,10 @@ typedef struct {
   guint replay_frames;          /* 4 */
   /* Loss weight of pixels of classes other than 0 (background weighs 1); 1 = plain loss. */
   double foreground_weight;     /* 1: weights above 1 did not help on the synthetic scene */
+  /* The stream's class map from the student's logits fused with the teacher's last mask, held:
+   * two weights, fitted on each teacher frame to how the student and the previous answer
+   * predicted it (distill_fusion.c). A scene change drops the held mask until the next answer. */
+  gboolean fuse_teacher;        /* TRUE */
 
   /* Rollback (a bad teacher must not ruin the student). The trainer keeps the last good weights:
    * those that, entering a round, agreed with the teacher's fresh frame (mIoU before training)
@@ -202,6 +223,19 @@ int distill_config_train_threads(const DistillConfig *cfg);
 gboolean distill_policy_keep_training(const DistillConfig *cfg, guint updates, double miou);
 /* The stride after a teacher frame whose round ended at `miou`. */
 guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double miou);
+
+/* ---- fusion with the teacher's last mask (pure functions; the engine applies them) -------- */
+
+void distill_fusion_init(DistillFusion *f);
+/* The weight fitted on one more teacher frame (the student's logits on it, the previous answer
+ * held, the new answer; all at the logits' size): of a grid from 0 to 64, the one of the best
+ * mIoU on the recent frames. scratch: a class map of the logits' size. */
+void distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
+                        const uint8_t *labels, uint8_t *scratch);
+/* out (logits' size and channels) = the fused logits; held is held_h x held_w, taken at the
+ * nearest pixel. */
+void distill_fusion_apply(const DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
+                          int held_h, int held_w, FeatureMap *out);
 
 /* ---- the compute governor (pure functions; the engine applies them) ---------------------- */
 

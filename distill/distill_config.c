@@ -24,6 +24,7 @@ void distill_config_default(DistillConfig *cfg)
     .scene_change_threshold = 0.03,
     .replay_frames = 4,
     .foreground_weight = 1.0,
+    .fuse_teacher = TRUE,
     .rollback_rounds = 6,
     .rollback_drop = 0.25,
     .inference_budget = DISTILL_DEFAULT_INFERENCE_BUDGET,

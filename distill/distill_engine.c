@@ -42,6 +42,8 @@ typedef struct {
   uint8_t *shown;         /* the labels at the size the user sees, when given */
   size_t shown_capacity;  /* bytes */
   int shown_h, shown_w;   /* 0 = none */
+  uint8_t *held;          /* the answer held when this one came (label size), if any */
+  gboolean has_held;
 } Slot;
 
 struct DistillQuery {
@@ -71,6 +73,15 @@ struct DistillEngine {
   double load;            /* this engine's part of process_load */
   FeatureMap resized;
   size_t resized_capacity; /* floats */
+  /* Fusion with the teacher's last answer (cfg.fuse_teacher): the stream's copies of the held
+   * mask and of the trainer's weights, and the fused logits. */
+  uint8_t *stream_held;
+  size_t stream_held_capacity;
+  int stream_held_h, stream_held_w; /* 0 = none */
+  guint64 stream_held_version;
+  DistillFusion stream_fusion;
+  FeatureMap fused;
+  size_t fused_capacity;  /* floats */
 
   GMutex lock;
   GCond work;             /* a slot became LABELED, or stopping */
@@ -86,6 +97,13 @@ struct DistillEngine {
   int input_w, input_h;   /* the stream's, in use */
   int frame_w, frame_h;   /* the stream's nominal input (the frames'), for input_w/_h */
   double inference_share;
+  /* The newest answer (labels' size), for the stream's fusion; answers to queries before
+   * held_from (a scene change) are not held. */
+  uint8_t *held;
+  size_t held_capacity;
+  int held_h, held_w;     /* 0 = none */
+  guint64 held_query, held_from, held_version;
+  DistillFusion fusion;   /* the trainer's, after its last round */
 
   GMutex publish_lock;
   float *published;           /* the inference form's weights */
@@ -173,8 +191,10 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
 {
   DistillRound round = { .query_id = slot->query_id, .input = &slot->input,
                          .labels = slot->labels, .miou_before = -1.0, .miou_after = -1.0,
+                         .held_miou = -1.0, .fused_miou = -1.0,
                          .shown_labels = slot->shown_h ? slot->shown : NULL,
                          .shown_h = slot->shown_h, .shown_w = slot->shown_w,
+                         .held = slot->has_held ? slot->held : NULL,
                          .verdict = DISTILL_ROUND_UNCHECKED };
   /* The policy measures the student at the size the stream runs it now. */
   g_mutex_lock(&e->lock);
@@ -212,6 +232,7 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
     e->stats.last_collapse = round.collapse;
   }
   e->train_ms_total += ms;
+  e->fusion = e->trainer.fusion;
   slot->state = SLOT_FREE;
   g_mutex_unlock(&e->lock);
   if (e->cfg.round_finished)
@@ -313,6 +334,7 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   e->pool = cfg->threads > 0 ? thread_pool_new(cfg->threads) : thread_pool_shared();
   e->stride = cfg->min_stride;
   e->stats.last_miou = -1.0;
+  distill_fusion_init(&e->fusion);
   g_mutex_init(&e->lock);
   g_cond_init(&e->work);
   g_cond_init(&e->answered);
@@ -353,11 +375,15 @@ void distill_engine_free(DistillEngine *e)
   }
   share_load(e, 0.0);
   g_free(e->resized.data);
+  g_free(e->fused.data);
+  g_free(e->stream_held);
+  g_free(e->held);
   distill_trainer_clear(&e->trainer);
   for (guint i = 0; i < e->n_slots; i++) {
     g_free(e->slots[i].input.data);
     g_free(e->slots[i].labels);
     g_free(e->slots[i].shown);
+    g_free(e->slots[i].held);
   }
   g_free(e->slots);
   g_free(e->published);
@@ -443,7 +469,9 @@ static void fit_slot(DistillEngine *e, Slot *slot, const FeatureMap *input, int 
   }
   if (labels > slot->label_capacity) {
     g_free(slot->labels);
+    g_free(slot->held);
     slot->labels = g_malloc(labels);
+    slot->held = g_malloc(labels);
     slot->label_capacity = labels;
   }
   slot->input = feature_map(slot->input.data, input->h, input->w, 3);
@@ -463,8 +491,13 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
     return NULL;
 
   g_mutex_lock(&e->lock);
-  if (scene_changed)
+  if (scene_changed) {
     e->hibernating = FALSE;
+    /* The held answer shows the scene before: none until this frame's answer. */
+    e->held_h = e->held_w = 0;
+    e->held_from = e->frame + 1;
+    e->held_version++;
+  }
   gint64 now = g_get_monotonic_time();
   give_up_stale(e, now);
   Slot *slot = NULL;
@@ -521,6 +554,28 @@ gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int he
   return distill_query_answer_shown(query, labels, height, width, NULL, 0, 0, error);
 }
 
+/* Under lock, on an answer in slot: the slot keeps the answer held until now (the trainer fits
+ * the fusion on the two), and the answer, if the newest, becomes the held one. */
+static void hold_answer(DistillEngine *e, Slot *slot, int height, int width)
+{
+  size_t bytes = (size_t)height * width;
+  slot->has_held = e->held_h == height && e->held_w == width && e->held_query < slot->query_id;
+  if (slot->has_held)
+    memcpy(slot->held, e->held, bytes);
+  if (slot->query_id <= e->held_query || slot->query_id < e->held_from)
+    return;
+  if (bytes > e->held_capacity) {
+    g_free(e->held);
+    e->held = g_malloc(bytes);
+    e->held_capacity = bytes;
+  }
+  memcpy(e->held, slot->labels, bytes);
+  e->held_h = height;
+  e->held_w = width;
+  e->held_query = slot->query_id;
+  e->held_version++;
+}
+
 gboolean distill_query_answer_shown(DistillQuery *query, const uint8_t *labels, int height,
                                     int width, const uint8_t *shown, int shown_h, int shown_w,
                                     GError **error)
@@ -557,6 +612,7 @@ gboolean distill_query_answer_shown(DistillQuery *query, const uint8_t *labels, 
       slot->shown_h = shown_h;
       slot->shown_w = shown_w;
     }
+    hold_answer(e, slot, height, width);
     slot->state = SLOT_LABELED;
     g_cond_signal(&e->work);
   } else {
@@ -682,6 +738,36 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   }
 }
 
+/* The stream's logits fused with the held answer (cfg.fuse_teacher), once the trainer has
+ * fitted the fusion's weights; else logits. */
+static const FeatureMap *fuse_teacher(DistillEngine *e, const FeatureMap *logits)
+{
+  if (!e->cfg.fuse_teacher)
+    return logits;
+  g_mutex_lock(&e->lock);
+  if (e->held_version != e->stream_held_version) {
+    size_t bytes = (size_t)e->held_h * e->held_w;
+    if (bytes > e->stream_held_capacity) {
+      g_free(e->stream_held);
+      e->stream_held = g_malloc(bytes);
+      e->stream_held_capacity = bytes;
+    }
+    if (bytes)
+      memcpy(e->stream_held, e->held, bytes);
+    e->stream_held_h = e->held_h;
+    e->stream_held_w = e->held_w;
+    e->stream_held_version = e->held_version;
+  }
+  e->stream_fusion = e->fusion;
+  g_mutex_unlock(&e->lock);
+  if (!e->stream_held_h || !e->stream_fusion.rounds)
+    return logits;
+  distill_map_reserve(&e->fused, &e->fused_capacity, logits->h, logits->w, logits->c);
+  distill_fusion_apply(&e->stream_fusion, logits, e->stream_held, e->stream_held_h,
+                       e->stream_held_w, &e->fused);
+  return &e->fused;
+}
+
 void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *classes)
 {
   if (!check_input(input))
@@ -698,7 +784,7 @@ void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *
   gint64 start = g_get_monotonic_time();
   if (in != input)
     resize_bilinear_forward(input, &e->resized, e->pool);
-  e->logits = student_forward(e->student, in, e->pool);
+  e->logits = fuse_teacher(e, student_forward(e->student, in, e->pool));
   if (e->logits->h == label_h && e->logits->w == label_w)
     argmax_channels(e->logits, classes, e->pool);
   else

@@ -44,15 +44,20 @@ void distill_input_from_rgb(const uint8_t *pixels, int width, int height, int ro
   }
 }
 
-void distill_input_reserve(FeatureMap *map, size_t *capacity, int h, int w)
+void distill_map_reserve(FeatureMap *map, size_t *capacity, int h, int w, int c)
 {
-  size_t floats = (size_t)h * w * 3;
+  size_t floats = (size_t)h * w * c;
   if (floats > *capacity) {
     g_free(map->data);
     map->data = g_new(float, floats);
     *capacity = floats;
   }
-  *map = feature_map(map->data, h, w, 3);
+  *map = feature_map(map->data, h, w, c);
+}
+
+void distill_input_reserve(FeatureMap *map, size_t *capacity, int h, int w)
+{
+  distill_map_reserve(map, capacity, h, w, 3);
 }
 
 void distill_thumbnail(const FeatureMap *input, float *thumb)

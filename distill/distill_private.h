@@ -14,6 +14,8 @@ double distill_thumbnail_distance(const float *a, const float *b);
 /* Makes *map an h x w RGB input over its buffer, grown when *capacity (floats) is too small:
  * buffers for the governor's smaller inputs, kept from frame to frame. */
 void distill_input_reserve(FeatureMap *map, size_t *capacity, int h, int w);
+/* The same for an h x w x c map (logits). */
+void distill_map_reserve(FeatureMap *map, size_t *capacity, int h, int w, int c);
 
 /* The trainer's side: its own copy of the network, the optimiser and the buffers of a round,
  * planned for the size of the frames it trains on. Used by one thread at a time. */
@@ -49,6 +51,9 @@ typedef struct {
    * them, so that the stream gains from a round while it runs. */
   void (*stepped)(gpointer user_data);
   gpointer stepped_user_data;
+  DistillFusion fusion;   /* fitted on the rounds with a held answer (DistillRound.held) */
+  FeatureMap fused;       /* the fused logits of the round's frame, for its log */
+  size_t fused_capacity;  /* floats */
 } DistillTrainer;
 
 void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial);

@@ -37,6 +37,7 @@ void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Stu
   t->optimizer = optimizer_new(&cfg->optimizer, student_param_count(t->student));
   t->good_params = g_memdup2(student_params(t->student), param_bytes(t));
   t->usual_miou = -1.0;
+  distill_fusion_init(&t->fusion);
 }
 
 void distill_trainer_clear(DistillTrainer *t)
@@ -49,6 +50,7 @@ void distill_trainer_clear(DistillTrainer *t)
   if (t->measurer)
     student_free(t->measurer);
   g_free(t->measure_input.data);
+  g_free(t->fused.data);
   g_free(t->replay_inputs);
   g_free(t->replay_labels);
   g_free(t->good_params);
@@ -91,6 +93,21 @@ static double round_miou(DistillTrainer *t, const DistillRound *round, const Fea
   else
     argmax_bilinear(logits, label_w, label_h, t->pred, (size_t)label_w, pool);
   return frame_miou(t->pred, round->labels, (size_t)label_h * label_w, num_classes);
+}
+
+/* The fusion's fit on the round's frame, before any step: the student as the stream showed it,
+ * the answer held then, the new answer; and how the held answer and the fused map (the weights
+ * before this fit, as the stream showed it) scored. */
+static void fit_fusion(DistillTrainer *t, DistillRound *round, const FeatureMap *logits,
+                       ThreadPool *pool)
+{
+  size_t n = (size_t)logits->h * logits->w;
+  round->held_miou = frame_miou(round->held, round->labels, n, logits->c);
+  distill_map_reserve(&t->fused, &t->fused_capacity, logits->h, logits->w, logits->c);
+  distill_fusion_apply(&t->fusion, logits, round->held, logits->h, logits->w, &t->fused);
+  argmax_channels(&t->fused, t->pred, pool);
+  round->fused_miou = frame_miou(t->pred, round->labels, n, logits->c);
+  distill_fusion_fit(&t->fusion, logits, round->held, round->labels, t->pred);
 }
 
 /* The policy's measure: at the stream's size when the governor runs it smaller than the
@@ -255,6 +272,8 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     const FeatureMap *logits = student_forward(t->student, round->input, pool);
     miou = round_miou(t, round, logits, num_classes, pool);
     if (updates == 0) {
+      if (cfg->fuse_teacher && round->held && logits->h == label_h && logits->w == label_w)
+        fit_fusion(t, round, logits, pool);
       round->miou_before = policy_miou(t, round, miou, num_classes, pool);
       round->verdict = cfg->train ? judge_entry(t, round->miou_before) : DISTILL_ROUND_UNCHECKED;
     }
@@ -281,6 +300,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
   round->miou_after = updates ? policy_miou(t, round, miou, num_classes, pool) : round->miou_before;
   round->updates = updates;
   round->collapse = collapse;
+  round->fusion = t->fusion;
   if (collapse) {
     roll_back(t, collapse);
     round->verdict = DISTILL_ROUND_ROLLED_BACK;

@@ -61,6 +61,7 @@ enum {
   PROP_TRAIN,
   PROP_SYNC,
   PROP_MEASURE_AT_FRAME_SIZE,
+  PROP_FUSE_TEACHER,
   PROP_OUTPUT,
   PROP_THREADS,
   PROP_TRAIN_THREADS,
@@ -94,6 +95,7 @@ enum {
 #define DEFAULT_PROP_TRAIN TRUE
 #define DEFAULT_PROP_SYNC FALSE
 #define DEFAULT_PROP_MEASURE_AT_FRAME_SIZE FALSE
+#define DEFAULT_PROP_FUSE_TEACHER TRUE
 #define DEFAULT_PROP_OUTPUT GST_DISTILL_OUTPUT_OVERLAY
 #define DEFAULT_PROP_THREADS 0
 #define DEFAULT_PROP_TRAIN_THREADS 0
@@ -743,6 +745,10 @@ static void log_round(const DistillRound *round, gpointer user_data)
   GST_DEBUG_OBJECT(user_data, "round on teacher query %" G_GUINT64_FORMAT ": mIoU %.3f -> %.3f in "
                    "%u updates, stride %u, %s", round->query_id, round->miou_before,
                    round->miou_after, round->updates, round->stride, verdicts[round->verdict]);
+  if (round->held_miou >= 0.0)
+    GST_DEBUG_OBJECT(user_data, "fusion on teacher query %" G_GUINT64_FORMAT ": the held answer "
+                     "%.3f, fused %.3f; the held answer's weight now %.2f", round->query_id,
+                     round->held_miou, round->fused_miou, round->fusion.held);
 }
 
 /* GST_DEBUG=distillseg:5 shows each change of the student's input size and why. */
@@ -774,6 +780,7 @@ static void engine_config(GstDistillSeg *self, DistillConfig *cfg)
     cfg->optimizer.learning_rate = (float)self->learning_rate;
   cfg->teacher_inflight = self->teacher_inflight;
   cfg->teacher_timeout_ms = self->teacher_timeout;
+  cfg->fuse_teacher = self->fuse_teacher;
   /* The governor adapts the size the element chose; one set by hand stays, and without a teacher
    * there is no training to make room for. */
   cfg->inference_budget = self->inference_width || !self->teacher_url || !*self->teacher_url
@@ -1024,6 +1031,9 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
   case PROP_MEASURE_AT_FRAME_SIZE:
     self->measure_at_frame_size = g_value_get_boolean(value);
     break;
+  case PROP_FUSE_TEACHER:
+    self->fuse_teacher = g_value_get_boolean(value);
+    break;
   case PROP_OUTPUT:
     self->output = g_value_get_enum(value);
     break;
@@ -1133,6 +1143,9 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_MEASURE_AT_FRAME_SIZE:
     g_value_set_boolean(value, self->measure_at_frame_size);
+    break;
+  case PROP_FUSE_TEACHER:
+    g_value_set_boolean(value, self->fuse_teacher);
     break;
   case PROP_OUTPUT:
     g_value_set_enum(value, self->output);
@@ -1275,6 +1288,12 @@ static void install_properties(GObjectClass *klass)
           "logits resized as the mask and overlay are (the teacher's labels are asked for at "
           "that size too); FALSE: at the logits' size, half the input's, as trained",
           DEFAULT_PROP_MEASURE_AT_FRAME_SIZE, READY_ONLY));
+  g_object_class_install_property(klass, PROP_FUSE_TEACHER,
+      g_param_spec_boolean("fuse-teacher", "Fuse the teacher's last mask",
+          "TRUE: the mask, overlay and meta come from the student's logits fused with the "
+          "teacher's last answer, weighed by how well each predicted the next teacher frame "
+          "(a still scene leans on the answer, a busy one on the student); FALSE: the "
+          "student's alone", DEFAULT_PROP_FUSE_TEACHER, READY_ONLY));
 
   /* Compute */
   g_object_class_install_property(klass, PROP_INFERENCE_WIDTH,
@@ -1389,4 +1408,5 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->stats_interval = DEFAULT_PROP_STATS_INTERVAL;
   self->inference_budget = DEFAULT_PROP_INFERENCE_BUDGET;
   self->measure_at_frame_size = DEFAULT_PROP_MEASURE_AT_FRAME_SIZE;
+  self->fuse_teacher = DEFAULT_PROP_FUSE_TEACHER;
 }

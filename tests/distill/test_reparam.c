@@ -24,6 +24,7 @@ static void run(gboolean sync)
   cfg.threads = 1;
   cfg.train_threads = 1;
   cfg.forward_bf16 = FALSE; /* the class maps are compared with an fp32 forward pass */
+  cfg.fuse_teacher = FALSE;  /* and with the student's alone */
   cfg.round_finished = scene_rounds_finished;
   cfg.round_user_data = &r;
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
