@@ -360,6 +360,8 @@ typedef struct {
   guint64 weights_version;   /* weights published so far (the inference side's: in use) */
   guint stride;              /* current teacher stride */
   double last_miou;          /* student vs teacher at the start of the last round; -1 = none */
+  double shown_miou;         /* the stream's class map (fused: fuse_teacher) vs the teacher on
+                              * the last teacher frame with an answer held; -1 = none */
   double train_ms;           /* mean duration of a training round */
   double student_ms;         /* mean duration of distill_engine_process's inference */
   guint64 rollbacks;         /* times training went back to the last good weights */

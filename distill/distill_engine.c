@@ -227,6 +227,8 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   e->stats.updates += round.updates;
   e->stats.rounds++;
   e->stats.last_miou = round.miou_before;
+  if (round.fused_miou >= 0.0)
+    e->stats.shown_miou = round.fused_miou;
   if (round.verdict == DISTILL_ROUND_ROLLED_BACK) {
     e->stats.rollbacks++;
     e->stats.last_collapse = round.collapse;
@@ -333,7 +335,7 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   /* Engines in one process (cameras) share one pool unless given their own thread count. */
   e->pool = cfg->threads > 0 ? thread_pool_new(cfg->threads) : thread_pool_shared();
   e->stride = cfg->min_stride;
-  e->stats.last_miou = -1.0;
+  e->stats.last_miou = e->stats.shown_miou = -1.0;
   distill_fusion_init(&e->fusion);
   g_mutex_init(&e->lock);
   g_cond_init(&e->work);

@@ -308,7 +308,7 @@ void camera_take_stats(Camera *cam, const GstStructure *s)
                     "fps", G_TYPE_DOUBLE, &st->fps, "student-ms", G_TYPE_DOUBLE, &st->student_ms,
                     "train-ms", G_TYPE_DOUBLE, &st->train_ms, "teacher-latency-ms",
                     G_TYPE_DOUBLE, &st->teacher_latency_ms, "last-miou", G_TYPE_DOUBLE,
-                    &st->last_miou, "input-width", G_TYPE_INT, &st->input_width, "input-height",
+                    &st->last_miou, "shown-miou", G_TYPE_DOUBLE, &st->shown_miou, "input-width", G_TYPE_INT, &st->input_width, "input-height",
                     G_TYPE_INT, &st->input_height, "inference-share", G_TYPE_DOUBLE,
                     &st->inference_share, "train-share", G_TYPE_DOUBLE, &st->train_share,
                     "hibernating", G_TYPE_BOOLEAN, &st->hibernating, NULL);
@@ -332,7 +332,7 @@ Camera *camera_new(DistillRtsp *app, const char *name, const char *input, guint 
   cam->name = g_strdup(name);
   cam->input = rtsp_input_without_password(input);
   cam->backoff_s = 1;
-  cam->stats.last_miou = -1;
+  cam->stats.last_miou = cam->stats.shown_miou = -1;
   if (app->options.checkpoint_dir) {
     g_autofree gchar *file = g_strdup_printf("%s.safetensors", name);
     cam->checkpoint = g_build_filename(app->options.checkpoint_dir, file, NULL);

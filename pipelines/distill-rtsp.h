@@ -22,7 +22,7 @@ typedef struct {
 typedef struct {
   guint64 frames, teacher_queries, teacher_errors, updates;
   guint stride;
-  double fps, student_ms, train_ms, teacher_latency_ms, last_miou;
+  double fps, student_ms, train_ms, teacher_latency_ms, last_miou, shown_miou;
   gint input_width, input_height;          /* the student's input in use (compute governor) */
   double inference_share, train_share;     /* of the frame interval, of the time */
   gboolean hibernating;

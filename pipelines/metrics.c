@@ -50,7 +50,7 @@ void progress_draw(DistillRtsp *app)
 
 #define CSV_HEADER "time_s,camera,frames,fps,stride,teacher_queries,teacher_errors,updates," \
                    "last_miou,student_ms,train_ms,teacher_latency_ms,input_width," \
-                   "input_height,inference_share,train_share,hibernating\n"
+                   "input_height,inference_share,train_share,hibernating,shown_miou\n"
 
 gboolean csv_open(DistillRtsp *app, GError **error)
 {
@@ -75,11 +75,12 @@ void csv_write(DistillRtsp *app, Camera *cam)
     return;
   fprintf(app->csv,
           "%.3f,%s,%" G_GUINT64_FORMAT ",%.2f,%u,%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT
-          ",%" G_GUINT64_FORMAT ",%.4f,%.2f,%.1f,%.1f,%d,%d,%.3f,%.3f,%d\n",
+          ",%" G_GUINT64_FORMAT ",%.4f,%.2f,%.1f,%.1f,%d,%d,%.3f,%.3f,%d,%.4f\n",
           (g_get_monotonic_time() - app->start_time) / 1e6, cam->name, st->frames, st->fps,
           st->stride, st->teacher_queries, st->teacher_errors, st->updates, st->last_miou,
           st->student_ms, st->train_ms, st->teacher_latency_ms, st->input_width,
-          st->input_height, st->inference_share, st->train_share, st->hibernating);
+          st->input_height, st->inference_share, st->train_share, st->hibernating,
+          st->shown_miou);
   fflush(app->csv);
 }
 
@@ -98,6 +99,8 @@ static const Metric metrics[] = {
     {"distill_stride", "Current teacher stride (frames between teacher queries).", GAUGE},
     {"distill_last_miou", "Student-vs-teacher mIoU on the last teacher frame (-1 = none yet).",
      GAUGE},
+    {"distill_shown_miou", "mIoU of the class map shown (the student's fused with the teacher's "
+     "last answer) against the last teacher frame (-1 = none yet).", GAUGE},
     {"distill_teacher_queries_total", "Frames sent to the teacher.", COUNTER},
     {"distill_teacher_errors_total", "Teacher queries that failed.", COUNTER},
     {"distill_updates_total", "SGD steps taken by the student.", COUNTER},
@@ -121,7 +124,8 @@ static double metric_value(guint m, Camera *cam)
   CameraStats *st = &cam->stats;
   double fps = camera_up(cam) ? st->fps : 0.0;  /* the last figure is stale while it is down */
   double values[] = {st->frames,          fps,            st->stride,
-                     st->last_miou,       st->teacher_queries, st->teacher_errors,
+                     st->last_miou,       st->shown_miou,  st->teacher_queries,
+                     st->teacher_errors,
                      st->updates,         st->student_ms, st->train_ms,
                      st->teacher_latency_ms, st->input_width, st->input_height,
                      st->inference_share, st->train_share, st->hibernating,

@@ -155,9 +155,10 @@ static void test_held_of_another_size(void)
 }
 
 /* The engine: an untrained student (training off) on the synthetic scene in sync mode, the
- * teacher every 4 frames. The fused stream shows about what the held answers show; without
- * fusion, the untrained student's own map. */
-static double engine_miou(gboolean fuse)
+ * teacher every 4 frames. The fused stream shows about what the held answers show, and the
+ * statistics say how the map shown did on the teacher frames; without fusion, the untrained
+ * student's own map, and no such figure. */
+static double engine_miou(gboolean fuse, double *shown_miou)
 {
   StudentConfig scfg;
   student_config_default(&scfg, 3);
@@ -178,6 +179,9 @@ static double engine_miou(gboolean fuse)
   for (guint64 frame = 0; frame < 80; frame++)
     scene_stream_sync_frame(&s, frame, frame >= 8);
   double miou = scene_stream_miou(&s);
+  DistillStats stats;
+  distill_engine_get_stats(e, &stats);
+  *shown_miou = stats.shown_miou;
   scene_stream_clear(&s);
   distill_engine_free(e);
   student_free(student);
@@ -186,10 +190,14 @@ static double engine_miou(gboolean fuse)
 
 static void test_engine_fuses_held_answers(void)
 {
-  double fused = engine_miou(TRUE), alone = engine_miou(FALSE);
-  g_test_message("untrained student alone %.3f, fused with the held answers %.3f", alone, fused);
+  double shown_fused, shown_alone;
+  double fused = engine_miou(TRUE, &shown_fused), alone = engine_miou(FALSE, &shown_alone);
+  g_test_message("untrained student alone %.3f, fused with the held answers %.3f (on the last "
+                 "teacher frame %.3f)", alone, fused, shown_fused);
   g_assert_cmpfloat(alone, <, 0.5);
   g_assert_cmpfloat(fused, >, 0.8);
+  g_assert_cmpfloat(shown_fused, >, 0.5);
+  g_assert_cmpfloat(shown_alone, ==, -1.0);
 }
 
 int main(int argc, char **argv)

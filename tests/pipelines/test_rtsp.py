@@ -17,6 +17,7 @@ from harness import (BUILD, SOURCE, VTEST, Process, diag, ffmpeg_frames, file_ca
 
 METRIC_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{camera="((?:[^"\\]|\\.)*)"\} (\S+)$')
 NAMES = ["distill_frames_total", "distill_fps", "distill_stride", "distill_last_miou",
+         "distill_shown_miou",
          "distill_teacher_queries_total", "distill_teacher_errors_total", "distill_updates_total",
          "distill_student_ms", "distill_input_width", "distill_input_height",
          "distill_inference_share", "distill_train_share", "distill_hibernating"]

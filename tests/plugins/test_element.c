@@ -898,6 +898,7 @@ GST_START_TEST(test_stats_message)
   fail_unless(gst_structure_get_double(s, "student-ms", &student_ms));
   fail_unless(gst_structure_has_field_typed(s, "teacher-latency-ms", G_TYPE_DOUBLE));
   fail_unless(gst_structure_has_field_typed(s, "last-miou", G_TYPE_DOUBLE));
+  fail_unless(gst_structure_has_field_typed(s, "shown-miou", G_TYPE_DOUBLE));
   fail_unless(gst_structure_has_field_typed(s, "train-ms", G_TYPE_DOUBLE));
   fail_unless(gst_structure_get_uint64(s, "rollbacks", &rollbacks));
   fail_unless_equals_string(gst_structure_get_string(s, "arch"), "jitnet"); /* the shipped */
