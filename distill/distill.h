@@ -119,9 +119,9 @@ typedef struct {
   double miou_after;    /* after its last step (= miou_before when no step was taken) */
   /* With a held answer (cfg->fuse_teacher): the mIoU of the held answer and of the fused
    * logits (the student's before the first step, the weights before this round's fit) against
-   * the new answer, at the logits' size; -1 without. The fusion's weights after the round. */
+   * the new answer, at the logits' size; -1 without. The fusion's weight after the round. */
   double held_miou, fused_miou;
-  DistillFusion fusion;
+  double fusion_weight;
   guint updates;        /* SGD steps taken */
   guint stride;         /* the teacher stride decided by this round */
   DistillVerdict verdict;
@@ -177,8 +177,8 @@ typedef struct {
   guint replay_frames;          /* 4 */
   /* Loss weight of pixels of classes other than 0 (background weighs 1); 1 = plain loss. */
   double foreground_weight;     /* 1: weights above 1 did not help on the synthetic scene */
-  /* The stream's class map from the student's logits fused with the teacher's last mask, held:
-   * two weights, fitted on each teacher frame to how the student and the previous answer
+  /* The stream's class map from the student's logits fused with the teacher's last mask, held,
+   * at a weight fitted on each teacher frame to how the student and the previous answer
    * predicted it (distill_fusion.c). A scene change drops the held mask until the next answer. */
   gboolean fuse_teacher;        /* TRUE */
 
@@ -229,12 +229,13 @@ guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double 
 void distill_fusion_init(DistillFusion *f);
 /* The weight fitted on one more teacher frame (the student's logits on it, the previous answer
  * held, the new answer; all at the logits' size): of a grid from 0 to 64, the one of the best
- * mIoU on the recent frames. scratch: a class map of the logits' size. */
-void distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
-                        const uint8_t *labels, uint8_t *scratch);
-/* out (logits' size and channels) = the fused logits; held is held_h x held_w, taken at the
- * nearest pixel. */
-void distill_fusion_apply(const DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
+ * mIoU on the recent frames. scratch: a class map of the logits' size. Returns the mIoU on this
+ * frame of the weight before the fit: the fused map the stream showed. */
+double distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
+                          const uint8_t *labels, uint8_t *scratch);
+/* out (logits' size and channels) = the logits fused at `weight` (DistillFusion.held); held is
+ * held_h x held_w, taken at the nearest pixel. */
+void distill_fusion_apply(double weight, const FeatureMap *logits, const uint8_t *held,
                           int held_h, int held_w, FeatureMap *out);
 
 /* ---- the compute governor (pure functions; the engine applies them) ---------------------- */

@@ -73,13 +73,12 @@ struct DistillEngine {
   double load;            /* this engine's part of process_load */
   FeatureMap resized;
   size_t resized_capacity; /* floats */
-  /* Fusion with the teacher's last answer (cfg.fuse_teacher): the stream's copies of the held
-   * mask and of the trainer's weights, and the fused logits. */
+  /* Fusion with the teacher's last answer (cfg.fuse_teacher): the stream's copy of the held
+   * mask, and the fused logits. */
   uint8_t *stream_held;
   size_t stream_held_capacity;
   int stream_held_h, stream_held_w; /* 0 = none */
   guint64 stream_held_version;
-  DistillFusion stream_fusion;
   FeatureMap fused;
   size_t fused_capacity;  /* floats */
 
@@ -103,7 +102,7 @@ struct DistillEngine {
   size_t held_capacity;
   int held_h, held_w;     /* 0 = none */
   guint64 held_query, held_from, held_version;
-  DistillFusion fusion;   /* the trainer's, after its last round */
+  double fusion_weight;   /* the trainer's, after its last round (0 = the student alone) */
 
   GMutex publish_lock;
   float *published;           /* the inference form's weights */
@@ -234,7 +233,7 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
     e->stats.last_collapse = round.collapse;
   }
   e->train_ms_total += ms;
-  e->fusion = e->trainer.fusion;
+  e->fusion_weight = round.fusion_weight;
   slot->state = SLOT_FREE;
   g_mutex_unlock(&e->lock);
   if (e->cfg.round_finished)
@@ -336,7 +335,6 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   e->pool = cfg->threads > 0 ? thread_pool_new(cfg->threads) : thread_pool_shared();
   e->stride = cfg->min_stride;
   e->stats.last_miou = e->stats.shown_miou = -1.0;
-  distill_fusion_init(&e->fusion);
   g_mutex_init(&e->lock);
   g_cond_init(&e->work);
   g_cond_init(&e->answered);
@@ -740,8 +738,8 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   }
 }
 
-/* The stream's logits fused with the held answer (cfg.fuse_teacher), once the trainer has
- * fitted the fusion's weights; else logits. */
+/* The stream's logits fused with the held answer (cfg.fuse_teacher) at the trainer's weight;
+ * logits while there is no answer held or the weight is 0. */
 static const FeatureMap *fuse_teacher(DistillEngine *e, const FeatureMap *logits)
 {
   if (!e->cfg.fuse_teacher)
@@ -760,13 +758,13 @@ static const FeatureMap *fuse_teacher(DistillEngine *e, const FeatureMap *logits
     e->stream_held_w = e->held_w;
     e->stream_held_version = e->held_version;
   }
-  e->stream_fusion = e->fusion;
+  double weight = e->fusion_weight;
   g_mutex_unlock(&e->lock);
-  if (!e->stream_held_h || !e->stream_fusion.rounds)
+  if (!e->stream_held_h || weight == 0.0)
     return logits;
   distill_map_reserve(&e->fused, &e->fused_capacity, logits->h, logits->w, logits->c);
-  distill_fusion_apply(&e->stream_fusion, logits, e->stream_held, e->stream_held_h,
-                       e->stream_held_w, &e->fused);
+  distill_fusion_apply(weight, logits, e->stream_held, e->stream_held_h, e->stream_held_w,
+                       &e->fused);
   return &e->fused;
 }
 

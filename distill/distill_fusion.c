@@ -40,11 +40,11 @@ static int fused_class(const float *l, int classes, int k, float held)
   return best;
 }
 
-void distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
-                        const uint8_t *labels, uint8_t *scratch)
+double distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
+                          const uint8_t *labels, uint8_t *scratch)
 {
   size_t n = (size_t)logits->h * logits->w;
-  double rate = f->rounds ? FUSION_RATE : 1.0;
+  double rate = f->rounds ? FUSION_RATE : 1.0, shown = 0.0;
   int best = 0;
   for (int j = 0; j < DISTILL_FUSION_GRID; j++) {
     for (int y = 0; y < logits->h; y++)
@@ -54,18 +54,21 @@ void distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint8_
                                           (float)held_grid[j]);
       }
     double miou = frame_miou(scratch, labels, n, logits->c);
+    if (held_grid[j] == f->held)
+      shown = miou; /* the weight in use: what the stream showed */
     f->score[j] += rate * (miou - f->score[j]);
     if (f->score[j] > f->score[best])
       best = j;
   }
   f->held = held_grid[best];
   f->rounds++;
+  return shown;
 }
 
-void distill_fusion_apply(const DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
+void distill_fusion_apply(double weight, const FeatureMap *logits, const uint8_t *held,
                           int held_h, int held_w, FeatureMap *out)
 {
-  float w = (float)f->held;
+  float w = (float)weight;
   for (int y = 0; y < logits->h; y++) {
     /* The held mask at its own size, nearest pixel: the governor may run the stream smaller. */
     const uint8_t *row = held + (size_t)(y * held_h / logits->h) * held_w;

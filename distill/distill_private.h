@@ -52,8 +52,6 @@ typedef struct {
   void (*stepped)(gpointer user_data);
   gpointer stepped_user_data;
   DistillFusion fusion;   /* fitted on the rounds with a held answer (DistillRound.held) */
-  FeatureMap fused;       /* the fused logits of the round's frame, for its log */
-  size_t fused_capacity;  /* floats */
 } DistillTrainer;
 
 void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial);

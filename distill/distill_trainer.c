@@ -50,7 +50,6 @@ void distill_trainer_clear(DistillTrainer *t)
   if (t->measurer)
     student_free(t->measurer);
   g_free(t->measure_input.data);
-  g_free(t->fused.data);
   g_free(t->replay_inputs);
   g_free(t->replay_labels);
   g_free(t->good_params);
@@ -96,18 +95,13 @@ static double round_miou(DistillTrainer *t, const DistillRound *round, const Fea
 }
 
 /* The fusion's fit on the round's frame, before any step: the student as the stream showed it,
- * the answer held then, the new answer; and how the held answer and the fused map (the weights
+ * the answer held then, the new answer; and how the held answer and the fused map (the weight
  * before this fit, as the stream showed it) scored. */
-static void fit_fusion(DistillTrainer *t, DistillRound *round, const FeatureMap *logits,
-                       ThreadPool *pool)
+static void fit_fusion(DistillTrainer *t, DistillRound *round, const FeatureMap *logits)
 {
   size_t n = (size_t)logits->h * logits->w;
   round->held_miou = frame_miou(round->held, round->labels, n, logits->c);
-  distill_map_reserve(&t->fused, &t->fused_capacity, logits->h, logits->w, logits->c);
-  distill_fusion_apply(&t->fusion, logits, round->held, logits->h, logits->w, &t->fused);
-  argmax_channels(&t->fused, t->pred, pool);
-  round->fused_miou = frame_miou(t->pred, round->labels, n, logits->c);
-  distill_fusion_fit(&t->fusion, logits, round->held, round->labels, t->pred);
+  round->fused_miou = distill_fusion_fit(&t->fusion, logits, round->held, round->labels, t->pred);
 }
 
 /* The policy's measure: at the stream's size when the governor runs it smaller than the
@@ -273,7 +267,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     miou = round_miou(t, round, logits, num_classes, pool);
     if (updates == 0) {
       if (cfg->fuse_teacher && round->held && logits->h == label_h && logits->w == label_w)
-        fit_fusion(t, round, logits, pool);
+        fit_fusion(t, round, logits);
       round->miou_before = policy_miou(t, round, miou, num_classes, pool);
       round->verdict = cfg->train ? judge_entry(t, round->miou_before) : DISTILL_ROUND_UNCHECKED;
     }
@@ -300,7 +294,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
   round->miou_after = updates ? policy_miou(t, round, miou, num_classes, pool) : round->miou_before;
   round->updates = updates;
   round->collapse = collapse;
-  round->fusion = t->fusion;
+  round->fusion_weight = t->fusion.held;
   if (collapse) {
     roll_back(t, collapse);
     round->verdict = DISTILL_ROUND_ROLLED_BACK;

@@ -308,8 +308,9 @@ void camera_take_stats(Camera *cam, const GstStructure *s)
                     "fps", G_TYPE_DOUBLE, &st->fps, "student-ms", G_TYPE_DOUBLE, &st->student_ms,
                     "train-ms", G_TYPE_DOUBLE, &st->train_ms, "teacher-latency-ms",
                     G_TYPE_DOUBLE, &st->teacher_latency_ms, "last-miou", G_TYPE_DOUBLE,
-                    &st->last_miou, "shown-miou", G_TYPE_DOUBLE, &st->shown_miou, "input-width", G_TYPE_INT, &st->input_width, "input-height",
-                    G_TYPE_INT, &st->input_height, "inference-share", G_TYPE_DOUBLE,
+                    &st->last_miou, "shown-miou", G_TYPE_DOUBLE, &st->shown_miou,
+                    "input-width", G_TYPE_INT, &st->input_width, "input-height", G_TYPE_INT,
+                    &st->input_height, "inference-share", G_TYPE_DOUBLE,
                     &st->inference_share, "train-share", G_TYPE_DOUBLE, &st->train_share,
                     "hibernating", G_TYPE_BOOLEAN, &st->hibernating, NULL);
   st->valid = TRUE;

@@ -749,7 +749,7 @@ static void log_round(const DistillRound *round, gpointer user_data)
   if (round->held_miou >= 0.0)
     GST_DEBUG_OBJECT(user_data, "fusion on teacher query %" G_GUINT64_FORMAT ": the held answer "
                      "%.3f, fused %.3f; the held answer's weight now %.2f", round->query_id,
-                     round->held_miou, round->fused_miou, round->fusion.held);
+                     round->held_miou, round->fused_miou, round->fusion_weight);
 }
 
 /* GST_DEBUG=distillseg:5 shows each change of the student's input size and why. */

@@ -26,7 +26,7 @@ static double fused_miou(const DistillFusion *f, const FeatureMap *logits, const
   float out_data[2 * N];
   uint8_t classes[N];
   FeatureMap out = feature_map(out_data, H, W, 2);
-  distill_fusion_apply(f, logits, held, H, W, &out);
+  distill_fusion_apply(f->held, logits, held, H, W, &out);
   argmax_channels(&out, classes, NULL);
   return frame_miou(classes, truth, N, 2);
 }
@@ -148,8 +148,8 @@ static void test_held_of_another_size(void)
   DistillFusion f = { .held = 3.0, .rounds = 1 };
   float a[2 * N], b[2 * N];
   FeatureMap fa = feature_map(a, H, W, 2), fb = feature_map(b, H, W, 2);
-  distill_fusion_apply(&f, &c.logits, c.held, H, W, &fa);
-  distill_fusion_apply(&f, &c.logits, big, 2 * H, 2 * W, &fb);
+  distill_fusion_apply(f.held, &c.logits, c.held, H, W, &fa);
+  distill_fusion_apply(f.held, &c.logits, big, 2 * H, 2 * W, &fb);
   g_assert_cmpmem(a, sizeof a, b, sizeof b);
   g_rand_free(rng);
 }
