@@ -76,6 +76,10 @@ typedef enum {
   DISTILL_RESIZE_OVER_BUDGET, /* lowered: inference took more than its budget */
   DISTILL_RESIZE_ROOM,        /* raised: a larger size fits the budget */
   DISTILL_RESIZE_HIBERNATING, /* raised: training hibernates, inference gets its share back */
+  DISTILL_RESIZE_FINER,       /* raised, the training size too: a finer class map would be worth
+                               * it, and the trainer has room */
+  DISTILL_RESIZE_TRAINER_BEHIND, /* lowered back, the training size too: the trainer cannot keep
+                                  * up at this size */
 } DistillResizeReason;
 
 typedef struct {
@@ -275,6 +279,45 @@ double distill_frame_interval(double mean_ms, double delta_ms);
 /* A short English phrase for a reason, for logs. */
 const char *distill_resize_describe(DistillResizeReason reason);
 
+/* ---- the training size (pure functions; the engine applies them) ------------------------- */
+
+/* In real time the student's input, for the stream and the trainer alike, starts at the caller's
+ * size (the real-time default, or the frame's if smaller) and grows in steps of
+ * DISTILL_GROWTH_STEP on the long side, up to a largest size, where the scene's class maps need
+ * a finer resolution than they have and the trainer has time to spare: thin things (people far
+ * away) come out at a long side of 320 as a blur a finer input resolves, while large ones gain
+ * nothing and every update costs the square of the size. It steps back when the trainer cannot
+ * keep up. The need for resolution is measured on the teacher's labels, at the logits' size:
+ * their mIoU against themselves through a class map of half that size
+ * (distill_resolution_miou), what halving the resolution would lose; under
+ * DISTILL_GROWTH_COARSE_MIOU, doubling it is taken to be worth its cost. */
+#define DISTILL_GROWTH_STEP 64
+#define DISTILL_GROWTH_COARSE_MIOU 0.93
+
+typedef struct {
+  int base;            /* long side: the caller's */
+  int largest;         /* long side: the largest allowed (<= base: no growth) */
+  int long_side;       /* wanted now */
+  double coarse_miou;  /* mean of distill_resolution_miou over the rounds at long_side */
+  double busy;         /* mean share of the time the trainer spends in rounds, at long_side */
+  guint rounds;        /* rounds measured at long_side */
+} DistillGrowth;
+
+void distill_growth_init(DistillGrowth *g, int base, int largest);
+/* Takes one round at g->long_side: its labels' distill_resolution_miou, and the share of the
+ * time since the previous round's end the trainer spent in this one (1: rounds back to back).
+ * inference_load is the stream's inference time over the frame interval at g->long_side and
+ * inference_room the share it may take (DistillConfig.inference_budget and the process's other
+ * streams; <= 0: no room to grow). Returns why g->long_side changed, or DISTILL_RESIZE_NONE. */
+DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, double busy,
+                                          double inference_load, double inference_room);
+/* The mIoU of labels (h x w class indices, LABEL_IGNORE left out) against the same labels
+ * through a class map of half their size: the class shares of each 2x2 block, resized back
+ * bilinearly and argmaxed, as the stream's class map is made from its logits. scratch holds
+ * ceil(h/2) * ceil(w/2) * num_classes floats, coarse h * w bytes. */
+double distill_resolution_miou(const uint8_t *labels, int h, int w, int num_classes,
+                               float *scratch, uint8_t *coarse, ThreadPool *pool);
+
 /* ---- input conversion ------------------------------------------------------------------- */
 
 /* Writes input (input->h x input->w x 3, ld 3) from a packed 8-bit frame of width x height:
@@ -339,6 +382,19 @@ void distill_query_fail(DistillQuery *query);
  * timestamps, distill_frame_interval), which the governor's budget is a share of; 0 = unknown
  * (the governor waits). */
 void distill_engine_set_frame_interval(DistillEngine *engine, double interval_ms);
+
+/* Streaming thread: the long sides of the student's input the caller gives at first (base) and
+ * at most (largest; the frame's own at most: larger ones cost more than finer class maps give,
+ * docs/experiments.md, "A smaller input in real time"). In real time with training and the
+ * governor's budget, the engine may ask for a larger input, up to largest, when the scene's
+ * class maps need it and the trainer has room, and for a smaller one, down to base, when the
+ * trainer falls behind (DistillGrowth). largest <= base: the input stays at base. */
+void distill_engine_set_input_range(DistillEngine *engine, int base_long_side,
+                                    int largest_long_side);
+/* Streaming thread, before each frame: the long side the engine asks the caller to give the
+ * input at (the stream and the trainer alike), 0 = no growth: the caller's own size. Inputs of
+ * another long side are taken all the same (the change comes when the caller makes it). */
+int distill_engine_input_long_side(DistillEngine *engine);
 
 /* Streaming thread, once per frame: the student's class map of input (distill_engine_label_size)
  * into classes. With the governor on, the student may run on input resized to a smaller size;

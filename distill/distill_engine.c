@@ -103,6 +103,13 @@ struct DistillEngine {
   int held_h, held_w;     /* 0 = none */
   guint64 held_query, held_from, held_version;
   double fusion_weight;   /* the trainer's, after its last round (0 = the student alone) */
+  /* The training size (distill_growth_update, at the end of each round): the long side the
+   * caller is asked to give the input at, and why it last changed, for the stream to report
+   * when inputs of that size come. inference_room: the share of the frame interval the
+   * stream's inference may take (the budget less the process's other streams'). */
+  DistillGrowth growth;
+  DistillResizeReason growth_reason;
+  double inference_room;
 
   GMutex publish_lock;
   float *published;           /* the inference form's weights */
@@ -114,6 +121,13 @@ struct DistillEngine {
   float *save_buffer;         /* the trainable form's weights */
 
   DistillTrainer trainer;
+  /* The trainer's: the end of its last round (monotonic µs, 0 = none), and the scratch of
+   * distill_resolution_miou. */
+  gint64 last_round_end;
+  float *resolution_shares;
+  size_t resolution_shares_capacity; /* floats */
+  uint8_t *resolution_map;
+  size_t resolution_map_capacity;    /* bytes */
   GThread *thread;        /* the trainer, asynchronous mode */
   /* The trainer's own pool, made by the trainer thread (its workers inherit its priority) and
    * kept here rather than on that thread's stack, so that all the engine owns hangs from it. */
@@ -185,6 +199,34 @@ static void pick_up_weights(DistillEngine *e)
 
 /* ---- rounds ------------------------------------------------------------------------------ */
 
+/* Under lock: whether the training size may change (the governor's conditions, and a largest
+ * size above the caller's). */
+static gboolean growing(const DistillEngine *e)
+{
+  return e->cfg.inference_budget > 0.0 && e->cfg.train && !e->cfg.sync &&
+         e->growth.largest > e->growth.base;
+}
+
+/* distill_resolution_miou of the slot's labels. */
+static double resolution_miou(DistillEngine *e, const Slot *slot, ThreadPool *pool)
+{
+  int h, w;
+  distill_engine_label_size(e, slot->input.h, slot->input.w, &h, &w);
+  size_t shares = (size_t)((h + 1) / 2) * ((w + 1) / 2) * e->num_classes;
+  if (shares > e->resolution_shares_capacity) {
+    g_free(e->resolution_shares);
+    e->resolution_shares = g_new(float, shares);
+    e->resolution_shares_capacity = shares;
+  }
+  if ((size_t)h * w > e->resolution_map_capacity) {
+    g_free(e->resolution_map);
+    e->resolution_map = g_malloc((size_t)h * w);
+    e->resolution_map_capacity = (size_t)h * w;
+  }
+  return distill_resolution_miou(slot->labels, h, w, e->num_classes, e->resolution_shares,
+                                 e->resolution_map, pool);
+}
+
 /* Trains on a slot in state SLOT_TRAINING, then frees it. Called without the lock. */
 static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
 {
@@ -201,7 +243,9 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
     round.measure_h = e->input_h;
     round.measure_w = e->input_w;
   }
+  gboolean grows = growing(e) && MAX(slot->input.h, slot->input.w) == e->growth.long_side;
   g_mutex_unlock(&e->lock);
+  double coarse_miou = grows ? resolution_miou(e, slot, pool) : 1.0;
   if (e->cfg.round_started)
     e->cfg.round_started(&round, e->cfg.round_user_data);
   gint64 start = g_get_monotonic_time();
@@ -234,6 +278,15 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   }
   e->train_ms_total += ms;
   e->fusion_weight = round.fusion_weight;
+  gint64 end = g_get_monotonic_time();
+  if (grows && e->last_round_end) {
+    double busy = ms / MAX((double)(end - e->last_round_end) / 1000.0, ms);
+    DistillResizeReason reason = distill_growth_update(&e->growth, coarse_miou, busy,
+                                                       e->inference_share, e->inference_room);
+    if (reason != DISTILL_RESIZE_NONE)
+      e->growth_reason = reason;
+  }
+  e->last_round_end = end;
   slot->state = SLOT_FREE;
   g_mutex_unlock(&e->lock);
   if (e->cfg.round_finished)
@@ -378,6 +431,8 @@ void distill_engine_free(DistillEngine *e)
   g_free(e->fused.data);
   g_free(e->stream_held);
   g_free(e->held);
+  g_free(e->resolution_shares);
+  g_free(e->resolution_map);
   distill_trainer_clear(&e->trainer);
   for (guint i = 0; i < e->n_slots; i++) {
     g_free(e->slots[i].input.data);
@@ -683,11 +738,47 @@ void distill_engine_set_frame_interval(DistillEngine *e, double interval_ms)
   e->interval_ms = interval_ms > 0.0 ? interval_ms : 0.0;
 }
 
+void distill_engine_set_input_range(DistillEngine *e, int base_long_side, int largest_long_side)
+{
+  g_mutex_lock(&e->lock);
+  if (base_long_side != e->growth.base || largest_long_side != e->growth.largest) {
+    distill_growth_init(&e->growth, base_long_side, largest_long_side);
+    e->growth_reason = DISTILL_RESIZE_NONE;
+  }
+  g_mutex_unlock(&e->lock);
+}
+
+int distill_engine_input_long_side(DistillEngine *e)
+{
+  g_mutex_lock(&e->lock);
+  int side = growing(e) ? e->growth.long_side : 0;
+  g_mutex_unlock(&e->lock);
+  return side;
+}
+
+/* The input's size changed: if to the training size's, the governor's reason is said. */
+static void report_growth(DistillEngine *e, const FeatureMap *input)
+{
+  g_mutex_lock(&e->lock);
+  DistillResizeReason reason =
+      MAX(input->h, input->w) == e->growth.long_side ? e->growth_reason : DISTILL_RESIZE_NONE;
+  e->growth_reason = DISTILL_RESIZE_NONE;
+  DistillResize r = { .from_w = e->input_w, .from_h = e->input_h, .to_w = input->w,
+                      .to_h = input->h, .reason = reason, .inference_ms = e->governor.ms,
+                      .interval_ms = e->interval_ms, .budget = e->cfg.inference_budget };
+  g_mutex_unlock(&e->lock);
+  if (reason != DISTILL_RESIZE_NONE && e->cfg.resized)
+    e->cfg.resized(&r, e->cfg.round_user_data);
+}
+
 /* The stream's input at the governor's size: input itself, or e->resized. */
 static const FeatureMap *stream_input(DistillEngine *e, const FeatureMap *input)
 {
-  if (MAX(input->h, input->w) != e->governor.nominal)
+  if (MAX(input->h, input->w) != e->governor.nominal) {
+    if (e->governor.nominal)
+      report_growth(e, input);
     distill_governor_init(&e->governor, MAX(input->h, input->w));
+  }
   int h, w;
   distill_governor_size(&e->governor, input->h, input->w, &h, &w);
   if (h == input->h && w == input->w)
@@ -726,6 +817,7 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   e->frame_w = input->w;
   e->frame_h = input->h;
   e->inference_share = share;
+  e->inference_room = on && e->governor.long_side == e->governor.nominal ? budget - others : 0.0;
   g_mutex_unlock(&e->lock);
 
   if (reason != DISTILL_RESIZE_NONE && e->cfg.resized) {

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "distill.h"
+#include "kernels.h"
 
 /* Frames measured at a size before it is judged: enough for the mean to settle, few enough that
  * an overloaded camera is relieved within a second. Raising waits longer: a size too large costs
@@ -106,8 +107,97 @@ const char *distill_resize_describe(DistillResizeReason reason)
     return "a larger input fits the budget";
   case DISTILL_RESIZE_HIBERNATING:
     return "training hibernates: inference gets its share";
+  case DISTILL_RESIZE_FINER:
+    return "a finer class map would resolve thin things and the trainer has time to spare";
+  case DISTILL_RESIZE_TRAINER_BEHIND:
+    return "the trainer cannot keep up at this size";
   case DISTILL_RESIZE_NONE:
     break;
   }
   return "no change";
+}
+
+/* ---- the training size ------------------------------------------------------------------- */
+
+/* Rounds measured at a size before it is judged: the student has adapted at it, and the means
+ * have settled. The trainer's share after a step up is predicted from the share before, scaled
+ * by the areas (an update costs about the input's area); it must leave the trainer some time
+ * to spare, as a burst of teacher frames (a scene change) lengthens its rounds. Stepping down
+ * waits until the trainer was in rounds nearly all the time. */
+#define GROWTH_AFTER_ROUNDS 4
+#define GROWTH_MEAN_WINDOW 8
+#define GROW_WHILE_BUSY_UNDER 0.9
+#define SHRINK_WHEN_BUSY_OVER 0.95
+/* The stream's inference at the larger size must fit this share of its room, as the governor
+ * raises the stream's size (RAISE_WITHIN). */
+#define GROW_INFERENCE_WITHIN RAISE_WITHIN
+
+void distill_growth_init(DistillGrowth *g, int base, int largest)
+{
+  g->base = base;
+  g->largest = largest;
+  g->long_side = base;
+  g->coarse_miou = 1.0;
+  g->busy = 0.0;
+  g->rounds = 0;
+}
+
+DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, double busy,
+                                          double inference_load, double inference_room)
+{
+  g->rounds++;
+  double weight = 1.0 / MIN(g->rounds, GROWTH_MEAN_WINDOW);
+  g->coarse_miou += (coarse_miou - g->coarse_miou) * weight;
+  g->busy += (busy - g->busy) * weight;
+  if (g->rounds < GROWTH_AFTER_ROUNDS)
+    return DISTILL_RESIZE_NONE;
+
+  int side = g->long_side;
+  DistillResizeReason reason = DISTILL_RESIZE_NONE;
+  if (g->busy > SHRINK_WHEN_BUSY_OVER && side > g->base) {
+    side = MAX(side - DISTILL_GROWTH_STEP, g->base);
+    reason = DISTILL_RESIZE_TRAINER_BEHIND;
+  } else if (g->coarse_miou < DISTILL_GROWTH_COARSE_MIOU && side < g->largest) {
+    /* The largest size on the step grid (or the largest itself) that fits both. */
+    for (int larger = g->largest; larger > side;
+         larger = g->base + (larger - g->base - 1) / DISTILL_GROWTH_STEP * DISTILL_GROWTH_STEP) {
+      double area = ((double)larger / side) * ((double)larger / side);
+      if (g->busy * area <= GROW_WHILE_BUSY_UNDER &&
+          inference_load * area <= GROW_INFERENCE_WITHIN * inference_room) {
+        side = larger;
+        reason = DISTILL_RESIZE_FINER;
+        break;
+      }
+    }
+  }
+  if (reason != DISTILL_RESIZE_NONE) {
+    g->long_side = side;
+    g->rounds = 0;
+  }
+  return reason;
+}
+
+double distill_resolution_miou(const uint8_t *labels, int h, int w, int num_classes,
+                               float *scratch, uint8_t *coarse, ThreadPool *pool)
+{
+  FeatureMap shares = feature_map(scratch, (h + 1) / 2, (w + 1) / 2, num_classes);
+  for (int y = 0; y < shares.h; y++)
+    for (int x = 0; x < shares.w; x++) {
+      float *share = feature_map_at(&shares, y, x);
+      int counted = 0;
+      for (int c = 0; c < num_classes; c++)
+        share[c] = 0.0f;
+      for (int dy = 0; dy < 2 && 2 * y + dy < h; dy++)
+        for (int dx = 0; dx < 2 && 2 * x + dx < w; dx++) {
+          uint8_t k = labels[(size_t)(2 * y + dy) * w + 2 * x + dx];
+          if (k < num_classes) {
+            share[k] += 1.0f;
+            counted++;
+          }
+        }
+      for (int c = 0; c < num_classes && counted; c++)
+        share[c] /= (float)counted;
+    }
+  argmax_bilinear(&shares, w, h, coarse, (size_t)w, pool);
+  return frame_miou(coarse, labels, (size_t)h * w, num_classes);
 }

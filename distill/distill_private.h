@@ -36,10 +36,9 @@ typedef struct {
   FeatureMap measure_input;
   size_t measure_capacity; /* floats */
   /* Recent teacher frames against forgetting: replay_frames inputs and labels of replay_h x
-   * replay_w (their labels replay_label_h x _w), a ring. */
+   * replay_w (their labels replay_label_h x _w), a ring, made anew at a change of size. */
   float *replay_inputs;
   uint8_t *replay_labels;
-  size_t replay_input_capacity, replay_label_capacity;  /* floats and bytes, all frames */
   int replay_h, replay_w, replay_label_h, replay_label_w;
   guint replay_count, replay_next, replay_cursor;
   /* Rollback (distill.h, DistillConfig): the last good weights, the usual level of agreement

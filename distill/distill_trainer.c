@@ -17,16 +17,6 @@ static size_t param_bytes(const DistillTrainer *t)
   return student_param_count(t->student) * sizeof(float);
 }
 
-/* buffer, holding at least `needed` bytes: reallocated (its contents dropped) when smaller. */
-static void *ensure_bytes(void *buffer, size_t *capacity, size_t needed)
-{
-  if (needed <= *capacity)
-    return buffer;
-  g_free(buffer);
-  *capacity = needed;
-  return g_malloc(needed);
-}
-
 void distill_trainer_init(DistillTrainer *t, const DistillConfig *cfg, const Student *initial)
 {
   memset(t, 0, sizeof *t);
@@ -161,20 +151,35 @@ static double add_replay_gradient(DistillTrainer *t, const FeatureMap *round_inp
                           pool);
 }
 
-/* The ring for frames of input's size: emptied, and grown if need be, when the size changes. */
+/* The ring for frames of input's size. The frames kept at another size (the training size
+ * changed, DistillGrowth) are resized to it, the inputs bilinearly and the labels to the nearest
+ * pixel, so that a change of size does not forget the scene. */
 static void plan_replay(DistillTrainer *t, const FeatureMap *input)
 {
   if (input->h == t->replay_h && input->w == t->replay_w)
     return;
   guint frames = t->cfg->replay_frames;
+  DistillTrainer old = *t;
   t->replay_h = input->h;
   t->replay_w = input->w;
   student_logits_size(t->student, input->h, input->w, &t->replay_label_h, &t->replay_label_w);
-  t->replay_inputs = ensure_bytes(t->replay_inputs, &t->replay_input_capacity,
-                                  (size_t)frames * input->h * input->w * 3 * sizeof(float));
-  t->replay_labels = ensure_bytes(t->replay_labels, &t->replay_label_capacity,
-                                  (size_t)frames * t->replay_label_h * t->replay_label_w);
-  t->replay_count = t->replay_next = t->replay_cursor = 0;
+  t->replay_inputs = g_new(float, (size_t)frames * input->h * input->w * 3);
+  t->replay_labels = g_malloc((size_t)frames * t->replay_label_h * t->replay_label_w);
+  for (guint i = 0; i < old.replay_count; i++) {
+    FeatureMap from = replay_input(&old, i), to = replay_input(t, i);
+    resize_bilinear_forward(&from, &to, NULL);
+    const uint8_t *from_labels = replay_labels(&old, i);
+    uint8_t *to_labels = replay_labels(t, i);
+    for (int y = 0; y < t->replay_label_h; y++) {
+      int oy = (2 * y + 1) * old.replay_label_h / (2 * t->replay_label_h);
+      for (int x = 0; x < t->replay_label_w; x++) {
+        int ox = (2 * x + 1) * old.replay_label_w / (2 * t->replay_label_w);
+        to_labels[y * t->replay_label_w + x] = from_labels[oy * old.replay_label_w + ox];
+      }
+    }
+  }
+  g_free(old.replay_inputs);
+  g_free(old.replay_labels);
 }
 
 void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels)

@@ -48,6 +48,7 @@ enum {
   PROP_INFERENCE_WIDTH,
   PROP_INFERENCE_HEIGHT,
   PROP_INFERENCE_LONG_SIDE,
+  PROP_MAX_INFERENCE_LONG_SIDE,
   PROP_INFERENCE_BUDGET,
   PROP_CHECKPOINT,
   PROP_CHECKPOINT_OUT,
@@ -83,6 +84,7 @@ enum {
 #define DEFAULT_PROP_NUM_CLASSES 2
 #define DEFAULT_PROP_INFERENCE_SIZE 0
 #define DEFAULT_PROP_INFERENCE_BUDGET DISTILL_DEFAULT_INFERENCE_BUDGET
+#define DEFAULT_PROP_MAX_INFERENCE_LONG_SIDE 640
 #define DEFAULT_PROP_CHECKPOINT NULL
 #define DEFAULT_PROP_CHECKPOINT_OUT NULL
 #define DEFAULT_PROP_CHECKPOINT_INTERVAL 300
@@ -482,6 +484,22 @@ static void update_frame_interval(GstDistillSeg *self, GstBuffer *buffer)
   distill_engine_set_frame_interval(self->engine, self->interval_ms);
 }
 
+static gboolean plan_input(GstDistillSeg *self, int long_side);
+
+/* The input at the training size the engine asks for (distill_engine_input_long_side): FALSE
+ * when the buffers for it cannot be made. */
+static gboolean follow_training_size(GstDistillSeg *self)
+{
+  int long_side = distill_engine_input_long_side(self->engine);
+  if (!long_side || long_side == MAX(self->input_w, self->input_h))
+    return TRUE;
+  if (plan_input(self, long_side))
+    return TRUE;
+  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Cannot allocate class map buffers."),
+                    ("for a student input of long side %d", long_side));
+  return FALSE;
+}
+
 /* Runs the student (and the teacher when its turn comes) on frame; the class map ends up in
  * self->classes and in a meta on outbuf. */
 static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *outbuf)
@@ -507,6 +525,8 @@ static GstFlowReturn gst_distill_seg_transform_frame_ip(GstVideoFilter *filter,
 {
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
 
+  if (!follow_training_size(self))
+    return GST_FLOW_ERROR;
   segment_frame(self, frame, frame->buffer);
   if (self->output == GST_DISTILL_OUTPUT_OVERLAY) {
     int width = GST_VIDEO_FRAME_WIDTH(frame), height = GST_VIDEO_FRAME_HEIGHT(frame);
@@ -522,6 +542,8 @@ static GstFlowReturn gst_distill_seg_transform_frame(GstVideoFilter *filter, Gst
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
 
   /* The GRAY8 frame is the class map at the frame's size. */
+  if (!follow_training_size(self))
+    return GST_FLOW_ERROR;
   segment_frame(self, in, out->buffer);
   distill_engine_class_map(self->engine, GST_VIDEO_FRAME_WIDTH(out), GST_VIDEO_FRAME_HEIGHT(out),
                            GST_VIDEO_FRAME_PLANE_DATA(out, 0),
@@ -574,14 +596,20 @@ static GstCaps *gst_distill_seg_transform_caps(GstBaseTransform *trans, GstPadDi
 }
 
 
-/* inference-width/-height, or the frame scaled so its long side is at most inference-long-side
- * (by default 640, or 320 in real time with training), aspect kept, both sides even. */
-static void inference_size(GstDistillSeg *self, int frame_w, int frame_h, int *w, int *h)
+static gboolean realtime_training(GstDistillSeg *self)
 {
-  gboolean realtime_training = !self->sync && self->train && self->teacher_url &&
-                               *self->teacher_url;
-  int limit = self->inference_long_side       ? (int)self->inference_long_side
-              : realtime_training             ? DEFAULT_REALTIME_LONG_SIDE
+  return !self->sync && self->train && self->teacher_url && *self->teacher_url;
+}
+
+/* inference-width/-height, or the frame scaled so its long side is at most wanted, or
+ * without it (0) inference-long-side (by default 640, or 320 in real time with training),
+ * aspect kept, both sides even. */
+static void inference_size(GstDistillSeg *self, int frame_w, int frame_h, int wanted, int *w,
+                           int *h)
+{
+  int limit = wanted                          ? wanted
+              : self->inference_long_side     ? (int)self->inference_long_side
+              : realtime_training(self)       ? DEFAULT_REALTIME_LONG_SIDE
                                               : DEFAULT_INFERENCE_LONG_SIDE;
   int long_side = MAX(frame_w, frame_h);
   double scale = long_side > limit ? (double)limit / long_side : 1.0;
@@ -604,19 +632,34 @@ static void rgb_info_like(const GstVideoInfo *in_info, int width, int height, Gs
   rgb->size = (gsize)width * height * 3;
 }
 
-static void free_frame_buffers(GstDistillSeg *self)
+/* The largest long side the engine may grow the student's input to (max-inference-long-side,
+ * the frame's own at most): only at the default size, in real time with training. */
+static int largest_long_side(GstDistillSeg *self, int frame_w, int frame_h)
+{
+  if (!realtime_training(self) || self->inference_width || self->inference_height ||
+      self->inference_long_side)
+    return 0;
+  return MIN((int)self->max_inference_long_side, MAX(frame_w, frame_h));
+}
+
+static void free_input_buffers(GstDistillSeg *self)
 {
   g_clear_pointer(&self->to_rgb_small, gst_video_converter_free);
-  g_clear_pointer(&self->to_rgb_full, gst_video_converter_free);
   g_clear_pointer(&self->rgb_small, g_free);
-  g_clear_pointer(&self->rgb_full, g_free);
   g_clear_pointer(&self->input.data, g_free);
   g_clear_pointer(&self->classes, g_free);
-  g_clear_pointer(&self->frame_classes, g_free);
   if (self->mask_pool) {
     gst_buffer_pool_set_active(self->mask_pool, FALSE);
     gst_clear_object(&self->mask_pool);
   }
+}
+
+static void free_frame_buffers(GstDistillSeg *self)
+{
+  free_input_buffers(self);
+  g_clear_pointer(&self->to_rgb_full, gst_video_converter_free);
+  g_clear_pointer(&self->rgb_full, g_free);
+  g_clear_pointer(&self->frame_classes, g_free);
 }
 
 /* The student's input from frames of frame_info: straight from packed RGB, through a converter
@@ -660,6 +703,28 @@ static gboolean make_mask_pool(GstDistillSeg *self)
          gst_buffer_pool_set_active(self->mask_pool, TRUE);
 }
 
+/* The student's input and class map buffers for self->frame_info at a long side (0 = the
+ * properties' size, inference_size). */
+static gboolean plan_input(GstDistillSeg *self, int long_side)
+{
+  const GstVideoInfo *info = &self->frame_info;
+
+  free_input_buffers(self);
+  inference_size(self, GST_VIDEO_INFO_WIDTH(info), GST_VIDEO_INFO_HEIGHT(info), long_side,
+                 &self->input_w, &self->input_h);
+  distill_engine_label_size(self->engine, self->input_h, self->input_w, &self->label_h,
+                            &self->label_w);
+  GST_INFO_OBJECT(self, "%dx%d %s frames, student input %dx%d, class map %dx%d",
+                  GST_VIDEO_INFO_WIDTH(info), GST_VIDEO_INFO_HEIGHT(info),
+                  GST_VIDEO_INFO_NAME(info), self->input_w, self->input_h, self->label_w,
+                  self->label_h);
+  self->input = feature_map(g_new(float, (size_t)self->input_w * self->input_h * 3),
+                            self->input_h, self->input_w, 3);
+  self->classes = g_malloc0((size_t)self->label_w * self->label_h);
+  choose_input_conversion(self, info);
+  return make_mask_pool(self);
+}
+
 /* The engine goes on through a change of size: the learned weights, the statistics and a round
  * in progress are kept. */
 static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps,
@@ -671,35 +736,26 @@ static gboolean gst_distill_seg_set_info(GstVideoFilter *filter, GstCaps *incaps
   /* The student and the teacher see whole frames, both fields of interlaced ones (their layout
    * in memory is a progressive frame's): the converters scale them as progressive. Field by
    * field, GStreamer's scaler fails assertions on odd heights and crashes on 1-row frames. */
-  GstVideoInfo frame_info = *in_info;
-  frame_info.interlace_mode = GST_VIDEO_INTERLACE_MODE_PROGRESSIVE;
+  self->frame_info = *in_info;
+  self->frame_info.interlace_mode = GST_VIDEO_INTERLACE_MODE_PROGRESSIVE;
 
   /* passthrough and overlay work on the frame itself (made writable for the meta); mask writes
    * a new GRAY8 frame. */
   gst_base_transform_set_in_place(GST_BASE_TRANSFORM(filter),
                                   self->output != GST_DISTILL_OUTPUT_MASK);
   free_frame_buffers(self);
-  inference_size(self, fw, fh, &self->input_w, &self->input_h);
-  distill_engine_label_size(self->engine, self->input_h, self->input_w, &self->label_h,
-                            &self->label_w);
-  GST_INFO_OBJECT(self, "%dx%d %s frames, student input %dx%d, class map %dx%d", fw, fh,
-                  GST_VIDEO_INFO_NAME(in_info), self->input_w, self->input_h, self->label_w,
-                  self->label_h);
-
-  self->input = feature_map(g_new(float, (size_t)self->input_w * self->input_h * 3),
-                            self->input_h, self->input_w, 3);
-  self->classes = g_malloc0((size_t)self->label_w * self->label_h);
   if (self->output == GST_DISTILL_OUTPUT_OVERLAY)
     self->frame_classes = g_malloc((size_t)fw * fh);
-  choose_input_conversion(self, &frame_info);
   if (self->teacher && GST_VIDEO_INFO_FORMAT(in_info) != GST_VIDEO_FORMAT_RGB) {
     GstVideoInfo full;
-    rgb_info_like(&frame_info, fw, fh, &full);
-    self->to_rgb_full = gst_video_converter_new(&frame_info, &full, NULL);
+    rgb_info_like(&self->frame_info, fw, fh, &full);
+    self->to_rgb_full = gst_video_converter_new(&self->frame_info, &full, NULL);
     self->rgb_full = g_malloc((size_t)fw * fh * 3);
   }
-  if (!make_mask_pool(self))
+  if (!plan_input(self, 0))
     goto no_mask_pool;
+  distill_engine_set_input_range(self->engine, MAX(self->input_w, self->input_h),
+                                 largest_long_side(self, fw, fh));
   return TRUE;
 
   /* ERRORS */
@@ -990,6 +1046,9 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
   case PROP_INFERENCE_LONG_SIDE:
     self->inference_long_side = g_value_get_uint(value);
     break;
+  case PROP_MAX_INFERENCE_LONG_SIDE:
+    self->max_inference_long_side = g_value_get_uint(value);
+    break;
   case PROP_INFERENCE_BUDGET:
     self->inference_budget = g_value_get_double(value);
     break;
@@ -1105,6 +1164,9 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_INFERENCE_LONG_SIDE:
     g_value_set_uint(value, self->inference_long_side);
+    break;
+  case PROP_MAX_INFERENCE_LONG_SIDE:
+    g_value_set_uint(value, self->max_inference_long_side);
     break;
   case PROP_INFERENCE_BUDGET:
     g_value_set_double(value, self->inference_budget);
@@ -1314,6 +1376,14 @@ static void install_properties(GObjectClass *klass)
           "further). 0 = 320 with sync=false, a teacher and train=true (updates at a quarter of "
           "the cost: the student adapts four times as often), else 640", 0, 8192,
           DEFAULT_PROP_INFERENCE_SIZE, READY_ONLY));
+  g_object_class_install_property(klass, PROP_MAX_INFERENCE_LONG_SIDE,
+      g_param_spec_uint("max-inference-long-side", "Max inference long side",
+          "sync=false with a teacher, train=true and the default input size (inference-width/"
+          "-height and inference-long-side 0): the student's input, for the stream and "
+          "training alike, grows in steps up to this long side (the frame's own at most) where "
+          "the teacher's masks show thin things a finer class map would resolve and the "
+          "trainer has time to spare, and steps back when the trainer falls behind. "
+          "0 = no growth", 0, 8192, DEFAULT_PROP_MAX_INFERENCE_LONG_SIDE, READY_ONLY));
   g_object_class_install_property(klass, PROP_INFERENCE_BUDGET,
       g_param_spec_double("inference-budget", "Inference budget",
           "sync=false with a teacher: the share of each frame interval the student's inference "
@@ -1408,6 +1478,7 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->train_nice = DEFAULT_PROP_TRAIN_NICE;
   self->stats_interval = DEFAULT_PROP_STATS_INTERVAL;
   self->inference_budget = DEFAULT_PROP_INFERENCE_BUDGET;
+  self->max_inference_long_side = DEFAULT_PROP_MAX_INFERENCE_LONG_SIDE;
   self->measure_at_frame_size = DEFAULT_PROP_MEASURE_AT_FRAME_SIZE;
   self->fuse_teacher = DEFAULT_PROP_FUSE_TEACHER;
 }

@@ -37,6 +37,7 @@ struct _GstDistillSeg {
   TeacherEncoding teacher_encoding;
   gdouble teacher_confidence;
   guint num_classes, inference_width, inference_height, inference_long_side;
+  guint max_inference_long_side;
   gchar *checkpoint, *checkpoint_out;
   guint checkpoint_interval;
   guint min_stride, max_stride, max_updates;
@@ -62,7 +63,9 @@ struct _GstDistillSeg {
   GstClockTime last_pts;      /* for the frame interval when the caps give no rate */
   double interval_ms;
 
-  /* Between set_info calls: the buffers of the negotiated size. */
+  /* Between set_info calls: the buffers of the negotiated size (the input's and the class
+   * map's follow the training size the engine asks for: distill_engine_input_long_side). */
+  GstVideoInfo frame_info;          /* the frames', as the converters take them */
   int input_w, input_h, label_w, label_h;
   GstDistillSegToInput to_input;
   FeatureMap input;

@@ -1,8 +1,13 @@
 /* test_governor.c: the compute governor's decisions, pure functions of measured times (a cost
  * model stands in for the student: a fixed part and a part proportional to the input's area),
  * the frame interval from timestamps, and the engine applying them: a smaller stream input, the
- * class map and the teacher frames at the nominal size, the callback and the statistics. */
+ * class map and the teacher frames at the nominal size, the callback and the statistics. The
+ * training size: the resolution measure on labels with thin and with large things, the
+ * decisions (grow to the largest size the trainer's time and the inference budget allow, only
+ * where the labels need it; step back when the trainer falls behind), and the engine asking for
+ * a larger input, then a smaller one, the reason said when inputs of that size come. */
 #include <math.h>
+#include <string.h>
 
 #include "distill.h"
 #include "kernels.h"
@@ -178,6 +183,133 @@ static void test_interval_from_timestamps(void)
     mean = distill_frame_interval(mean, 100.0);
   g_assert_cmpfloat(fabs(mean - 100.0), <, 1.0);
   g_rand_free(rand);
+}
+
+/* ---- the training size ------------------------------------------------------------------ */
+
+/* Labels of h x w: vertical lines of class 1, `width` pixels wide every `period` pixels. */
+static uint8_t *stripes(int h, int w, int width, int period)
+{
+  uint8_t *labels = g_malloc((size_t)h * w);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      labels[y * w + x] = x % period < width;
+  return labels;
+}
+
+static double resolution_miou(const uint8_t *labels, int h, int w)
+{
+  float *shares = g_new(float, (size_t)((h + 1) / 2) * ((w + 1) / 2) * 2);
+  uint8_t *coarse = g_malloc((size_t)h * w);
+  double miou = distill_resolution_miou(labels, h, w, 2, shares, coarse, NULL);
+  g_free(shares);
+  g_free(coarse);
+  return miou;
+}
+
+/* Lines one pixel wide vanish in a class map of half the size; a large block keeps all but its
+ * edge; LABEL_IGNORE does not count. */
+static void test_resolution_miou(void)
+{
+  uint8_t *thin = stripes(60, 80, 1, 4), *thick = stripes(60, 80, 20, 40);
+  double thin_miou = resolution_miou(thin, 60, 80), thick_miou = resolution_miou(thick, 60, 80);
+  g_assert_cmpfloat(thin_miou, <, 0.5);
+  g_assert_cmpfloat(thick_miou, >, 0.95);
+  g_assert_cmpfloat(thick_miou, <=, 1.0);
+  /* Odd sizes: the last row and column are blocks of their own. */
+  uint8_t *odd = stripes(61, 81, 20, 40);
+  g_assert_cmpfloat(resolution_miou(odd, 61, 81), >, 0.95);
+  /* Nothing but background, and nothing but ignored pixels, lose nothing. */
+  memset(odd, 0, 61 * 81);
+  g_assert_cmpfloat(resolution_miou(odd, 61, 81), ==, 1.0);
+  memset(thin, LABEL_IGNORE, 60 * 80);
+  g_assert_cmpfloat(resolution_miou(thin, 60, 80), ==, 1.0);
+  g_free(thin);
+  g_free(thick);
+  g_free(odd);
+}
+
+/* Feeds rounds of the same measures; returns the first reason other than NONE (and how many
+ * rounds it took in *rounds), or NONE after `max` rounds. */
+static DistillResizeReason feed(DistillGrowth *g, int max, double coarse, double busy,
+                                double load, double room, int *rounds)
+{
+  for (int i = 1; i <= max; i++) {
+    DistillResizeReason reason = distill_growth_update(g, coarse, busy, load, room);
+    if (reason != DISTILL_RESIZE_NONE) {
+      if (rounds)
+        *rounds = i;
+      return reason;
+    }
+  }
+  return DISTILL_RESIZE_NONE;
+}
+
+static void test_grows_to_what_the_trainer_allows(void)
+{
+  DistillGrowth g;
+  distill_growth_init(&g, 320, 640);
+  int rounds = 0;
+  /* The trainer busy a fifth of the time: 640 (4 times the area) would be 0.8, within reach,
+   * after a few rounds measured, not at the first. */
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.2, 0.05, 0.5, &rounds), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(rounds, >, 1);
+  g_assert_cmpint(g.long_side, ==, 640);
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.8, 0.2, 0.5, NULL), ==, DISTILL_RESIZE_NONE);
+
+  /* Busy a third of the time: the largest step with busy * area within reach is 512. */
+  distill_growth_init(&g, 320, 640);
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.33, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(g.long_side, ==, 512);
+  g_assert_cmpint((g.long_side - 320) % DISTILL_GROWTH_STEP, ==, 0);
+  /* At 512 the trainer is busy 0.7 of the time: 576 would be 0.89, within reach. */
+  g_assert_cmpint(feed(&g, 50, 0.88, 0.7, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(g.long_side, ==, 576);
+
+  /* A largest size off the grid is reached all the same. */
+  distill_growth_init(&g, 320, 600);
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.1, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(g.long_side, ==, 600);
+}
+
+static void test_grows_only_where_labels_need_it(void)
+{
+  DistillGrowth g;
+  distill_growth_init(&g, 320, 640);
+  /* Large things: a class map half as fine loses little. The trainer idle does not matter. */
+  g_assert_cmpint(feed(&g, 100, 0.97, 0.1, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_NONE);
+  g_assert_cmpint(g.long_side, ==, 320);
+  /* No room for inference at a larger size, or none at all. */
+  g_assert_cmpint(feed(&g, 100, 0.8, 0.1, 0.4, 0.5, NULL), ==, DISTILL_RESIZE_NONE);
+  g_assert_cmpint(feed(&g, 100, 0.8, 0.1, 0.05, 0.0, NULL), ==, DISTILL_RESIZE_NONE);
+  /* The trainer too busy for any step. */
+  distill_growth_init(&g, 320, 640);
+  g_assert_cmpint(feed(&g, 100, 0.8, 0.7, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_NONE);
+  g_assert_cmpint(g.long_side, ==, 320);
+  /* No larger size allowed. */
+  distill_growth_init(&g, 320, 320);
+  g_assert_cmpint(feed(&g, 100, 0.5, 0.0, 0.0, 1.0, NULL), ==, DISTILL_RESIZE_NONE);
+}
+
+static void test_steps_back_when_behind(void)
+{
+  DistillGrowth g;
+  distill_growth_init(&g, 320, 640);
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.2, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(g.long_side, ==, 640);
+  /* The trainer in rounds all the time: one step down per judgement, to the base and no lower. */
+  int sizes[] = { 576, 512, 448, 384, 320 };
+  for (guint i = 0; i < G_N_ELEMENTS(sizes); i++) {
+    g_assert_cmpint(feed(&g, 50, 0.85, 1.0, 0.05, 0.5, NULL), ==,
+                    DISTILL_RESIZE_TRAINER_BEHIND);
+    g_assert_cmpint(g.long_side, ==, sizes[i]);
+  }
+  g_assert_cmpint(feed(&g, 50, 0.85, 1.0, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_NONE);
+  /* Busy but keeping up (between the thresholds): the size stays. */
+  distill_growth_init(&g, 320, 640);
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.2, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(feed(&g, 100, 0.85, 0.92, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_NONE);
+  g_assert_cmpint(g.long_side, ==, 640);
 }
 
 /* ---- the engine ------------------------------------------------------------------------- */
@@ -507,6 +639,107 @@ static void test_engine_off(void)
   student_free(student);
 }
 
+/* One frame of long side `side` (4:3): asked of the teacher when due, answered at once with
+ * thin stripes; returns whether it was asked. */
+static gboolean frame(DistillEngine *engine, int side, uint8_t *classes)
+{
+  int h = side * 3 / 4, w = side;
+  FeatureMap input = feature_map(g_new(float, (size_t)h * w * 3), h, w, 3);
+  for (size_t i = 0; i < (size_t)h * w * 3; i++)
+    input.data[i] = (float)(i * 7919 % 1000) / 1000.0f - 0.5f;
+  DistillQuery *query = distill_engine_wants_teacher(engine, &input);
+  if (query) {
+    int lh, lw;
+    distill_query_label_size(query, &lh, &lw);
+    uint8_t *labels = stripes(lh, lw, 1, 3);
+    g_assert_true(distill_query_answer(query, labels, lh, lw, NULL));
+    g_free(labels);
+  }
+  distill_engine_process(engine, &input, classes);
+  g_free(input.data);
+  return query != NULL;
+}
+
+static void wait_rounds(DistillEngine *engine, guint64 rounds)
+{
+  DistillStats stats;
+  for (distill_engine_get_stats(engine, &stats); stats.rounds < rounds;
+       distill_engine_get_stats(engine, &stats))
+    g_usleep(1000);
+}
+
+/* Teacher frames of thin things, the trainer idle between them: the engine asks for the largest
+ * input; given it, it says why. Rounds back to back: it asks for smaller ones, down to the base,
+ * and trains on (replay frames resized) throughout. Off in sync mode. */
+static void test_engine_asks_for_the_training_size(void)
+{
+  StudentConfig scfg;
+  student_config_default(&scfg, 2);
+  Student *student = student_new(&scfg, 1);
+  DistillConfig cfg;
+  distill_config_default(&cfg);
+  cfg.threads = cfg.train_threads = 1;
+  cfg.min_stride = cfg.max_stride = 1;
+  cfg.max_updates = 1;
+  cfg.accuracy_threshold = 1.0;
+  cfg.resized = on_resized;
+  Resizes seen = { 0 };
+  cfg.round_user_data = &seen;
+  DistillEngine *engine = distill_engine_new(student, &cfg, NULL);
+  uint8_t *classes = g_malloc(160 * 120);
+
+  distill_engine_set_frame_interval(engine, 1e6); /* all the room inference could want */
+  g_assert_cmpint(distill_engine_input_long_side(engine), ==, 0);
+  distill_engine_set_input_range(engine, 64, 128);
+  g_assert_cmpint(distill_engine_input_long_side(engine), ==, 64);
+
+  /* A round every 100 ms of a few ms each: the trainer is idle most of the time. */
+  int rounds = 0;
+  while (distill_engine_input_long_side(engine) == 64 && rounds < 40) {
+    if (frame(engine, 64, classes))
+      wait_rounds(engine, ++rounds);
+    g_usleep(100 * 1000);
+  }
+  g_assert_cmpint(distill_engine_input_long_side(engine), ==, 128);
+  g_assert_cmpint(rounds, >=, 2);
+  g_assert_cmpint(seen.calls, ==, 0); /* said when inputs of the size come */
+  frame(engine, 128, classes);
+  g_assert_cmpint(seen.calls, ==, 1);
+  g_assert_cmpint(seen.last.reason, ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(seen.last.from_w, ==, 64);
+  g_assert_cmpint(seen.last.to_w, ==, 128);
+  g_assert_cmpint(seen.last.to_h, ==, 96);
+
+  /* Frames answered as fast as they come: an answer always waits when a round ends, the
+   * trainer is behind and the engine steps back to the base. */
+  int side = 128;
+  gint64 until = g_get_monotonic_time() + 60 * G_TIME_SPAN_SECOND;
+  while (side > 64 && g_get_monotonic_time() < until) {
+    frame(engine, side, classes);
+    side = distill_engine_input_long_side(engine);
+  }
+  g_assert_cmpint(side, ==, 64);
+  frame(engine, 64, classes);
+  g_assert_cmpint(seen.last.reason, ==, DISTILL_RESIZE_TRAINER_BEHIND);
+  g_assert_cmpint(seen.last.to_w, ==, 64);
+  DistillStats stats;
+  distill_engine_get_stats(engine, &stats);
+  g_assert_cmpuint(stats.updates, >, 0);
+  g_assert_cmpuint(stats.rollbacks, ==, 0);
+  g_assert_cmpint(stats.input_w, ==, 64);
+  distill_engine_free(engine);
+
+  /* Sync mode: no growth. */
+  cfg.sync = TRUE;
+  engine = distill_engine_new(student, &cfg, NULL);
+  distill_engine_set_input_range(engine, 64, 128);
+  g_assert_cmpint(distill_engine_input_long_side(engine), ==, 0);
+  distill_engine_free(engine);
+
+  g_free(classes);
+  student_free(student);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -526,5 +759,13 @@ int main(int argc, char **argv)
   g_test_add_func("/governor/engine-hibernates", test_engine_hibernates);
   g_test_add_func("/governor/engine-measures-at-the-size-in-use",
                   test_engine_measures_at_the_size_in_use);
+  g_test_add_func("/governor/growth/resolution-miou", test_resolution_miou);
+  g_test_add_func("/governor/growth/grows-to-what-the-trainer-allows",
+                  test_grows_to_what_the_trainer_allows);
+  g_test_add_func("/governor/growth/grows-only-where-labels-need-it",
+                  test_grows_only_where_labels_need_it);
+  g_test_add_func("/governor/growth/steps-back-when-behind", test_steps_back_when_behind);
+  g_test_add_func("/governor/growth/engine-asks-for-the-training-size",
+                  test_engine_asks_for_the_training_size);
   return g_test_run();
 }
