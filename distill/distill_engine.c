@@ -316,7 +316,7 @@ static void replay_older_labeled(DistillEngine *e, const Slot *newest)
       continue; /* one answered while the lock was let go is newer: the next round's */
     s->state = SLOT_TRAINING;
     g_mutex_unlock(&e->lock);
-    distill_trainer_keep(&e->trainer, &s->input, s->labels);
+    distill_trainer_keep(&e->trainer, &s->input, s->labels, e->train_pool);
     g_mutex_lock(&e->lock);
     s->state = SLOT_FREE;
   }

@@ -64,5 +64,6 @@ void distill_trainer_clear(DistillTrainer *t);
 void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *pool,
                            const gint *stop);
 /* Keeps a teacher frame for replay (a ring of cfg->replay_frames; nothing when 0). A frame of
- * another size than those kept replaces them all. */
-void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels);
+ * another size than those kept has them resized to its own (on pool). */
+void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels,
+                          ThreadPool *pool);

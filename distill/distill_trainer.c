@@ -154,7 +154,7 @@ static double add_replay_gradient(DistillTrainer *t, const FeatureMap *round_inp
 /* The ring for frames of input's size. The frames kept at another size (the training size
  * changed, DistillGrowth) are resized to it, the inputs bilinearly and the labels to the nearest
  * pixel, so that a change of size does not forget the scene. */
-static void plan_replay(DistillTrainer *t, const FeatureMap *input)
+static void plan_replay(DistillTrainer *t, const FeatureMap *input, ThreadPool *pool)
 {
   if (input->h == t->replay_h && input->w == t->replay_w)
     return;
@@ -167,7 +167,7 @@ static void plan_replay(DistillTrainer *t, const FeatureMap *input)
   t->replay_labels = g_malloc((size_t)frames * t->replay_label_h * t->replay_label_w);
   for (guint i = 0; i < old.replay_count; i++) {
     FeatureMap from = replay_input(&old, i), to = replay_input(t, i);
-    resize_bilinear_forward(&from, &to, NULL);
+    resize_bilinear_forward(&from, &to, pool);
     const uint8_t *from_labels = replay_labels(&old, i);
     uint8_t *to_labels = replay_labels(t, i);
     for (int y = 0; y < t->replay_label_h; y++) {
@@ -182,11 +182,12 @@ static void plan_replay(DistillTrainer *t, const FeatureMap *input)
   g_free(old.replay_labels);
 }
 
-void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels)
+void distill_trainer_keep(DistillTrainer *t, const FeatureMap *input, const uint8_t *labels,
+                          ThreadPool *pool)
 {
   if (!t->cfg->replay_frames)
     return;
-  plan_replay(t, input);
+  plan_replay(t, input, pool);
   guint index = t->replay_next;
   t->replay_next = (t->replay_next + 1) % t->cfg->replay_frames;
   if (t->replay_count < t->cfg->replay_frames)
@@ -304,6 +305,6 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     roll_back(t, collapse);
     round->verdict = DISTILL_ROUND_ROLLED_BACK;
   } else {
-    distill_trainer_keep(t, round->input, round->labels);
+    distill_trainer_keep(t, round->input, round->labels, pool);
   }
 }
