@@ -301,6 +301,10 @@ typedef struct {
   double coarse_miou;  /* mean of distill_resolution_miou over the rounds at long_side */
   double busy;         /* mean share of the time the trainer spends in rounds, at long_side */
   guint rounds;        /* rounds measured at long_side */
+  int too_large;       /* the size last stepped back from (0 = none), not tried again for a
+                        * while: a size the area prediction lets through but the trainer cannot
+                        * keep up at would come and go */
+  guint since_too_large; /* rounds since */
 } DistillGrowth;
 
 void distill_growth_init(DistillGrowth *g, int base, int largest);

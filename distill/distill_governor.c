@@ -128,6 +128,8 @@ const char *distill_resize_describe(DistillResizeReason reason)
 #define GROWTH_MEAN_WINDOW 8
 #define GROW_WHILE_BUSY_UNDER 0.9
 #define SHRINK_WHEN_BUSY_OVER 0.95
+/* Rounds before a size stepped back from is tried again (some 30 s at vtest's stride). */
+#define RETRY_TOO_LARGE_AFTER_ROUNDS 40
 /* The stream's inference at the larger size must fit this share of its room, as the governor
  * raises the stream's size (RAISE_WITHIN). */
 #define GROW_INFERENCE_WITHIN RAISE_WITHIN
@@ -140,12 +142,16 @@ void distill_growth_init(DistillGrowth *g, int base, int largest)
   g->coarse_miou = 1.0;
   g->busy = 0.0;
   g->rounds = 0;
+  g->too_large = 0;
+  g->since_too_large = 0;
 }
 
 DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, double busy,
                                           double inference_load, double inference_room)
 {
   g->rounds++;
+  if (g->too_large && ++g->since_too_large >= RETRY_TOO_LARGE_AFTER_ROUNDS)
+    g->too_large = 0;
   double weight = 1.0 / MIN(g->rounds, GROWTH_MEAN_WINDOW);
   g->coarse_miou += (coarse_miou - g->coarse_miou) * weight;
   g->busy += (busy - g->busy) * weight;
@@ -155,11 +161,16 @@ DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, 
   int side = g->long_side;
   DistillResizeReason reason = DISTILL_RESIZE_NONE;
   if (g->busy > SHRINK_WHEN_BUSY_OVER && side > g->base) {
+    g->too_large = side;
+    g->since_too_large = 0;
     side = MAX(side - DISTILL_GROWTH_STEP, g->base);
     reason = DISTILL_RESIZE_TRAINER_BEHIND;
   } else if (g->coarse_miou < DISTILL_GROWTH_COARSE_MIOU && side < g->largest) {
-    /* The largest size on the step grid (or the largest itself) that fits both. */
-    for (int larger = g->largest; larger > side;
+    /* The largest size on the step grid (or the largest itself) that fits both, below one
+     * stepped back from lately. */
+    int limit = !g->too_large ? g->largest
+                : g->base + (g->too_large - g->base - 1) / DISTILL_GROWTH_STEP * DISTILL_GROWTH_STEP;
+    for (int larger = limit; larger > side;
          larger = g->base + (larger - g->base - 1) / DISTILL_GROWTH_STEP * DISTILL_GROWTH_STEP) {
       double area = ((double)larger / side) * ((double)larger / side);
       if (g->busy * area <= GROW_WHILE_BUSY_UNDER &&

@@ -305,6 +305,16 @@ static void test_steps_back_when_behind(void)
     g_assert_cmpint(g.long_side, ==, sizes[i]);
   }
   g_assert_cmpint(feed(&g, 50, 0.85, 1.0, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_NONE);
+  /* Stepped back from 640, the trainer idle again: 576 at once, 640 not before some 40 rounds
+   * (then the trainer's time is measured there afresh). */
+  distill_growth_init(&g, 320, 640);
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.2, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(feed(&g, 50, 0.85, 1.0, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_TRAINER_BEHIND);
+  g_assert_cmpint(g.long_side, ==, 576);
+  int rounds = 0;
+  g_assert_cmpint(feed(&g, 100, 0.85, 0.2, 0.05, 0.5, &rounds), ==, DISTILL_RESIZE_FINER);
+  g_assert_cmpint(g.long_side, ==, 640);
+  g_assert_cmpint(rounds, >=, 30);
   /* Busy but keeping up (between the thresholds): the size stays. */
   distill_growth_init(&g, 320, 640);
   g_assert_cmpint(feed(&g, 50, 0.85, 0.2, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
