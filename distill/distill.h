@@ -312,9 +312,13 @@ void distill_growth_init(DistillGrowth *g, int base, int largest);
  * time since the previous round's end the trainer spent in this one (1: rounds back to back).
  * inference_load is the stream's inference time over the frame interval at g->long_side and
  * inference_room the share it may take (DistillConfig.inference_budget and the process's other
- * streams; <= 0: no room to grow). Returns why g->long_side changed, or DISTILL_RESIZE_NONE. */
+ * streams; <= 0: no room to grow); stream_lowered: the governor runs the stream below
+ * g->long_side (over its budget), and training steps back too, so that the student is not
+ * trained at one scale and run at another. Returns why g->long_side changed, or
+ * DISTILL_RESIZE_NONE. */
 DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, double busy,
-                                          double inference_load, double inference_room);
+                                          double inference_load, double inference_room,
+                                          gboolean stream_lowered);
 /* The mIoU of labels (h x w class indices, LABEL_IGNORE left out) against the same labels
  * through a class map of half their size: the class shares of each 2x2 block, resized back
  * bilinearly and argmaxed, as the stream's class map is made from its logits. scratch holds

@@ -106,10 +106,12 @@ struct DistillEngine {
   /* The training size (distill_growth_update, at the end of each round): the long side the
    * caller is asked to give the input at, and why it last changed, for the stream to report
    * when inputs of that size come. inference_room: the share of the frame interval the
-   * stream's inference may take (the budget less the process's other streams'). */
+   * stream's inference may take (the budget less the process's other streams'), 0 while the
+   * governor runs the stream smaller. */
   DistillGrowth growth;
   DistillResizeReason growth_reason;
   double inference_room;
+  gboolean stream_lowered; /* the governor runs the stream below its input's size */
 
   GMutex publish_lock;
   float *published;           /* the inference form's weights */
@@ -281,8 +283,9 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   gint64 end = g_get_monotonic_time();
   if (grows && e->last_round_end) {
     double busy = ms / MAX((double)(end - e->last_round_end) / 1000.0, ms);
-    DistillResizeReason reason = distill_growth_update(&e->growth, coarse_miou, busy,
-                                                       e->inference_share, e->inference_room);
+    DistillResizeReason reason =
+        distill_growth_update(&e->growth, coarse_miou, busy, e->inference_share,
+                              e->inference_room, e->stream_lowered);
     if (reason != DISTILL_RESIZE_NONE)
       e->growth_reason = reason;
   }
@@ -817,7 +820,8 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   e->frame_w = input->w;
   e->frame_h = input->h;
   e->inference_share = share;
-  e->inference_room = on && e->governor.long_side == e->governor.nominal ? budget - others : 0.0;
+  e->stream_lowered = e->governor.long_side < e->governor.nominal;
+  e->inference_room = on && !e->stream_lowered ? budget - others : 0.0;
   g_mutex_unlock(&e->lock);
 
   if (reason != DISTILL_RESIZE_NONE && e->cfg.resized) {

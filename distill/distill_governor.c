@@ -147,7 +147,8 @@ void distill_growth_init(DistillGrowth *g, int base, int largest)
 }
 
 DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, double busy,
-                                          double inference_load, double inference_room)
+                                          double inference_load, double inference_room,
+                                          gboolean stream_lowered)
 {
   g->rounds++;
   if (g->too_large && ++g->since_too_large >= RETRY_TOO_LARGE_AFTER_ROUNDS)
@@ -160,11 +161,11 @@ DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, 
 
   int side = g->long_side;
   DistillResizeReason reason = DISTILL_RESIZE_NONE;
-  if (g->busy > SHRINK_WHEN_BUSY_OVER && side > g->base) {
+  if ((stream_lowered || g->busy > SHRINK_WHEN_BUSY_OVER) && side > g->base) {
     g->too_large = side;
     g->since_too_large = 0;
     side = MAX(side - DISTILL_GROWTH_STEP, g->base);
-    reason = DISTILL_RESIZE_TRAINER_BEHIND;
+    reason = stream_lowered ? DISTILL_RESIZE_OVER_BUDGET : DISTILL_RESIZE_TRAINER_BEHIND;
   } else if (g->coarse_miou < DISTILL_GROWTH_COARSE_MIOU && side < g->largest) {
     /* The largest size on the step grid (or the largest itself) that fits both, below one
      * stepped back from lately. */

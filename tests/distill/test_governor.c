@@ -235,7 +235,7 @@ static DistillResizeReason feed(DistillGrowth *g, int max, double coarse, double
                                 double load, double room, int *rounds)
 {
   for (int i = 1; i <= max; i++) {
-    DistillResizeReason reason = distill_growth_update(g, coarse, busy, load, room);
+    DistillResizeReason reason = distill_growth_update(g, coarse, busy, load, room, FALSE);
     if (reason != DISTILL_RESIZE_NONE) {
       if (rounds)
         *rounds = i;
@@ -315,6 +315,16 @@ static void test_steps_back_when_behind(void)
   g_assert_cmpint(feed(&g, 100, 0.85, 0.2, 0.05, 0.5, &rounds), ==, DISTILL_RESIZE_FINER);
   g_assert_cmpint(g.long_side, ==, 640);
   g_assert_cmpint(rounds, >=, 30);
+  /* The governor runs the stream below the training size (inference over its budget): training
+   * steps back too, whatever the trainer's time. */
+  distill_growth_init(&g, 320, 640);
+  g_assert_cmpint(feed(&g, 50, 0.85, 0.2, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
+  for (int i = 0; i < 3; i++)
+    g_assert_cmpint(distill_growth_update(&g, 0.85, 0.2, 0.05, 0.0, TRUE), ==,
+                    DISTILL_RESIZE_NONE);
+  g_assert_cmpint(distill_growth_update(&g, 0.85, 0.2, 0.05, 0.0, TRUE), ==,
+                  DISTILL_RESIZE_OVER_BUDGET);
+  g_assert_cmpint(g.long_side, ==, 576);
   /* Busy but keeping up (between the thresholds): the size stays. */
   distill_growth_init(&g, 320, 640);
   g_assert_cmpint(feed(&g, 50, 0.85, 0.2, 0.05, 0.5, NULL), ==, DISTILL_RESIZE_FINER);
