@@ -130,9 +130,12 @@ const char *distill_resize_describe(DistillResizeReason reason)
 #define SHRINK_WHEN_BUSY_OVER 0.95
 /* Rounds before a size stepped back from is tried again (some 30 s at vtest's stride). */
 #define RETRY_TOO_LARGE_AFTER_ROUNDS 40
-/* The stream's inference at the larger size must fit this share of its room, as the governor
- * raises the stream's size (RAISE_WITHIN). */
-#define GROW_INFERENCE_WITHIN RAISE_WITHIN
+
+/* The largest size on the step grid from g->base below side. */
+static int step_below(const DistillGrowth *g, int side)
+{
+  return g->base + (side - g->base - 1) / DISTILL_GROWTH_STEP * DISTILL_GROWTH_STEP;
+}
 
 void distill_growth_init(DistillGrowth *g, int base, int largest)
 {
@@ -168,14 +171,12 @@ DistillResizeReason distill_growth_update(DistillGrowth *g, double coarse_miou, 
     reason = stream_lowered ? DISTILL_RESIZE_OVER_BUDGET : DISTILL_RESIZE_TRAINER_BEHIND;
   } else if (g->coarse_miou < DISTILL_GROWTH_COARSE_MIOU && side < g->largest) {
     /* The largest size on the step grid (or the largest itself) that fits both, below one
-     * stepped back from lately. */
-    int limit = !g->too_large ? g->largest
-                : g->base + (g->too_large - g->base - 1) / DISTILL_GROWTH_STEP * DISTILL_GROWTH_STEP;
-    for (int larger = limit; larger > side;
-         larger = g->base + (larger - g->base - 1) / DISTILL_GROWTH_STEP * DISTILL_GROWTH_STEP) {
+     * stepped back from lately; the stream's inference as the governor raises its size. */
+    int limit = g->too_large ? step_below(g, g->too_large) : g->largest;
+    for (int larger = limit; larger > side; larger = step_below(g, larger)) {
       double area = ((double)larger / side) * ((double)larger / side);
       if (g->busy * area <= GROW_WHILE_BUSY_UNDER &&
-          inference_load * area <= GROW_INFERENCE_WITHIN * inference_room) {
+          inference_load * area <= RAISE_WITHIN * inference_room) {
         side = larger;
         reason = DISTILL_RESIZE_FINER;
         break;
