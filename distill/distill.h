@@ -185,6 +185,9 @@ typedef struct {
    * at a weight fitted on each teacher frame to how the student and the previous answer
    * predicted it (distill_fusion.c). A scene change drops the held mask until the next answer. */
   gboolean fuse_teacher;        /* TRUE */
+  /* With fuse_teacher: the held mask moves with the scene, along block vectors from its frame
+   * to the one shown (distill_motion.c); FALSE holds it where it was. */
+  gboolean follow_motion;       /* TRUE */
 
   /* Rollback (a bad teacher must not ruin the student). The trainer keeps the last good weights:
    * those that, entering a round, agreed with the teacher's fresh frame (mIoU before training)
@@ -241,6 +244,49 @@ double distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint
  * held_h x held_w, taken at the nearest pixel. */
 void distill_fusion_apply(double weight, const FeatureMap *logits, const uint8_t *held,
                           int held_h, int held_w, FeatureMap *out);
+
+/* ---- the scene's motion, and the held answer carried along it (distill_motion.c) --------- */
+
+/* Motion is measured on grey frames of about this long side (the input's, divided by a whole
+ * factor), where a block of kernels/block_match.h covers a walking person's limb. */
+#define DISTILL_MOTION_LONG_SIDE 320
+/* Frames whose motion is kept: an answer up to this many frames late is still carried. */
+#define DISTILL_MOTION_HISTORY 64
+
+/* The stream's side: each frame's grey image and its block vectors against the one before, and
+ * a map, at the blocks' centres, of where the content of each block of the newest frame was in
+ * the frame an answer is of (the anchor), carried frame by frame. Streaming thread only. */
+typedef struct {
+  int h, w, factor;         /* the grey frames (input pixels per grey pixel); 0 = none yet */
+  uint8_t *grey[2];         /* padded (kernels/block_match.h); grey[newest] is of frame_of */
+  size_t grey_capacity;
+  int newest;
+  guint64 frame_of;         /* frame + 1 of grey[newest]; 0 = none */
+  int8_t *vectors;          /* DISTILL_MOTION_HISTORY entries of (h / 4) x (w / 4) vectors */
+  size_t vectors_capacity;  /* bytes of one entry */
+  guint64 vectors_of[DISTILL_MOTION_HISTORY]; /* frame + 1 whose motion (from the one before)
+                                               * an entry holds; 0 = none */
+  uint8_t *scratch;         /* block_match's */
+  size_t scratch_capacity;  /* bytes */
+  float *map, *next;        /* map_h x map_w blocks x 2: how far (x, y) the block's content
+                             * was in the anchor, grey pixels */
+  size_t map_capacity;      /* floats */
+  int map_h, map_w;
+  guint64 anchor, map_of;   /* frame + 1 of the anchor and of the frame the map is for; 0 = none */
+} DistillMotion;
+
+void distill_motion_init(DistillMotion *m);
+void distill_motion_clear(DistillMotion *m);
+/* Takes frame `frame` (0-based, in order): its grey image, and its motion from the frame before
+ * when that one was taken at the same size. */
+void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame);
+/* The map for frame `anchor`, carried to the newest frame taken: started anew when the anchor
+ * or the size change, along every frame of the history since (a frame without motion, as after
+ * a change of size, counts as still). NULL before a frame was taken. */
+const float *distill_motion_carry(DistillMotion *m, guint64 anchor);
+/* out (h x w) = held (h x w, an answer for the anchor, covering the frame) taken through the
+ * map at the nearest pixel: the answer moved with the scene. After distill_motion_carry. */
+void distill_motion_sample(DistillMotion *m, const uint8_t *held, int h, int w, uint8_t *out);
 
 /* ---- the compute governor (pure functions; the engine applies them) ---------------------- */
 

@@ -25,6 +25,7 @@ void distill_config_default(DistillConfig *cfg)
     .replay_frames = 4,
     .foreground_weight = 1.0,
     .fuse_teacher = TRUE,
+    .follow_motion = TRUE,
     .rollback_rounds = 6,
     .rollback_drop = 0.25,
     .inference_budget = DISTILL_DEFAULT_INFERENCE_BUDGET,

@@ -42,7 +42,7 @@ typedef struct {
   uint8_t *shown;         /* the labels at the size the user sees, when given */
   size_t shown_capacity;  /* bytes */
   int shown_h, shown_w;   /* 0 = none */
-  uint8_t *held;          /* the answer held when this one came (label size), if any */
+  uint8_t *held;          /* the answer the stream held for this frame (label size), if any */
   gboolean has_held;
 } Slot;
 
@@ -74,11 +74,15 @@ struct DistillEngine {
   FeatureMap resized;
   size_t resized_capacity; /* floats */
   /* Fusion with the teacher's last answer (cfg.fuse_teacher): the stream's copy of the held
-   * mask, and the fused logits. */
-  uint8_t *stream_held;
+   * mask, the frame it is of, the same moved with the scene to the current frame
+   * (cfg.follow_motion; `shown_for` = frame + 1 and held version it was made for), and the fused
+   * logits. */
+  uint8_t *stream_held, *stream_shown;
   size_t stream_held_capacity;
   int stream_held_h, stream_held_w; /* 0 = none */
-  guint64 stream_held_version;
+  guint64 stream_held_version, stream_held_query;
+  guint64 shown_frame, shown_version;
+  DistillMotion motion;
   FeatureMap fused;
   size_t fused_capacity;  /* floats */
 
@@ -433,6 +437,8 @@ void distill_engine_free(DistillEngine *e)
   g_free(e->resized.data);
   g_free(e->fused.data);
   g_free(e->stream_held);
+  g_free(e->stream_shown);
+  distill_motion_clear(&e->motion);
   g_free(e->held);
   g_free(e->resolution_shares);
   g_free(e->resolution_map);
@@ -535,6 +541,51 @@ static void fit_slot(DistillEngine *e, Slot *slot, const FeatureMap *input, int 
   slot->input = feature_map(slot->input.data, input->h, input->w, 3);
 }
 
+/* The held answer as the stream shows it at this frame (cfg.fuse_teacher): the newest answer,
+ * moved with the scene from its frame to this one (cfg.follow_motion); NULL while none is held.
+ * Its size is the labels' at the time of the answer: *h x *w. */
+static const uint8_t *held_shown(DistillEngine *e, const FeatureMap *input, int *h, int *w)
+{
+  if (!e->cfg.fuse_teacher || !e->queried)
+    return NULL;
+  gboolean moving = e->cfg.follow_motion;
+  if (moving && e->motion.frame_of != e->frame + 1)
+    distill_motion_add(&e->motion, input, e->frame);
+  g_mutex_lock(&e->lock);
+  if (e->held_version != e->stream_held_version) {
+    size_t bytes = (size_t)e->held_h * e->held_w;
+    if (bytes > e->stream_held_capacity) {
+      g_free(e->stream_held);
+      g_free(e->stream_shown);
+      e->stream_held = g_malloc(bytes);
+      e->stream_shown = g_malloc(bytes);
+      e->stream_held_capacity = bytes;
+    }
+    if (bytes)
+      memcpy(e->stream_held, e->held, bytes);
+    e->stream_held_h = e->held_h;
+    e->stream_held_w = e->held_w;
+    e->stream_held_query = e->held_query;
+    e->stream_held_version = e->held_version;
+  }
+  g_mutex_unlock(&e->lock);
+  *h = e->stream_held_h;
+  *w = e->stream_held_w;
+  if (!*h)
+    return NULL;
+  if (!moving)
+    return e->stream_held;
+  if (e->shown_frame != e->frame + 1 || e->shown_version != e->stream_held_version) {
+    if (distill_motion_carry(&e->motion, e->stream_held_query - 1))
+      distill_motion_sample(&e->motion, e->stream_held, *h, *w, e->stream_shown);
+    else
+      memcpy(e->stream_shown, e->stream_held, (size_t)*h * *w);
+    e->shown_frame = e->frame + 1;
+    e->shown_version = e->stream_held_version;
+  }
+  return e->stream_shown;
+}
+
 DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *input)
 {
   if (!check_input(input) || e->decided_frame == e->frame + 1)
@@ -584,6 +635,12 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
   e->queried = TRUE;
   e->last_query_frame = e->frame;
   memcpy(e->query_thumb, e->thumb, sizeof e->thumb);
+  /* What the stream holds for this frame: the trainer fits the fusion on it and the answer. */
+  int held_h, held_w;
+  const uint8_t *held = held_shown(e, input, &held_h, &held_w);
+  slot->has_held = held && held_h == query->label_h && held_w == query->label_w;
+  if (slot->has_held)
+    memcpy(slot->held, held, (size_t)held_h * held_w);
   return query;
 }
 
@@ -612,14 +669,10 @@ gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int he
   return distill_query_answer_shown(query, labels, height, width, NULL, 0, 0, error);
 }
 
-/* Under lock, on an answer in slot: the slot keeps the answer held until now (the trainer fits
- * the fusion on the two), and the answer, if the newest, becomes the held one. */
+/* Under lock, on an answer in slot: the answer, if the newest, becomes the held one. */
 static void hold_answer(DistillEngine *e, Slot *slot, int height, int width)
 {
   size_t bytes = (size_t)height * width;
-  slot->has_held = e->held_h == height && e->held_w == width && e->held_query < slot->query_id;
-  if (slot->has_held)
-    memcpy(slot->held, e->held, bytes);
   if (slot->query_id <= e->held_query || slot->query_id < e->held_from)
     return;
   if (bytes > e->held_capacity) {
@@ -834,33 +887,22 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   }
 }
 
-/* The stream's logits fused with the held answer (cfg.fuse_teacher) at the trainer's weight;
- * logits while there is no answer held or the weight is 0. */
-static const FeatureMap *fuse_teacher(DistillEngine *e, const FeatureMap *logits)
+/* The stream's logits fused with the held answer at the trainer's weight; logits while there
+ * is no answer held or the weight is 0. */
+static const FeatureMap *fuse_teacher(DistillEngine *e, const FeatureMap *input,
+                                      const FeatureMap *logits)
 {
-  if (!e->cfg.fuse_teacher)
+  int held_h, held_w;
+  const uint8_t *held = held_shown(e, input, &held_h, &held_w);
+  if (!held)
     return logits;
   g_mutex_lock(&e->lock);
-  if (e->held_version != e->stream_held_version) {
-    size_t bytes = (size_t)e->held_h * e->held_w;
-    if (bytes > e->stream_held_capacity) {
-      g_free(e->stream_held);
-      e->stream_held = g_malloc(bytes);
-      e->stream_held_capacity = bytes;
-    }
-    if (bytes)
-      memcpy(e->stream_held, e->held, bytes);
-    e->stream_held_h = e->held_h;
-    e->stream_held_w = e->held_w;
-    e->stream_held_version = e->held_version;
-  }
   double weight = e->fusion_weight;
   g_mutex_unlock(&e->lock);
-  if (!e->stream_held_h || weight == 0.0)
+  if (weight == 0.0)
     return logits;
   distill_map_reserve(&e->fused, &e->fused_capacity, logits->h, logits->w, logits->c);
-  distill_fusion_apply(weight, logits, e->stream_held, e->stream_held_h, e->stream_held_w,
-                       &e->fused);
+  distill_fusion_apply(weight, logits, held, held_h, held_w, &e->fused);
   return &e->fused;
 }
 
@@ -880,7 +922,7 @@ void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *
   gint64 start = g_get_monotonic_time();
   if (in != input)
     resize_bilinear_forward(input, &e->resized, e->pool);
-  e->logits = fuse_teacher(e, student_forward(e->student, in, e->pool));
+  e->logits = fuse_teacher(e, input, student_forward(e->student, in, e->pool));
   if (e->logits->h == label_h && e->logits->w == label_w)
     argmax_channels(e->logits, classes, e->pool);
   else

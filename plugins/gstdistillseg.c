@@ -63,6 +63,7 @@ enum {
   PROP_SYNC,
   PROP_MEASURE_AT_FRAME_SIZE,
   PROP_FUSE_TEACHER,
+  PROP_FOLLOW_MOTION,
   PROP_OUTPUT,
   PROP_THREADS,
   PROP_TRAIN_THREADS,
@@ -98,6 +99,7 @@ enum {
 #define DEFAULT_PROP_SYNC FALSE
 #define DEFAULT_PROP_MEASURE_AT_FRAME_SIZE FALSE
 #define DEFAULT_PROP_FUSE_TEACHER TRUE
+#define DEFAULT_PROP_FOLLOW_MOTION TRUE
 #define DEFAULT_PROP_OUTPUT GST_DISTILL_OUTPUT_OVERLAY
 #define DEFAULT_PROP_THREADS 0
 #define DEFAULT_PROP_TRAIN_THREADS 0
@@ -838,6 +840,7 @@ static void engine_config(GstDistillSeg *self, DistillConfig *cfg)
   cfg->teacher_inflight = self->teacher_inflight;
   cfg->teacher_timeout_ms = self->teacher_timeout;
   cfg->fuse_teacher = self->fuse_teacher;
+  cfg->follow_motion = self->follow_motion;
   /* The governor adapts the size the element chose; one set by hand stays, and without a teacher
    * there is no training to make room for. */
   cfg->inference_budget = self->inference_width || !self->teacher_url || !*self->teacher_url
@@ -1094,6 +1097,9 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
   case PROP_FUSE_TEACHER:
     self->fuse_teacher = g_value_get_boolean(value);
     break;
+  case PROP_FOLLOW_MOTION:
+    self->follow_motion = g_value_get_boolean(value);
+    break;
   case PROP_OUTPUT:
     self->output = g_value_get_enum(value);
     break;
@@ -1209,6 +1215,9 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_FUSE_TEACHER:
     g_value_set_boolean(value, self->fuse_teacher);
+    break;
+  case PROP_FOLLOW_MOTION:
+    g_value_set_boolean(value, self->follow_motion);
     break;
   case PROP_OUTPUT:
     g_value_set_enum(value, self->output);
@@ -1357,6 +1366,11 @@ static void install_properties(GObjectClass *klass)
           "teacher's last answer, weighed by how well each predicted the next teacher frame "
           "(a still scene leans on the answer, a busy one on the student); FALSE: the "
           "student's alone", DEFAULT_PROP_FUSE_TEACHER, READY_ONLY));
+  g_object_class_install_property(klass, PROP_FOLLOW_MOTION,
+      g_param_spec_boolean("follow-motion", "Move the teacher's last mask with the scene",
+          "With fuse-teacher, TRUE: the held answer is moved along the scene's motion (block "
+          "vectors from frame to frame) from the frame it is of to the one shown; FALSE: held "
+          "where it was", DEFAULT_PROP_FOLLOW_MOTION, READY_ONLY));
 
   /* Compute */
   g_object_class_install_property(klass, PROP_INFERENCE_WIDTH,
@@ -1481,4 +1495,5 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->max_inference_long_side = DEFAULT_PROP_MAX_INFERENCE_LONG_SIDE;
   self->measure_at_frame_size = DEFAULT_PROP_MEASURE_AT_FRAME_SIZE;
   self->fuse_teacher = DEFAULT_PROP_FUSE_TEACHER;
+  self->follow_motion = DEFAULT_PROP_FOLLOW_MOTION;
 }

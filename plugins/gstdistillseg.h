@@ -44,7 +44,7 @@ struct _GstDistillSeg {
   gdouble accuracy_threshold, learning_rate;
   GstDistillOptimizer optimizer;
   gboolean learning_rate_set;  /* else the optimizer's own default applies */
-  gboolean train, sync, measure_at_frame_size, fuse_teacher;
+  gboolean train, sync, measure_at_frame_size, fuse_teacher, follow_motion;
   GstDistillOutput output;
   guint threads, train_threads, train_nice, stats_interval;
   gdouble inference_budget;

@@ -1,0 +1,162 @@
+/* test_motion.c: the teacher's last answer moved with the scene (distill_motion.c). On the
+ * synthetic scene (textured objects moving, over a still or a panning background), an answer
+ * carried from its frame to one some frames later matches that frame's truth better than the
+ * answer held where it was; a change of input size, or a frame without motion, leaves the answer in place.
+ * The engine's use of it: test_fusion.c. */
+#include <string.h>
+
+#include "kernels.h"
+#include "scene_stream.h"
+
+enum { SW = 256, SH = 192, LW = 128, LH = 96 };
+
+typedef struct {
+  SyntheticScene *scene;
+  uint8_t rgb[SW * SH * 3];
+  float input_data[SW * SH * 3];
+  FeatureMap input;
+} Frames;
+
+static void frames_init(Frames *f, double pan)
+{
+  SyntheticSceneConfig cfg;
+  synthetic_scene_config_default(&cfg, SW, SH, 7);
+  cfg.pan = pan;
+  f->scene = synthetic_scene_new(&cfg);
+  f->input = feature_map(f->input_data, SH, SW, 3);
+}
+
+static void frames_load(Frames *f, guint64 frame)
+{
+  synthetic_scene_render(f->scene, frame, f->rgb);
+  distill_input_from_rgb(f->rgb, SW, SH, SW * 3, 3, NULL, &f->input);
+}
+
+/* The truth of frame `anchor` carried over `ahead` frames, and held, against the truth there. */
+static void carry_over(double pan, guint64 anchor, guint64 ahead, double *moved_miou,
+                       double *held_miou)
+{
+  static Frames f;
+  static uint8_t held[LW * LH], truth[LW * LH], moved[LW * LH];
+  frames_init(&f, pan);
+  DistillMotion m;
+  distill_motion_init(&m);
+  for (guint64 frame = anchor - 2; frame <= anchor + ahead; frame++) {
+    frames_load(&f, frame);
+    distill_motion_add(&m, &f.input, frame);
+  }
+  synthetic_scene_labels(f.scene, anchor, LW, LH, held);
+  synthetic_scene_labels(f.scene, anchor + ahead, LW, LH, truth);
+  g_assert_nonnull(distill_motion_carry(&m, anchor));
+  distill_motion_sample(&m, held, LH, LW, moved);
+  *moved_miou = frame_miou(moved, truth, LW * LH, 3);
+  *held_miou = frame_miou(held, truth, LW * LH, 3);
+  distill_motion_clear(&m);
+  synthetic_scene_free(f.scene);
+}
+
+static void test_carried_answer_follows_objects(void)
+{
+  double moved, held;
+  carry_over(0.0, 20, 8, &moved, &held);
+  g_test_message("objects moving, 8 frames on: held %.3f, moved %.3f", held, moved);
+  g_assert_cmpfloat(moved, >, held + 0.05);
+}
+
+/* The background scrolling under the objects: they are still followed. */
+static void test_carried_answer_follows_objects_over_pan(void)
+{
+  double moved, held;
+  carry_over(10.0, 20, 8, &moved, &held);
+  g_test_message("objects moving over a panning background, 8 frames on: held %.3f, moved %.3f",
+                 held, moved);
+  g_assert_cmpfloat(moved, >, held + 0.1);
+}
+
+/* The map is carried once per frame: asking again changes nothing; a newer anchor starts anew
+ * (the identity: the answer as it came). */
+static void test_carry_is_incremental(void)
+{
+  static Frames f;
+  static uint8_t held[LW * LH], a[LW * LH], b[LW * LH];
+  frames_init(&f, 10.0);
+  DistillMotion m;
+  distill_motion_init(&m);
+  g_assert_null(distill_motion_carry(&m, 0));
+  synthetic_scene_labels(f.scene, 3, LW, LH, held);
+  for (guint64 frame = 0; frame < 10; frame++) {
+    frames_load(&f, frame);
+    distill_motion_add(&m, &f.input, frame);
+    if (frame >= 3) /* carried as the stream goes */
+      distill_motion_carry(&m, 3);
+  }
+  distill_motion_sample(&m, held, LH, LW, a);
+  distill_motion_carry(&m, 3);
+  distill_motion_sample(&m, held, LH, LW, b);
+  g_assert_cmpmem(a, sizeof a, b, sizeof b);
+  g_assert_cmpint(memcmp(a, held, sizeof a), !=, 0); /* it did move */
+  /* Carried all at once from the anchor: the same map. */
+  DistillMotion once;
+  distill_motion_init(&once);
+  for (guint64 frame = 0; frame < 10; frame++) {
+    frames_load(&f, frame);
+    distill_motion_add(&once, &f.input, frame);
+  }
+  distill_motion_carry(&once, 3);
+  distill_motion_sample(&once, held, LH, LW, b);
+  g_assert_cmpmem(a, sizeof a, b, sizeof b);
+  /* An answer of the newest frame is where it is. */
+  distill_motion_carry(&m, 9);
+  distill_motion_sample(&m, held, LH, LW, b);
+  g_assert_cmpmem(held, sizeof held, b, sizeof b);
+  distill_motion_clear(&once);
+  distill_motion_clear(&m);
+  synthetic_scene_free(f.scene);
+}
+
+/* A frame of another size has no motion against the one before: an answer carried across the
+ * change moves only with the frames after it. */
+static void test_size_change_holds_still(void)
+{
+  static Frames f;
+  static uint8_t held[LW * LH], out[LW * LH];
+  static float small_data[(SW / 2) * (SH / 2) * 3];
+  FeatureMap small = feature_map(small_data, SH / 2, SW / 2, 3);
+  frames_init(&f, 10.0);
+  DistillMotion m;
+  distill_motion_init(&m);
+  synthetic_scene_labels(f.scene, 1, LW, LH, held);
+  for (guint64 frame = 0; frame < 6; frame++) {
+    frames_load(&f, frame);
+    if (frame < 4) {
+      distill_motion_add(&m, &f.input, frame);
+    } else { /* the last two at half the size */
+      distill_input_from_rgb(f.rgb, SW, SH, SW * 3, 3, NULL, &small);
+      distill_motion_add(&m, &small, frame);
+    }
+  }
+  /* Frames 2 and 3 moved at the old size, gone with it; frame 4 has none; frame 5 has. */
+  g_assert_cmpuint(m.vectors_of[5 % DISTILL_MOTION_HISTORY], ==, 6);
+  g_assert_cmpuint(m.vectors_of[4 % DISTILL_MOTION_HISTORY], ==, 0);
+  g_assert_cmpuint(m.vectors_of[3 % DISTILL_MOTION_HISTORY], ==, 0);
+  distill_motion_carry(&m, 4);
+  distill_motion_sample(&m, held, LH, LW, out);
+  g_assert_cmpint(memcmp(out, held, sizeof out), !=, 0);
+  /* Without frame 5's motion (the anchor is the newest frame): in place. */
+  distill_motion_carry(&m, 5);
+  distill_motion_sample(&m, held, LH, LW, out);
+  g_assert_cmpmem(out, sizeof out, held, sizeof held);
+  distill_motion_clear(&m);
+  synthetic_scene_free(f.scene);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/motion/carried_answer_follows_objects", test_carried_answer_follows_objects);
+  g_test_add_func("/motion/carried_answer_follows_objects_over_pan",
+                  test_carried_answer_follows_objects_over_pan);
+  g_test_add_func("/motion/carry_is_incremental", test_carry_is_incremental);
+  g_test_add_func("/motion/size_change_holds_still", test_size_change_holds_still);
+  return g_test_run();
+}
