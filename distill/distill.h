@@ -96,7 +96,7 @@ typedef void (*DistillResizeFunc)(const DistillResize *resize, gpointer user_dat
 
 /* With cfg->fuse_teacher the stream's logits l become l_c + held * [k == c], k the class of
  * the pixel in the teacher's last answer (distill_fusion.c): the answer's class wins unless the
- * student prefers another by more than `held`. 0 (the student's alone) until a first fit. */
+ * student prefers another by more than `held`. 64 (the held answer alone) until a first fit. */
 #define DISTILL_FUSION_GRID 14
 typedef struct {
   double held;

@@ -405,6 +405,7 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
   e->n_slots = cfg->teacher_inflight + 2;
   e->slots = g_new0(Slot, e->n_slots);
   distill_trainer_init(&e->trainer, &e->cfg, initial);
+  e->fusion_weight = e->trainer.fusion.held;
   e->published = g_malloc(param_bytes(e));
   memcpy(e->published, student_params(e->student), param_bytes(e));
   if (!student_config_equal(student_get_config(e->student), student_get_config(initial))) {

@@ -22,7 +22,9 @@ static const double held_grid[DISTILL_FUSION_GRID] = {
 
 void distill_fusion_init(DistillFusion *f)
 {
-  *f = (DistillFusion){ .held = 0.0, .rounds = 0 };
+  /* Until a first fit has measured the student, the held answer alone: the teacher's answer is
+   * the better of the two before the student has learnt from it (what distilling assumes). */
+  *f = (DistillFusion){ .held = held_grid[DISTILL_FUSION_GRID - 1], .rounds = 0 };
 }
 
 /* The fused class of a pixel: the student's best, unless the held class is within `held`. */

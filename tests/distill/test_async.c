@@ -109,6 +109,7 @@ static void test_late_results_and_non_blocking_stream(void)
   cfg.min_stride = 4;
   cfg.max_updates = 3;
   cfg.accuracy_threshold = 1.0; /* take every update: the weights must change */
+  cfg.fuse_teacher = FALSE;     /* the stream's map is the weights' alone */
   cfg.threads = 1;
   cfg.train_threads = 1;
   cfg.round_started = on_round_started;
