@@ -109,8 +109,9 @@ typedef struct {
   const FeatureMap *input;  /* the frame's input (the slot's copy) */
   const uint8_t *labels;    /* the teacher's labels, at logits size */
   const uint8_t *shown_labels; /* and at the size the user sees the class map (NULL = none) */
-  const uint8_t *held;      /* the answer held when this one came, at the labels' size (NULL =
-                             * none): what the fused class map showed meanwhile */
+  const uint8_t *held;      /* the answer the stream held for this frame (moved with the scene
+                             * with follow_motion), at the labels' size (NULL = none): what the
+                             * fused class map used */
   int shown_h, shown_w;
   /* The stream's input size when the round started (the governor's; 0 = the input's): the
    * student is measured at the size in use. */

@@ -74,9 +74,9 @@ struct DistillEngine {
   FeatureMap resized;
   size_t resized_capacity; /* floats */
   /* Fusion with the teacher's last answer (cfg.fuse_teacher): the stream's copy of the held
-   * mask, the frame it is of, the same moved with the scene to the current frame
-   * (cfg.follow_motion; `shown_for` = frame + 1 and held version it was made for), and the fused
-   * logits. */
+   * mask and its query (the frame it is of), the same moved with the scene to the current frame
+   * (cfg.follow_motion; made for frame shown_frame - 1 from held version shown_version), and the
+   * fused logits. */
   uint8_t *stream_held, *stream_shown;
   size_t stream_held_capacity;
   int stream_held_h, stream_held_w; /* 0 = none */
