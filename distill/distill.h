@@ -35,6 +35,7 @@
 #include <glib.h>
 #include <stdint.h>
 
+#include "block_match.h"
 #include "miou.h"
 #include "optimizer.h"
 #include "student.h"
@@ -253,6 +254,14 @@ void distill_fusion_apply(double weight, const FeatureMap *logits, const uint8_t
 #define DISTILL_MOTION_LONG_SIDE 320
 /* Frames whose motion is kept: an answer up to this many frames late is still carried. */
 #define DISTILL_MOTION_HISTORY 64
+/* A block that matched worse than this on its way from the answer's frame (sum of absolute
+ * differences over its 16 grey pixels: 12 grey levels a pixel) is where something appeared or
+ * was hidden: the answer says nothing there. On vtest such pixels of the answer moved were wrong
+ * 9-29% of the time, the others 0.4-6%. */
+#define DISTILL_MOTION_UNSURE_SAD 192.0f
+/* The class distill_motion_sample gives such pixels: no class (the fusion leaves them to the
+ * student). */
+#define DISTILL_MOTION_UNSURE 255
 
 /* The stream's side: each frame's grey image and its block vectors against the one before, and
  * a map, at the blocks' centres, of where the content of each block of the newest frame was in
@@ -263,14 +272,14 @@ typedef struct {
   size_t grey_capacity;
   int newest;
   guint64 frame_of;         /* frame + 1 of grey[newest]; 0 = none */
-  int8_t *vectors;          /* DISTILL_MOTION_HISTORY entries of (h / 4) x (w / 4) vectors */
+  BlockVector *vectors;     /* DISTILL_MOTION_HISTORY entries of (h / 4) x (w / 4) vectors */
   size_t vectors_capacity;  /* bytes of one entry */
   guint64 vectors_of[DISTILL_MOTION_HISTORY]; /* frame + 1 whose motion (from the one before)
                                                * an entry holds; 0 = none */
   uint8_t *scratch;         /* block_match's */
   size_t scratch_capacity;  /* bytes */
-  float *map, *next;        /* map_h x map_w blocks x 2: how far (x, y) the block's content
-                             * was in the anchor, grey pixels */
+  float *map, *next;        /* map_h x map_w blocks x 3: how far (x, y) the block's content
+                             * was in the anchor (grey pixels), and its worst match since */
   size_t map_capacity;      /* floats */
   int map_h, map_w;
   guint64 anchor, map_of;   /* frame + 1 of the anchor and of the frame the map is for; 0 = none */
@@ -286,7 +295,8 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
  * a change of size, counts as still). NULL before a frame was taken. */
 const float *distill_motion_carry(DistillMotion *m, guint64 anchor);
 /* out (h x w) = held (h x w, an answer for the anchor, covering the frame) taken through the
- * map at the nearest pixel: the answer moved with the scene. After distill_motion_carry. */
+ * map at the nearest pixel: the answer moved with the scene; DISTILL_MOTION_UNSURE where the
+ * way from the anchor matched worse than DISTILL_MOTION_UNSURE_SAD. After distill_motion_carry. */
 void distill_motion_sample(DistillMotion *m, const uint8_t *held, int h, int w, uint8_t *out);
 
 /* ---- the compute governor (pure functions; the engine applies them) ---------------------- */

@@ -50,7 +50,7 @@ static void grey_frame(const FeatureMap *input, int factor, uint8_t *frame, int 
   block_frame_pad(frame, h, w);
 }
 
-static int8_t *vectors_of(DistillMotion *m, guint64 frame)
+static BlockVector *vectors_of(DistillMotion *m, guint64 frame)
 {
   return m->vectors + (frame % DISTILL_MOTION_HISTORY) * m->vectors_capacity;
 }
@@ -64,7 +64,7 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
     return; /* too small to tell motion: the held answer stays where it is */
   if (h != m->h || w != m->w) {
     size_t grey = block_frame_bytes(h, w);
-    size_t vectors = (size_t)(h / BLOCK_MATCH_SIZE) * (w / BLOCK_MATCH_SIZE) * 2;
+    size_t vectors = (size_t)(h / BLOCK_MATCH_SIZE) * (w / BLOCK_MATCH_SIZE);
     if (grey > m->grey_capacity) {
       g_free(m->grey[0]);
       g_free(m->grey[1]);
@@ -74,7 +74,7 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
     }
     if (vectors > m->vectors_capacity) {
       g_free(m->vectors);
-      m->vectors = g_malloc(vectors * DISTILL_MOTION_HISTORY);
+      m->vectors = g_new(BlockVector, vectors * DISTILL_MOTION_HISTORY);
       m->vectors_capacity = vectors;
     }
     if (block_match_scratch(h, w) > m->scratch_capacity) {
@@ -100,7 +100,11 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
   m->frame_of = frame + 1;
 }
 
-/* A bilinear sample of a 2-channel map of h x w at (x, y), clamped to its edges. */
+/* A block of the map: how far its content was in the anchor (grey pixels), and the worst match
+ * along the way (a block's sum of absolute differences). */
+enum { MAP_DX, MAP_DY, MAP_SAD, MAP_CHANNELS };
+
+/* A bilinear sample of the map (h x w blocks) at (x, y), clamped to its edges. */
 static void sample_map(const float *map, int h, int w, float x, float y, float *out)
 {
   x = x < 0.0f ? 0.0f : x > (float)(w - 1) ? (float)(w - 1) : x;
@@ -108,9 +112,10 @@ static void sample_map(const float *map, int h, int w, float x, float y, float *
   int x0 = (int)x, y0 = (int)y;
   int x1 = x0 + 1 < w ? x0 + 1 : x0, y1 = y0 + 1 < h ? y0 + 1 : y0;
   float fx = x - (float)x0, fy = y - (float)y0;
-  for (int c = 0; c < 2; c++) {
-    float a = map[((size_t)y0 * w + x0) * 2 + c], b = map[((size_t)y0 * w + x1) * 2 + c];
-    float d = map[((size_t)y1 * w + x0) * 2 + c], e = map[((size_t)y1 * w + x1) * 2 + c];
+  const size_t n = MAP_CHANNELS;
+  for (size_t c = 0; c < n; c++) {
+    float a = map[((size_t)y0 * w + x0) * n + c], b = map[((size_t)y0 * w + x1) * n + c];
+    float d = map[((size_t)y1 * w + x0) * n + c], e = map[((size_t)y1 * w + x1) * n + c];
     out[c] = (a + (b - a) * fx) * (1.0f - fy) + (d + (e - d) * fx) * fy;
   }
 }
@@ -127,18 +132,20 @@ static float block_centre(int block)
 }
 
 /* map (of frame - 1) -> next (of frame): a block of the frame came from where its vector points
- * in the frame before, and that point from where the map says. */
-static void carry_one(DistillMotion *m, const int8_t *vectors)
+ * in the frame before, and that point from where the map says; its worst match is the worse of
+ * this frame's and that point's. */
+static void carry_one(DistillMotion *m, const BlockVector *vectors)
 {
   const int bh = m->map_h, bw = m->map_w;
   for (int by = 0; by < bh; by++)
     for (int bx = 0; bx < bw; bx++) {
-      const int8_t *v = vectors + ((size_t)by * bw + bx) * 2;
-      float *out = m->next + ((size_t)by * bw + bx) * 2;
-      sample_map(m->map, bh, bw, block_units(block_centre(bx) + (float)v[0]),
-                 block_units(block_centre(by) + (float)v[1]), out);
-      out[0] += (float)v[0];
-      out[1] += (float)v[1];
+      const BlockVector *v = &vectors[(size_t)by * bw + bx];
+      float *out = m->next + ((size_t)by * bw + bx) * MAP_CHANNELS;
+      sample_map(m->map, bh, bw, block_units(block_centre(bx) + (float)v->dx),
+                 block_units(block_centre(by) + (float)v->dy), out);
+      out[MAP_DX] += (float)v->dx;
+      out[MAP_DY] += (float)v->dy;
+      out[MAP_SAD] = MAX(out[MAP_SAD], (float)v->sad);
     }
   float *t = m->map;
   m->map = m->next;
@@ -148,7 +155,7 @@ static void carry_one(DistillMotion *m, const int8_t *vectors)
 const float *distill_motion_carry(DistillMotion *m, guint64 anchor)
 {
   const int bh = m->h / BLOCK_MATCH_SIZE, bw = m->w / BLOCK_MATCH_SIZE;
-  size_t floats = (size_t)bh * bw * 2;
+  size_t floats = (size_t)bh * bw * MAP_CHANNELS;
   if (!floats)
     return NULL;
   if (floats > m->map_capacity) {
@@ -195,17 +202,22 @@ void distill_motion_sample(DistillMotion *m, const uint8_t *held, int h, int w, 
   for (int y = 0; y < h; y++) {
     float fy;
     int y0 = clamp_split(block_units(((float)y + 0.5f) * to_grey_y - 0.5f), bh, &fy);
-    const float *a = m->map + (size_t)y0 * bw * 2;
-    const float *b = y0 + 1 < bh ? a + (size_t)bw * 2 : a;
-    for (int i = 0; i < bw * 2; i++)
+    const float *a = m->map + (size_t)y0 * bw * MAP_CHANNELS;
+    const float *b = y0 + 1 < bh ? a + (size_t)bw * MAP_CHANNELS : a;
+    for (int i = 0; i < bw * MAP_CHANNELS; i++)
       row[i] = a[i] + (b[i] - a[i]) * fy;
     float gy0 = ((float)y + 0.5f) * to_grey_y - 0.5f;
     for (int x = 0; x < w; x++) {
       float fx, gx0 = ((float)x + 0.5f) * to_grey_x - 0.5f;
       int x0 = clamp_split(block_units(gx0), bw, &fx);
       int x1 = x0 + 1 < bw ? x0 + 1 : x0;
-      float gx = gx0 + row[x0 * 2] + (row[x1 * 2] - row[x0 * 2]) * fx;
-      float gy = gy0 + row[x0 * 2 + 1] + (row[x1 * 2 + 1] - row[x0 * 2 + 1]) * fx;
+      const float *l = row + x0 * MAP_CHANNELS, *r = row + x1 * MAP_CHANNELS;
+      if (l[MAP_SAD] + (r[MAP_SAD] - l[MAP_SAD]) * fx > DISTILL_MOTION_UNSURE_SAD) {
+        out[(size_t)y * w + x] = DISTILL_MOTION_UNSURE;
+        continue;
+      }
+      float gx = gx0 + l[MAP_DX] + (r[MAP_DX] - l[MAP_DX]) * fx;
+      float gy = gy0 + l[MAP_DY] + (r[MAP_DY] - l[MAP_DY]) * fx;
       /* The held pixel whose cell holds that grey position. */
       int sx = (int)((gx + 0.5f) * to_held_x), sy = (int)((gy + 0.5f) * to_held_y);
       sx = sx < 0 ? 0 : sx >= w ? w - 1 : sx;

@@ -36,8 +36,8 @@ static size_t full_scratch(int h, int w)
 size_t block_match_scratch(int h, int w)
 {
   size_t half = block_frame_bytes(h / 2, w / 2);
-  return 2 * half + (size_t)blocks(h / 2) * blocks(w / 2) * 2 + full_scratch(h / 2, w / 2) +
-         sizeof(uint16_t);
+  return 2 * half + (size_t)blocks(h / 2) * blocks(w / 2) * sizeof(BlockVector) +
+         full_scratch(h / 2, w / 2) + sizeof(BlockVector);
 }
 
 static int shift_cost(int dx, int dy)
@@ -63,14 +63,14 @@ static void row_differences(const uint8_t *cur, const uint8_t *prev, int stride,
 /* Every shift within +-radius (<= BLOCK_MATCH_RADIUS), (0, 0) first: another must do strictly
  * better than standing still. */
 static void full_search(const uint8_t *cur, const uint8_t *prev, int h, int w, int radius,
-                        int8_t *vectors, uint16_t *scratch)
+                        BlockVector *vectors, uint16_t *scratch)
 {
   const int bh = blocks(h), bw = blocks(w), width = bw * BLOCK_MATCH_SIZE;
   const int stride = block_frame_stride(w), n = 2 * radius + 1, centre = n * n / 2;
   const uint8_t *c0 = block_frame_origin((uint8_t *)cur, w);
   const uint8_t *p0 = block_frame_origin((uint8_t *)prev, w);
   uint16_t *acc = scratch, *best = scratch + w;
-  memset(vectors, 0, (size_t)bh * bw * 2);
+  memset(vectors, 0, (size_t)bh * bw * sizeof *vectors);
   for (int i = 0; i < bh * bw; i++)
     best[i] = UINT16_MAX;
   for (int k = 0; k < n * n; k++) {
@@ -87,16 +87,15 @@ static void full_search(const uint8_t *cur, const uint8_t *prev, int h, int w, i
         uint16_t *b = &best[by * bw + bx];
         if (sad < *b) {
           *b = (uint16_t)sad;
-          vectors[(by * bw + bx) * 2] = (int8_t)dx;
-          vectors[(by * bw + bx) * 2 + 1] = (int8_t)dy;
+          vectors[by * bw + bx] = (BlockVector){ (int8_t)dx, (int8_t)dy, (uint16_t)(sad - cost) };
         }
       }
     }
   }
 }
 
-void block_match_full(const uint8_t *cur, const uint8_t *prev, int h, int w, int8_t *vectors,
-                      uint8_t *scratch)
+void block_match_full(const uint8_t *cur, const uint8_t *prev, int h, int w,
+                      BlockVector *vectors, uint8_t *scratch)
 {
   full_search(cur, prev, h, w, BLOCK_MATCH_RADIUS, vectors, (uint16_t *)scratch);
 }
@@ -127,16 +126,16 @@ static int block_sad(const uint8_t *a, const uint8_t *b, int stride)
   return sad;
 }
 
-void block_match(const uint8_t *cur, const uint8_t *prev, int h, int w, int8_t *vectors,
+void block_match(const uint8_t *cur, const uint8_t *prev, int h, int w, BlockVector *vectors,
                  uint8_t *scratch)
 {
   const int hh = h / 2, hw = w / 2, cbh = blocks(hh), cbw = blocks(hw);
   const size_t half = block_frame_bytes(hh, hw);
   uint8_t *cur_half = scratch, *prev_half = scratch + half;
-  int8_t *coarse = (int8_t *)(scratch + 2 * half);
-  /* 16-bit sums: aligned past the coarse vectors. */
-  size_t sums = 2 * half + (size_t)cbh * cbw * 2;
-  uint16_t *sum_scratch = (uint16_t *)(scratch + sums + (sums & 1));
+  /* The coarse vectors, then the 16-bit sums, aligned past the halved frames. */
+  size_t at = (2 * half + sizeof(BlockVector) - 1) / sizeof(BlockVector) * sizeof(BlockVector);
+  BlockVector *coarse = (BlockVector *)(scratch + at);
+  uint16_t *sum_scratch = (uint16_t *)(coarse + (size_t)cbh * cbw);
   halve(cur, h, w, cur_half);
   halve(prev, h, w, prev_half);
   full_search(cur_half, prev_half, hh, hw, BLOCK_MATCH_COARSE_RADIUS, coarse, sum_scratch);
@@ -148,22 +147,22 @@ void block_match(const uint8_t *cur, const uint8_t *prev, int h, int w, int8_t *
     for (int bx = 0; bx < bw; bx++) {
       int cy = by / 2 < cbh - 1 ? by / 2 : cbh - 1;
       int cx = bx / 2 < cbw - 1 ? bx / 2 : cbw - 1;
-      int gx = 2 * coarse[(cy * cbw + cx) * 2], gy = 2 * coarse[(cy * cbw + cx) * 2 + 1];
+      int gx = 2 * coarse[cy * cbw + cx].dx, gy = 2 * coarse[cy * cbw + cx].dy;
       const uint8_t *a = c0 + (size_t)by * BLOCK_MATCH_SIZE * stride + bx * BLOCK_MATCH_SIZE;
-      int best = INT32_MAX, best_dx = gx, best_dy = gy;
+      int best = INT32_MAX, best_dx = gx, best_dy = gy, best_sad = 0;
       /* The coarse shift first, as standing still first in the full search. */
       for (int k = 0; k < 9; k++) {
         int at = k == 0 ? 4 : (k <= 4 ? k - 1 : k);
         int dx = gx + at % 3 - 1, dy = gy + at / 3 - 1;
         int sad = block_sad(a, p0 + ((ptrdiff_t)by * BLOCK_MATCH_SIZE + dy) * stride +
-                                   bx * BLOCK_MATCH_SIZE + dx, stride) + shift_cost(dx, dy);
-        if (sad < best) {
-          best = sad;
+                                   bx * BLOCK_MATCH_SIZE + dx, stride);
+        if (sad + shift_cost(dx, dy) < best) {
+          best = sad + shift_cost(dx, dy);
           best_dx = dx;
           best_dy = dy;
+          best_sad = sad;
         }
       }
-      vectors[(by * bw + bx) * 2] = (int8_t)best_dx;
-      vectors[(by * bw + bx) * 2 + 1] = (int8_t)best_dy;
+      vectors[by * bw + bx] = (BlockVector){ (int8_t)best_dx, (int8_t)best_dy, (uint16_t)best_sad };
     }
 }

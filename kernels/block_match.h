@@ -38,14 +38,19 @@ static inline uint8_t *block_frame_origin(uint8_t *frame, int w)
 /* Fills the border of a frame whose h x w pixels are set, from its edge pixels. */
 void block_frame_pad(uint8_t *frame, int h, int w);
 
-/* vectors[(by * (w / SIZE) + bx) * 2 + {0, 1}] = (dx, dy) of block (bx, by), for the
- * (h / SIZE) x (w / SIZE) whole blocks; cur and prev are frame buffers of h x w (padded), h and
- * w at least 2 * SIZE. scratch: block_match_scratch(h, w) bytes. */
+typedef struct {
+  int8_t dx, dy;
+  uint16_t sad; /* the block's sum of absolute differences at (dx, dy): how well it matched */
+} BlockVector;
+
+/* vectors[by * (w / SIZE) + bx] = block (bx, by)'s, for the (h / SIZE) x (w / SIZE) whole
+ * blocks; cur and prev are frame buffers of h x w (padded), h and w at least 2 * SIZE.
+ * scratch: block_match_scratch(h, w) bytes. */
 size_t block_match_scratch(int h, int w);
-void block_match(const uint8_t *cur, const uint8_t *prev, int h, int w, int8_t *vectors,
+void block_match(const uint8_t *cur, const uint8_t *prev, int h, int w, BlockVector *vectors,
                  uint8_t *scratch);
 
 /* The same by trying every shift within +-BLOCK_MATCH_RADIUS at full size: the reference the
  * coarse-to-fine search is measured against. */
-void block_match_full(const uint8_t *cur, const uint8_t *prev, int h, int w, int8_t *vectors,
-                      uint8_t *scratch);
+void block_match_full(const uint8_t *cur, const uint8_t *prev, int h, int w,
+                      BlockVector *vectors, uint8_t *scratch);

@@ -36,12 +36,12 @@ static uint8_t *make_frame(int ox, int oy, int patch, int px, int py)
   return frame;
 }
 
-typedef void (*MatchFunc)(const uint8_t *, const uint8_t *, int, int, int8_t *, uint8_t *);
+typedef void (*MatchFunc)(const uint8_t *, const uint8_t *, int, int, BlockVector *, uint8_t *);
 
 /* The vectors of cur against prev. */
-static int8_t *match(MatchFunc f, const uint8_t *cur, const uint8_t *prev)
+static BlockVector *match(MatchFunc f, const uint8_t *cur, const uint8_t *prev)
 {
-  int8_t *vectors = g_malloc((H / BLOCK_MATCH_SIZE) * (W / BLOCK_MATCH_SIZE) * 2);
+  BlockVector *vectors = g_new(BlockVector, (H / BLOCK_MATCH_SIZE) * (W / BLOCK_MATCH_SIZE));
   size_t scratch = MAX(block_match_scratch(H, W), (size_t)(W + H * W) * sizeof(uint16_t));
   uint8_t *s = g_malloc(scratch);
   f(cur, prev, H, W, vectors, s);
@@ -49,7 +49,8 @@ static int8_t *match(MatchFunc f, const uint8_t *cur, const uint8_t *prev)
   return vectors;
 }
 
-/* Whole-frame shifts: the current frame at (x, y) is the previous at (x + dx, y + dy). */
+/* Whole-frame shifts: the current frame at (x, y) is the previous at (x + dx, y + dy), so the
+ * right vector matches exactly (a sum of absolute differences of 0). */
 static void check_shifts(MatchFunc f, const char *name, int max_wrong)
 {
   static const int shifts[][2] = { { 0, 0 }, { 1, 0 }, { 0, -1 }, { 3, -2 }, { -5, 4 },
@@ -58,11 +59,12 @@ static void check_shifts(MatchFunc f, const char *name, int max_wrong)
   for (size_t i = 0; i < G_N_ELEMENTS(shifts); i++) {
     int dx = shifts[i][0], dy = shifts[i][1];
     uint8_t *prev = make_frame(0, 0, 0, 0, 0), *cur = make_frame(dx, dy, 0, 0, 0);
-    int8_t *v = match(f, cur, prev);
+    BlockVector *v = match(f, cur, prev);
     int wrong = 0, total = 0;
     for (int by = edge; by < bh - edge; by++)
       for (int bx = edge; bx < bw - edge; bx++, total++)
-        wrong += v[(by * bw + bx) * 2] != dx || v[(by * bw + bx) * 2 + 1] != dy;
+        wrong += v[by * bw + bx].dx != dx || v[by * bw + bx].dy != dy ||
+                 v[by * bw + bx].sad != 0; /* the content is there, exactly */
     g_test_message("%s: shift (%d, %d): %d of %d inner blocks wrong", name, dx, dy, wrong,
                    total);
     g_assert_cmpint(wrong, <=, max_wrong);
@@ -93,7 +95,7 @@ static void test_moving_patch(void)
   const int bh = H / BLOCK_MATCH_SIZE, bw = W / BLOCK_MATCH_SIZE, side = 24, b = BLOCK_MATCH_SIZE;
   const int px = 50, py = 40, mx = 4, my = -3, x0 = px + mx, y0 = py + my;
   uint8_t *prev = make_frame(0, 0, side, px, py), *cur = make_frame(0, 0, side, x0, y0);
-  int8_t *v = match(block_match, cur, prev);
+  BlockVector *v = match(block_match, cur, prev);
   int inner_wrong = 0, inner = 0, edge_wrong = 0, edge = 0, still_wrong = 0, still = 0;
   for (int by = 0; by < bh; by++)
     for (int bx = 0; bx < bw; bx++) {
@@ -102,7 +104,7 @@ static void test_moving_patch(void)
       gboolean deep = x >= x0 + b && x + 2 * b <= x0 + side && y >= y0 + b &&
                       y + 2 * b <= y0 + side;
       gboolean far = x + b + 8 < x0 || x > x0 + side + 8 || y + b + 8 < y0 || y > y0 + side + 8;
-      int vx = v[(by * bw + bx) * 2], vy = v[(by * bw + bx) * 2 + 1];
+      int vx = v[by * bw + bx].dx, vy = v[by * bw + bx].dy;
       gboolean moved = vx == -mx && vy == -my;
       if (deep) {
         inner++;
@@ -132,9 +134,12 @@ static void test_flat_stays_still(void)
   uint8_t *a = g_malloc(block_frame_bytes(H, W)), *b = g_malloc(block_frame_bytes(H, W));
   memset(a, 90, block_frame_bytes(H, W));
   memset(b, 90, block_frame_bytes(H, W));
-  int8_t *v = match(block_match, a, b);
-  for (int i = 0; i < (H / BLOCK_MATCH_SIZE) * (W / BLOCK_MATCH_SIZE) * 2; i++)
-    g_assert_cmpint(v[i], ==, 0);
+  BlockVector *v = match(block_match, a, b);
+  for (int i = 0; i < (H / BLOCK_MATCH_SIZE) * (W / BLOCK_MATCH_SIZE); i++) {
+    g_assert_cmpint(v[i].dx, ==, 0);
+    g_assert_cmpint(v[i].dy, ==, 0);
+    g_assert_cmpint(v[i].sad, ==, 0);
+  }
   g_free(v);
   g_free(a);
   g_free(b);
