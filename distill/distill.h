@@ -267,7 +267,7 @@ void distill_fusion_apply(double weight, const FeatureMap *logits, const uint8_t
  * a map, at the blocks' centres, of where the content of each block of the newest frame was in
  * the frame an answer is of (the anchor), carried frame by frame. Streaming thread only. */
 typedef struct {
-  int h, w, factor;         /* the grey frames (input pixels per grey pixel); 0 = none yet */
+  int h, w;                 /* the grey frames'; 0 = none yet */
   uint8_t *grey[2];         /* padded (kernels/block_match.h); grey[newest] is of frame_of */
   size_t grey_capacity;
   int newest;

@@ -87,7 +87,6 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
     m->w = w;
     m->frame_of = 0;
   }
-  m->factor = factor;
   int cur = m->frame_of ? 1 - m->newest : m->newest;
   grey_frame(input, factor, m->grey[cur], h, w);
   if (m->frame_of && m->frame_of == frame) { /* the previous frame, at this size */
@@ -100,6 +99,15 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
   m->frame_of = frame + 1;
 }
 
+/* Position v in [0, n - 1], as the index below it and the fraction past it. */
+static int clamp_split(float v, int n, float *frac)
+{
+  v = v < 0.0f ? 0.0f : v > (float)(n - 1) ? (float)(n - 1) : v;
+  int i = (int)v;
+  *frac = v - (float)i;
+  return i;
+}
+
 /* A block of the map: how far its content was in the anchor (grey pixels), and the worst match
  * along the way (a block's sum of absolute differences). */
 enum { MAP_DX, MAP_DY, MAP_SAD, MAP_CHANNELS };
@@ -107,11 +115,9 @@ enum { MAP_DX, MAP_DY, MAP_SAD, MAP_CHANNELS };
 /* A bilinear sample of the map (h x w blocks) at (x, y), clamped to its edges. */
 static void sample_map(const float *map, int h, int w, float x, float y, float *out)
 {
-  x = x < 0.0f ? 0.0f : x > (float)(w - 1) ? (float)(w - 1) : x;
-  y = y < 0.0f ? 0.0f : y > (float)(h - 1) ? (float)(h - 1) : y;
-  int x0 = (int)x, y0 = (int)y;
+  float fx, fy;
+  int x0 = clamp_split(x, w, &fx), y0 = clamp_split(y, h, &fy);
   int x1 = x0 + 1 < w ? x0 + 1 : x0, y1 = y0 + 1 < h ? y0 + 1 : y0;
-  float fx = x - (float)x0, fy = y - (float)y0;
   const size_t n = MAP_CHANNELS;
   for (size_t c = 0; c < n; c++) {
     float a = map[((size_t)y0 * w + x0) * n + c], b = map[((size_t)y0 * w + x1) * n + c];
@@ -182,15 +188,6 @@ const float *distill_motion_carry(DistillMotion *m, guint64 anchor)
   if (m->frame_of > m->map_of)
     m->map_of = m->frame_of;
   return m->map;
-}
-
-/* Position v in [0, n - 1], as the index below it and the fraction past it. */
-static int clamp_split(float v, int n, float *frac)
-{
-  v = v < 0.0f ? 0.0f : v > (float)(n - 1) ? (float)(n - 1) : v;
-  int i = (int)v;
-  *frac = v - (float)i;
-  return i;
 }
 
 void distill_motion_sample(DistillMotion *m, const uint8_t *held, int h, int w, uint8_t *out)
