@@ -97,8 +97,10 @@ typedef void (*DistillResizeFunc)(const DistillResize *resize, gpointer user_dat
 
 /* With cfg->fuse_teacher the stream's logits l become l_c + held * [k == c], k the class of
  * the pixel in the teacher's last answer (distill_fusion.c): the answer's class wins unless the
- * student prefers another by more than `held`. 64 (the held answer alone) until a first fit. */
+ * student prefers another by more than `held`. DISTILL_FUSION_ALONE (the held answer alone)
+ * until a first fit, and on the frame the answer is of. */
 #define DISTILL_FUSION_GRID 14
+#define DISTILL_FUSION_ALONE 64.0 /* beyond any logit margin */
 typedef struct {
   double held;
   double score[DISTILL_FUSION_GRID]; /* running mIoU of each weight the fit tries */
@@ -290,10 +292,11 @@ void distill_motion_clear(DistillMotion *m);
 /* Takes frame `frame` (0-based, in order): its grey image, and its motion from the frame before
  * when that one was taken at the same size. */
 void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame);
-/* The map for frame `anchor`, carried to the newest frame taken: started anew when the anchor
- * or the size change, along every frame of the history since (a frame without motion, as after
- * a change of size, counts as still). NULL before a frame was taken. */
-const float *distill_motion_carry(DistillMotion *m, guint64 anchor);
+/* The map for frame `anchor`, carried to frame `frame` (the newest taken at most): started anew
+ * when the anchor or the size change or the frame is before the last one carried to, along
+ * every frame of the history between (a frame without motion, as after a change of size, counts
+ * as still). NULL before a frame was taken. */
+const float *distill_motion_carry(DistillMotion *m, guint64 anchor, guint64 frame);
 /* out (h x w) = held (h x w, an answer for the anchor, covering the frame) taken through the
  * map at the nearest pixel: the answer moved with the scene; DISTILL_MOTION_UNSURE where the
  * way from the anchor matched worse than DISTILL_MOTION_UNSURE_SAD. After distill_motion_carry. */
@@ -462,14 +465,36 @@ void distill_engine_set_input_range(DistillEngine *engine, int base_long_side,
 int distill_engine_input_long_side(DistillEngine *engine);
 
 /* Streaming thread, once per frame: the student's class map of input (distill_engine_label_size)
- * into classes. With the governor on, the student may run on input resized to a smaller size;
- * its class map is resized to input's logits size all the same. Sync mode: first waits for this frame's query, if it has one, to be answered or
- * failed (up to teacher_timeout_ms, then it is given up), and trains on the labels. */
+ * into classes: distill_engine_infer, then distill_engine_show. With the governor on, the
+ * student may run on input resized to a smaller size; its class map is resized to input's
+ * logits size all the same. Sync mode: first waits for this frame's query, if it has one, to be
+ * answered or failed (up to teacher_timeout_ms, then it is given up), and trains on the labels. */
 void distill_engine_process(DistillEngine *engine, const FeatureMap *input, uint8_t *classes);
 
-/* Streaming thread: the class of every pixel of a width x height picture, from the last
- * distill_engine_process: its logits resized bilinearly, then the most likely class (sharper than
- * resizing its class map), rows row_stride bytes apart (kernels.h, argmax_bilinear). */
+/* A caller may hold frames back until the teacher's answer to them (or to a frame before them)
+ * is in, so that it shows on the frame it is of rather than some frames later (the element's
+ * teacher-wait): each frame is inferred as it comes (after distill_engine_wants_teacher) and
+ * shown, in order, when ready or when the caller stops waiting. At most this many wait. */
+#define DISTILL_SHOW_PENDING_MAX 64
+/* Streaming thread: the student's logits of input, kept until the frame is shown. */
+void distill_engine_infer(DistillEngine *engine, const FeatureMap *input);
+/* Streaming thread: frames inferred and not yet shown. */
+guint distill_engine_pending(const DistillEngine *engine);
+/* Streaming thread: whether the oldest waiting frame has all the answers it may take (no query
+ * of it or of a frame before it is out), waiting up to deadline (monotonic µs; 0 = not at
+ * all). FALSE when no frame waits. */
+gboolean distill_engine_show_ready(DistillEngine *engine, gint64 deadline);
+/* Streaming thread: the oldest waiting frame's class map into classes (its input's
+ * distill_engine_label_size): its logits fused with the newest answer of its time (fuse_teacher:
+ * alone when the answer is of this very frame, moved with the scene otherwise). */
+void distill_engine_show(DistillEngine *engine, uint8_t *classes);
+/* Streaming thread: the waiting frames will not be shown (a flush). */
+void distill_engine_drop_pending(DistillEngine *engine);
+
+/* Streaming thread: the class of every pixel of a width x height picture, from the last frame
+ * shown (before the next is inferred): its logits resized bilinearly, then the most likely class
+ * (sharper than resizing its class map), rows row_stride bytes apart (kernels.h,
+ * argmax_bilinear). */
 void distill_engine_class_map(DistillEngine *engine, int width, int height, uint8_t *classes,
                               size_t row_stride);
 

@@ -46,6 +46,25 @@ typedef struct {
   gboolean has_held;
 } Slot;
 
+/* A teacher answer kept for the stream's fusion. A frame held back by the caller
+ * (distill_engine_show) may be shown after newer answers came: it takes the newest of its own
+ * time, so a few are kept. */
+typedef struct {
+  uint8_t *labels;
+  size_t capacity;      /* bytes */
+  int h, w;
+  guint64 query;        /* of the frame it is of; 0 = none */
+} HeldAnswer;
+#define HELD_ANSWERS 8
+
+/* A frame inferred and not yet shown: its logits (out of the student's buffers, which the next
+ * frame overwrites) and its class map's size. */
+typedef struct {
+  FeatureMap logits;
+  size_t capacity;      /* floats */
+  int label_h, label_w;
+} Pending;
+
 struct DistillQuery {
   DistillEngine *engine;
   guint64 id;
@@ -59,8 +78,12 @@ struct DistillEngine {
   /* Streaming thread. */
   Student *student;
   ThreadPool *pool;
-  const FeatureMap *logits;  /* of the last frame processed */
-  guint64 frame;          /* index of the current frame = frames processed so far */
+  const FeatureMap *logits;  /* of the last frame shown */
+  guint64 frame;          /* index of the current frame = frames inferred so far */
+  guint64 shown;          /* frames shown so far */
+  /* The frames shown .. frame - 1, oldest first; the entries after them keep their buffers for
+   * the next frames. */
+  Pending pending[DISTILL_SHOW_PENDING_MAX];
   guint64 decided_frame;  /* frame + 1 once wants_teacher ran for it */
   gboolean queried;       /* a teacher query was made: last_query_frame is valid */
   guint64 last_query_frame;
@@ -73,15 +96,15 @@ struct DistillEngine {
   double load;            /* this engine's part of process_load */
   FeatureMap resized;
   size_t resized_capacity; /* floats */
-  /* Fusion with the teacher's last answer (cfg.fuse_teacher): the stream's copy of the held
-   * mask and its query (the frame it is of), the same moved with the scene to the current frame
-   * (cfg.follow_motion; made for frame shown_frame - 1 from held version shown_version), and the
-   * fused logits. */
+  /* Fusion with the teacher's last answer (cfg.fuse_teacher): the stream's copy of the answer
+   * a frame takes and its query (the frame it is of; 0 = none), the same moved with the scene
+   * to the frame shown (cfg.follow_motion; made for frame moved_frame - 1 from the answer of
+   * query moved_query), and the fused logits. */
   uint8_t *stream_held, *stream_shown;
   size_t stream_held_capacity;
-  int stream_held_h, stream_held_w; /* 0 = none */
-  guint64 stream_held_version, stream_held_query;
-  guint64 shown_frame, shown_version;
+  int stream_held_h, stream_held_w;
+  guint64 stream_held_query;
+  guint64 moved_frame, moved_query;
   DistillMotion motion;
   FeatureMap fused;
   size_t fused_capacity;  /* floats */
@@ -100,12 +123,10 @@ struct DistillEngine {
   int input_w, input_h;   /* the stream's, in use */
   int frame_w, frame_h;   /* the stream's nominal input (the frames'), for input_w/_h */
   double inference_share;
-  /* The newest answer (labels' size), for the stream's fusion; answers to queries before
-   * held_from (a scene change) are not held. */
-  uint8_t *held;
-  size_t held_capacity;
-  int held_h, held_w;     /* 0 = none */
-  guint64 held_query, held_from, held_version;
+  /* The newest answers (labels' size), for the stream's fusion; frames from held_from - 1 on
+   * (a scene change) take no answer to a query before it. */
+  HeldAnswer answers[HELD_ANSWERS];
+  guint64 held_from;
   double fusion_weight;   /* the trainer's, after its last round (0 = the student alone) */
   /* The training size (distill_growth_update, at the end of each round): the long side the
    * caller is asked to give the input at, and why it last changed, for the stream to report
@@ -440,7 +461,10 @@ void distill_engine_free(DistillEngine *e)
   g_free(e->stream_held);
   g_free(e->stream_shown);
   distill_motion_clear(&e->motion);
-  g_free(e->held);
+  for (guint i = 0; i < HELD_ANSWERS; i++)
+    g_free(e->answers[i].labels);
+  for (guint i = 0; i < DISTILL_SHOW_PENDING_MAX; i++)
+    g_free(e->pending[i].logits.data);
   g_free(e->resolution_shares);
   g_free(e->resolution_map);
   distill_trainer_clear(&e->trainer);
@@ -542,19 +566,44 @@ static void fit_slot(DistillEngine *e, Slot *slot, const FeatureMap *input, int 
   slot->input = feature_map(slot->input.data, input->h, input->w, 3);
 }
 
-/* The held answer as the stream shows it at this frame (cfg.fuse_teacher): the newest answer,
- * moved with the scene from its frame to this one (cfg.follow_motion); NULL while none is held.
- * Its size is the labels' at the time of the answer: *h x *w. */
-static const uint8_t *held_shown(DistillEngine *e, const FeatureMap *input, int *h, int *w)
+/* Under lock: the answer frame `frame` (0-based) takes: the newest of its time, not before a
+ * scene change at or before it; NULL = none. */
+static const HeldAnswer *answer_for(const DistillEngine *e, guint64 frame)
+{
+  const HeldAnswer *best = NULL;
+  for (guint i = 0; i < HELD_ANSWERS; i++) {
+    const HeldAnswer *a = &e->answers[i];
+    if (!a->query || a->query > frame + 1 ||
+        (a->query < e->held_from && e->held_from <= frame + 1))
+      continue;
+    if (!best || a->query > best->query)
+      best = a;
+  }
+  return best;
+}
+
+/* The frame's motion, once: the query's snapshot may have taken it before its inference. */
+static void add_motion(DistillEngine *e, const FeatureMap *input)
+{
+  if (e->cfg.fuse_teacher && e->cfg.follow_motion && e->queried &&
+      e->motion.frame_of != e->frame + 1)
+    distill_motion_add(&e->motion, input, e->frame);
+}
+
+/* The held answer as the stream shows it at frame `frame` (cfg.fuse_teacher): the newest answer
+ * of its time, moved with the scene from its frame to this one (cfg.follow_motion); NULL while
+ * none is held. *own: the answer is of this very frame. Its size is the labels' at the time of
+ * the answer: *h x *w. */
+static const uint8_t *held_shown(DistillEngine *e, guint64 frame, int *h, int *w,
+                                 gboolean *own)
 {
   if (!e->cfg.fuse_teacher || !e->queried)
     return NULL;
-  gboolean moving = e->cfg.follow_motion;
-  if (moving && e->motion.frame_of != e->frame + 1)
-    distill_motion_add(&e->motion, input, e->frame);
   g_mutex_lock(&e->lock);
-  if (e->held_version != e->stream_held_version) {
-    size_t bytes = (size_t)e->held_h * e->held_w;
+  const HeldAnswer *a = answer_for(e, frame);
+  guint64 query = a ? a->query : 0;
+  if (a && query != e->stream_held_query) {
+    size_t bytes = (size_t)a->h * a->w;
     if (bytes > e->stream_held_capacity) {
       g_free(e->stream_held);
       g_free(e->stream_shown);
@@ -562,27 +611,26 @@ static const uint8_t *held_shown(DistillEngine *e, const FeatureMap *input, int 
       e->stream_shown = g_malloc(bytes);
       e->stream_held_capacity = bytes;
     }
-    if (bytes)
-      memcpy(e->stream_held, e->held, bytes);
-    e->stream_held_h = e->held_h;
-    e->stream_held_w = e->held_w;
-    e->stream_held_query = e->held_query;
-    e->stream_held_version = e->held_version;
+    memcpy(e->stream_held, a->labels, bytes);
+    e->stream_held_h = a->h;
+    e->stream_held_w = a->w;
+    e->stream_held_query = query;
   }
   g_mutex_unlock(&e->lock);
+  if (!query)
+    return NULL;
   *h = e->stream_held_h;
   *w = e->stream_held_w;
-  if (!*h)
-    return NULL;
-  if (!moving)
+  *own = query == frame + 1;
+  if (!e->cfg.follow_motion || *own)
     return e->stream_held;
-  if (e->shown_frame != e->frame + 1 || e->shown_version != e->stream_held_version) {
-    if (distill_motion_carry(&e->motion, e->stream_held_query - 1))
+  if (e->moved_frame != frame + 1 || e->moved_query != query) {
+    if (distill_motion_carry(&e->motion, query - 1, frame))
       distill_motion_sample(&e->motion, e->stream_held, *h, *w, e->stream_shown);
     else
       memcpy(e->stream_shown, e->stream_held, (size_t)*h * *w);
-    e->shown_frame = e->frame + 1;
-    e->shown_version = e->stream_held_version;
+    e->moved_frame = frame + 1;
+    e->moved_query = query;
   }
   return e->stream_shown;
 }
@@ -603,10 +651,8 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
   g_mutex_lock(&e->lock);
   if (scene_changed) {
     e->hibernating = FALSE;
-    /* The held answer shows the scene before: none until this frame's answer. */
-    e->held_h = e->held_w = 0;
+    /* The held answers show the scene before: none from this frame until its answer. */
     e->held_from = e->frame + 1;
-    e->held_version++;
   }
   gint64 now = g_get_monotonic_time();
   give_up_stale(e, now);
@@ -638,7 +684,9 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
   memcpy(e->query_thumb, e->thumb, sizeof e->thumb);
   /* What the stream holds for this frame: the trainer fits the fusion on it and the answer. */
   int held_h, held_w;
-  const uint8_t *held = held_shown(e, input, &held_h, &held_w);
+  gboolean own;
+  add_motion(e, input);
+  const uint8_t *held = held_shown(e, e->frame, &held_h, &held_w, &own);
   slot->has_held = held && held_h == query->label_h && held_w == query->label_w;
   if (slot->has_held)
     memcpy(slot->held, held, (size_t)held_h * held_w);
@@ -670,22 +718,30 @@ gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int he
   return distill_query_answer_shown(query, labels, height, width, NULL, 0, 0, error);
 }
 
-/* Under lock, on an answer in slot: the answer, if the newest, becomes the held one. */
+/* Under lock, on an answer in slot: kept for the stream's fusion in place of the oldest. */
 static void hold_answer(DistillEngine *e, Slot *slot, int height, int width)
 {
   size_t bytes = (size_t)height * width;
-  if (slot->query_id <= e->held_query || slot->query_id < e->held_from)
+  HeldAnswer *oldest = &e->answers[0];
+  if (slot->query_id < e->held_from)
     return;
-  if (bytes > e->held_capacity) {
-    g_free(e->held);
-    e->held = g_malloc(bytes);
-    e->held_capacity = bytes;
+  for (guint i = 0; i < HELD_ANSWERS; i++) {
+    if (e->answers[i].query == slot->query_id)
+      return;
+    if (e->answers[i].query < oldest->query)
+      oldest = &e->answers[i];
   }
-  memcpy(e->held, slot->labels, bytes);
-  e->held_h = height;
-  e->held_w = width;
-  e->held_query = slot->query_id;
-  e->held_version++;
+  if (oldest->query > slot->query_id)
+    return; /* older than every one kept */
+  if (bytes > oldest->capacity) {
+    g_free(oldest->labels);
+    oldest->labels = g_malloc(bytes);
+    oldest->capacity = bytes;
+  }
+  memcpy(oldest->labels, slot->labels, bytes);
+  oldest->h = height;
+  oldest->w = width;
+  oldest->query = slot->query_id;
 }
 
 gboolean distill_query_answer_shown(DistillQuery *query, const uint8_t *labels, int height,
@@ -888,17 +944,17 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   }
 }
 
-/* The stream's logits fused with the held answer at the trainer's weight; logits while there
- * is no answer held or the weight is 0. */
-static const FeatureMap *fuse_teacher(DistillEngine *e, const FeatureMap *input,
-                                      const FeatureMap *logits)
+/* Frame `frame`'s logits fused with the answer it takes: at the trainer's weight, or alone when
+ * the answer is of this very frame; logits while there is no answer or the weight is 0. */
+static const FeatureMap *fuse_teacher(DistillEngine *e, guint64 frame, const FeatureMap *logits)
 {
   int held_h, held_w;
-  const uint8_t *held = held_shown(e, input, &held_h, &held_w);
+  gboolean own;
+  const uint8_t *held = held_shown(e, frame, &held_h, &held_w, &own);
   if (!held)
     return logits;
   g_mutex_lock(&e->lock);
-  double weight = e->fusion_weight;
+  double weight = own ? DISTILL_FUSION_ALONE : e->fusion_weight;
   g_mutex_unlock(&e->lock);
   if (weight == 0.0)
     return logits;
@@ -907,31 +963,99 @@ static const FeatureMap *fuse_teacher(DistillEngine *e, const FeatureMap *input,
   return &e->fused;
 }
 
-void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *classes)
+void distill_engine_infer(DistillEngine *e, const FeatureMap *input)
 {
   if (!check_input(input))
     return;
+  if (e->frame - e->shown >= DISTILL_SHOW_PENDING_MAX) {
+    g_critical("distill: %d frames inferred and not shown: show one (distill_engine_show) "
+               "before the next", DISTILL_SHOW_PENDING_MAX);
+    return;
+  }
   if (e->cfg.sync)
     train_inline(e);
   pick_up_weights(e);
   const FeatureMap *in = stream_input(e, input);
-  int label_h, label_w;
-  distill_engine_label_size(e, input->h, input->w, &label_h, &label_w);
+  Pending *p = &e->pending[e->frame - e->shown];
+  distill_engine_label_size(e, input->h, input->w, &p->label_h, &p->label_w);
   /* A whole frame per turn on a shared pool: handing it over kernel by kernel costs more. The
    * time is the frame's own, without waiting for the other streams' turns. */
   thread_pool_hold(e->pool);
   gint64 start = g_get_monotonic_time();
   if (in != input)
     resize_bilinear_forward(input, &e->resized, e->pool);
-  e->logits = fuse_teacher(e, input, student_forward(e->student, in, e->pool));
-  if (e->logits->h == label_h && e->logits->w == label_w)
-    argmax_channels(e->logits, classes, e->pool);
-  else
-    argmax_bilinear(e->logits, label_w, label_h, classes, (size_t)label_w, e->pool);
+  const FeatureMap *logits = student_forward(e->student, in, e->pool);
+  distill_map_reserve(&p->logits, &p->capacity, logits->h, logits->w, logits->c);
+  for (int y = 0; y < logits->h; y++)
+    memcpy(feature_map_at(&p->logits, y, 0), feature_map_at(logits, y, 0),
+           (size_t)logits->w * logits->c * sizeof(float));
   double ms = (double)(g_get_monotonic_time() - start) / 1000.0;
   thread_pool_release(e->pool);
   govern(e, input, in, ms);
+  add_motion(e, input);
   e->frame++;
+}
+
+guint distill_engine_pending(const DistillEngine *e)
+{
+  return (guint)(e->frame - e->shown);
+}
+
+/* Under lock: a query out for frame `id` - 1 or one before it. */
+static gboolean answer_due(const DistillEngine *e, guint64 id)
+{
+  for (guint i = 0; i < e->n_slots; i++)
+    if (e->slots[i].state == SLOT_REQUESTED && e->slots[i].query_id <= id)
+      return TRUE;
+  return FALSE;
+}
+
+gboolean distill_engine_show_ready(DistillEngine *e, gint64 deadline)
+{
+  if (e->shown == e->frame)
+    return FALSE;
+  if (!e->cfg.fuse_teacher)
+    return TRUE;
+  g_mutex_lock(&e->lock);
+  while (answer_due(e, e->shown + 1) && deadline > g_get_monotonic_time() &&
+         g_cond_wait_until(&e->answered, &e->lock, deadline))
+    ;
+  gboolean ready = !answer_due(e, e->shown + 1);
+  g_mutex_unlock(&e->lock);
+  return ready;
+}
+
+void distill_engine_show(DistillEngine *e, uint8_t *classes)
+{
+  g_return_if_fail(e->shown < e->frame);
+  guint64 frame = e->shown++;
+  /* The oldest goes to the back, its buffers to the next frame inferred: the logits stay there
+   * for distill_engine_class_map until then. */
+  guint waiting = (guint)(e->frame - frame);
+  Pending oldest = e->pending[0];
+  memmove(e->pending, e->pending + 1, (waiting - 1) * sizeof(Pending));
+  e->pending[waiting - 1] = oldest;
+  Pending *p = &e->pending[waiting - 1];
+  thread_pool_hold(e->pool);
+  e->logits = fuse_teacher(e, frame, &p->logits);
+  if (e->logits->h == p->label_h && e->logits->w == p->label_w)
+    argmax_channels(e->logits, classes, e->pool);
+  else
+    argmax_bilinear(e->logits, p->label_w, p->label_h, classes, (size_t)p->label_w, e->pool);
+  thread_pool_release(e->pool);
+}
+
+void distill_engine_drop_pending(DistillEngine *e)
+{
+  e->shown = e->frame;
+}
+
+void distill_engine_process(DistillEngine *e, const FeatureMap *input, uint8_t *classes)
+{
+  guint64 frame = e->frame;
+  distill_engine_infer(e, input);
+  if (e->frame > frame)
+    distill_engine_show(e, classes);
 }
 
 void distill_engine_class_map(DistillEngine *e, int width, int height, uint8_t *classes,

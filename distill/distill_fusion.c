@@ -12,9 +12,9 @@
  * the many background pixels over the few the mIoU turns on. */
 #include "distill_private.h"
 
-/* From the student's own map (0) to the held answer's (64: beyond any logit margin). */
+/* From the student's own map (0) to the held answer's. */
 static const double held_grid[DISTILL_FUSION_GRID] = {
-  0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 64.0,
+  0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, DISTILL_FUSION_ALONE,
 };
 /* Weight of a teacher frame's scores in the running ones: the balance moves as the student
  * learns and the scene changes, so the last few frames count. */

@@ -158,7 +158,7 @@ static void carry_one(DistillMotion *m, const BlockVector *vectors)
   m->next = t;
 }
 
-const float *distill_motion_carry(DistillMotion *m, guint64 anchor)
+const float *distill_motion_carry(DistillMotion *m, guint64 anchor, guint64 frame)
 {
   const int bh = m->h / BLOCK_MATCH_SIZE, bw = m->w / BLOCK_MATCH_SIZE;
   size_t floats = (size_t)bh * bw * MAP_CHANNELS;
@@ -172,7 +172,10 @@ const float *distill_motion_carry(DistillMotion *m, guint64 anchor)
     m->map_capacity = floats;
     m->anchor = 0;
   }
-  if (m->anchor != anchor + 1 || m->map_h != bh || m->map_w != bw) {
+  guint64 to = MIN(frame + 1, m->frame_of); /* the map is of frame `to - 1` once carried */
+  /* A frame before the one the map was carried to (a frame held back and shown late) starts
+   * again from the anchor. */
+  if (m->anchor != anchor + 1 || m->map_h != bh || m->map_w != bw || m->map_of > to) {
     memset(m->map, 0, floats * sizeof(float));
     m->map_h = bh;
     m->map_w = bw;
@@ -182,11 +185,11 @@ const float *distill_motion_carry(DistillMotion *m, guint64 anchor)
   /* Frames past the history's reach stay still: their motion is gone. */
   if (m->frame_of > m->map_of + DISTILL_MOTION_HISTORY)
     m->map_of = m->frame_of - DISTILL_MOTION_HISTORY;
-  for (guint64 f = m->map_of; f < m->frame_of; f++) /* frame f (0-based) = map_of's next */
+  for (guint64 f = m->map_of; f < to; f++) /* frame f (0-based) = map_of's next */
     if (m->vectors_of[f % DISTILL_MOTION_HISTORY] == f + 1)
       carry_one(m, vectors_of(m, f));
-  if (m->frame_of > m->map_of)
-    m->map_of = m->frame_of;
+  if (to > m->map_of)
+    m->map_of = to;
   return m->map;
 }
 

@@ -64,6 +64,7 @@ enum {
   PROP_MEASURE_AT_FRAME_SIZE,
   PROP_FUSE_TEACHER,
   PROP_FOLLOW_MOTION,
+  PROP_TEACHER_WAIT,
   PROP_OUTPUT,
   PROP_THREADS,
   PROP_TRAIN_THREADS,
@@ -100,6 +101,7 @@ enum {
 #define DEFAULT_PROP_MEASURE_AT_FRAME_SIZE FALSE
 #define DEFAULT_PROP_FUSE_TEACHER TRUE
 #define DEFAULT_PROP_FOLLOW_MOTION TRUE
+#define DEFAULT_PROP_TEACHER_WAIT 500
 #define DEFAULT_PROP_OUTPUT GST_DISTILL_OUTPUT_OVERLAY
 #define DEFAULT_PROP_THREADS 0
 #define DEFAULT_PROP_TRAIN_THREADS 0
@@ -488,23 +490,9 @@ static void update_frame_interval(GstDistillSeg *self, GstBuffer *buffer)
 
 static gboolean plan_input(GstDistillSeg *self, int long_side);
 
-/* The input at the training size the engine asks for (distill_engine_input_long_side): FALSE
- * when the buffers for it cannot be made. */
-static gboolean follow_training_size(GstDistillSeg *self)
-{
-  int long_side = distill_engine_input_long_side(self->engine);
-  if (!long_side || long_side == MAX(self->input_w, self->input_h))
-    return TRUE;
-  if (plan_input(self, long_side))
-    return TRUE;
-  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Cannot allocate class map buffers."),
-                    ("for a student input of long side %d", long_side));
-  return FALSE;
-}
-
-/* Runs the student (and the teacher when its turn comes) on frame; the class map ends up in
- * self->classes and in a meta on outbuf. */
-static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *outbuf)
+/* Runs the student on frame, and sends it to the teacher when its turn comes; its class map
+ * waits in the engine until the frame is shown (the transform, below). */
+static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame)
 {
   DistillQuery *query = NULL;
 
@@ -516,10 +504,153 @@ static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame, GstBuffer *
     query = distill_engine_wants_teacher(self->engine, &self->input);
   if (query)
     send_to_teacher(self, frame, query);
-  distill_engine_process(self->engine, &self->input, self->classes);
-  attach_meta(self, frame, outbuf);
+  distill_engine_infer(self->engine, &self->input);
   self->frame++;
   after_frame(self);
+}
+
+/* A frame held back for the teacher (teacher-wait), with when it came (monotonic µs). */
+typedef struct {
+  GstBuffer *buffer;
+  gint64 arrived;
+} WaitingFrame;
+
+/* Whether the oldest frame waiting has waited teacher-wait: since it came, or in the stream's
+ * time, by the newest frame's timestamp. A live source gives both alike; a file read as fast
+ * as downstream takes it comes in bursts, and its frames' timestamps bound the frames held. */
+static gboolean waited_enough(GstDistillSeg *self, const WaitingFrame *w)
+{
+  GstClockTime pts = GST_BUFFER_PTS(w->buffer);
+  if (g_get_monotonic_time() - w->arrived >= self->wait_us)
+    return TRUE;
+  return GST_CLOCK_TIME_IS_VALID(pts) && GST_CLOCK_TIME_IS_VALID(self->last_pts) &&
+         self->last_pts >= pts + self->wait_us * GST_USECOND;
+}
+
+static void waiting_frame_free(gpointer data)
+{
+  WaitingFrame *w = data;
+  gst_buffer_unref(w->buffer);
+  g_free(w);
+}
+
+/* The oldest frame waiting goes out: the base class's output path (a writable buffer, or a new
+ * one for output=mask) then the transform below, which shows its class map. */
+static GstFlowReturn show_oldest(GstDistillSeg *self, GstBuffer **outbuf)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM(self);
+  WaitingFrame *w = g_queue_pop_head(&self->waiting);
+
+  trans->queued_buf = w->buffer;
+  g_free(w);
+  return GST_BASE_TRANSFORM_CLASS(parent_class)->generate_output(trans, outbuf);
+}
+
+/* Pushes every frame waiting, in order: at once, or (wait, at the end of the stream) each when
+ * its answers are in or its time is up. */
+static GstFlowReturn push_waiting(GstDistillSeg *self, gboolean wait)
+{
+  GstFlowReturn ret = GST_FLOW_OK;
+
+  while (ret == GST_FLOW_OK && !g_queue_is_empty(&self->waiting)) {
+    WaitingFrame *w = g_queue_peek_head(&self->waiting);
+    GstBuffer *out = NULL;
+    if (wait)
+      distill_engine_show_ready(self->engine, w->arrived + self->wait_us);
+    ret = show_oldest(self, &out);
+    if (ret == GST_FLOW_OK && out)
+      ret = gst_pad_push(GST_BASE_TRANSFORM_SRC_PAD(self), out);
+  }
+  return ret;
+}
+
+static void drop_waiting(GstDistillSeg *self)
+{
+  g_queue_clear_full(&self->waiting, waiting_frame_free);
+  if (self->engine)
+    distill_engine_drop_pending(self->engine);
+}
+
+/* The input at the training size the engine asks for (distill_engine_input_long_side). The
+ * frames waiting were inferred at the size before: they go out first. */
+static GstFlowReturn follow_training_size(GstDistillSeg *self)
+{
+  int long_side = distill_engine_input_long_side(self->engine);
+  if (!long_side || long_side == MAX(self->input_w, self->input_h))
+    return GST_FLOW_OK;
+  GstFlowReturn ret = push_waiting(self, FALSE);
+  if (ret != GST_FLOW_OK)
+    return ret;
+  if (plan_input(self, long_side))
+    return GST_FLOW_OK;
+  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Cannot allocate class map buffers."),
+                    ("for a student input of long side %d", long_side));
+  return GST_FLOW_ERROR;
+}
+
+/* A frame comes in: the student runs on it, and it goes to the teacher when its turn comes. It
+ * then waits (teacher-wait) or goes out at once (generate_output). */
+static GstFlowReturn gst_distill_seg_submit_input_buffer(GstBaseTransform *trans,
+                                                         gboolean is_discont, GstBuffer *input)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+  GstVideoFrame frame;
+  GstFlowReturn ret;
+
+  /* The base class drops frames QoS finds late, and keeps the others in queued_buf. */
+  ret = GST_BASE_TRANSFORM_CLASS(parent_class)->submit_input_buffer(trans, is_discont, input);
+  if (ret != GST_FLOW_OK || !trans->queued_buf)
+    return ret;
+  GstBuffer *buffer = g_steal_pointer(&trans->queued_buf);
+  ret = follow_training_size(self);
+  if (ret != GST_FLOW_OK)
+    goto done;
+  if (!gst_video_frame_map(&frame, &GST_VIDEO_FILTER(self)->in_info, buffer, GST_MAP_READ))
+    goto no_frame;
+  segment_frame(self, &frame);
+  gst_video_frame_unmap(&frame);
+  /* A frame held back is a copy: upstream's buffer goes back to its pool (a camera's holds a
+   * few) now, not after the wait. */
+  if (self->wait_us) {
+    GstBuffer *copy = gst_buffer_copy_deep(buffer);
+    gst_buffer_unref(buffer);
+    buffer = copy;
+  }
+  WaitingFrame *w = g_new(WaitingFrame, 1);
+  w->buffer = g_steal_pointer(&buffer);
+  w->arrived = g_get_monotonic_time();
+  g_queue_push_tail(&self->waiting, w);
+
+done:
+  if (buffer)
+    gst_buffer_unref(buffer);
+  return ret;
+
+  /* ERRORS */
+no_frame:
+  {
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Cannot read the frame."),
+                      ("The buffer is smaller than its caps say (%" G_GSIZE_FORMAT " bytes).",
+                       gst_buffer_get_size(buffer)));
+    ret = GST_FLOW_ERROR;
+    goto done;
+  }
+}
+
+/* The oldest frame goes out once its answers are in, its wait is over, or the engine holds all
+ * the frames it can; the base class calls this until it gives no buffer. */
+static GstFlowReturn gst_distill_seg_generate_output(GstBaseTransform *trans, GstBuffer **outbuf)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+  WaitingFrame *w = g_queue_peek_head(&self->waiting);
+
+  *outbuf = NULL;
+  if (!w)
+    return GST_FLOW_OK;
+  if (waited_enough(self, w) || g_queue_get_length(&self->waiting) >= DISTILL_SHOW_PENDING_MAX ||
+      distill_engine_show_ready(self->engine, 0))
+    return show_oldest(self, outbuf);
+  return GST_FLOW_OK;
 }
 
 static GstFlowReturn gst_distill_seg_transform_frame_ip(GstVideoFilter *filter,
@@ -527,9 +658,8 @@ static GstFlowReturn gst_distill_seg_transform_frame_ip(GstVideoFilter *filter,
 {
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
 
-  if (!follow_training_size(self))
-    return GST_FLOW_ERROR;
-  segment_frame(self, frame, frame->buffer);
+  distill_engine_show(self->engine, self->classes);
+  attach_meta(self, frame, frame->buffer);
   if (self->output == GST_DISTILL_OUTPUT_OVERLAY) {
     int width = GST_VIDEO_FRAME_WIDTH(frame), height = GST_VIDEO_FRAME_HEIGHT(frame);
     distill_engine_class_map(self->engine, width, height, self->frame_classes, width);
@@ -544,13 +674,32 @@ static GstFlowReturn gst_distill_seg_transform_frame(GstVideoFilter *filter, Gst
   GstDistillSeg *self = GST_DISTILL_SEG(filter);
 
   /* The GRAY8 frame is the class map at the frame's size. */
-  if (!follow_training_size(self))
-    return GST_FLOW_ERROR;
-  segment_frame(self, in, out->buffer);
+  distill_engine_show(self->engine, self->classes);
+  attach_meta(self, in, out->buffer);
   distill_engine_class_map(self->engine, GST_VIDEO_FRAME_WIDTH(out), GST_VIDEO_FRAME_HEIGHT(out),
                            GST_VIDEO_FRAME_PLANE_DATA(out, 0),
                            GST_VIDEO_FRAME_PLANE_STRIDE(out, 0));
   return GST_FLOW_OK;
+}
+
+/* The frames held back for the teacher add teacher-wait to the latency downstream sees. */
+static gboolean gst_distill_seg_query(GstBaseTransform *trans, GstPadDirection direction,
+                                      GstQuery *query)
+{
+  GstDistillSeg *self = GST_DISTILL_SEG(trans);
+  gboolean live;
+  GstClockTime min, max;
+
+  if (!GST_BASE_TRANSFORM_CLASS(parent_class)->query(trans, direction, query))
+    return FALSE;
+  if (direction == GST_PAD_SRC && GST_QUERY_TYPE(query) == GST_QUERY_LATENCY && self->wait_us) {
+    gst_query_parse_latency(query, &live, &min, &max);
+    min += self->wait_us * GST_USECOND;
+    if (GST_CLOCK_TIME_IS_VALID(max))
+      max += self->wait_us * GST_USECOND;
+    gst_query_set_latency(query, live, min, max);
+  }
+  return TRUE;
 }
 
 /* ---- negotiation ---------------------------------------------------------------------------- */
@@ -774,6 +923,14 @@ static gboolean gst_distill_seg_sink_event(GstBaseTransform *trans, GstEvent *ev
 {
   GstDistillSeg *self = GST_DISTILL_SEG(trans);
 
+  /* The frames waiting go out before what follows them: at the end of the stream, once their
+   * answers are in or their time is up; before anything else (new caps, a segment, tags), at
+   * once. A flush drops them. */
+  if (GST_EVENT_TYPE(event) == GST_EVENT_FLUSH_STOP)
+    drop_waiting(self);
+  else if (GST_EVENT_IS_SERIALIZED(event) && self->engine)
+    push_waiting(self, GST_EVENT_TYPE(event) == GST_EVENT_EOS);
+
   if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->engine) {
     gchar *path;
     GST_OBJECT_LOCK(self);
@@ -933,6 +1090,12 @@ static gboolean gst_distill_seg_start(GstBaseTransform *trans)
     g_clear_pointer(&self->engine, distill_engine_free);
     return FALSE;
   }
+  /* Frames wait for the teacher only where its answers are fused into what is shown, and where
+   * the stream does not wait for them anyway (sync). */
+  GST_OBJECT_LOCK(self);
+  self->wait_us = self->teacher && !self->sync && self->fuse_teacher
+                      ? (gint64)self->teacher_wait * G_TIME_SPAN_MILLISECOND : 0;
+  GST_OBJECT_UNLOCK(self);
   self->frame = 0;
   self->saturation_warned = FALSE;
   self->last_pts = GST_CLOCK_TIME_NONE;
@@ -985,6 +1148,7 @@ static gboolean gst_distill_seg_stop(GstBaseTransform *trans)
    * must outlive. */
   self->stream = NULL;
   g_clear_pointer(&self->teacher, teacher_group_leave);
+  drop_waiting(self);
   join_saver(self);
   GST_OBJECT_LOCK(self);
   path = g_strdup(self->checkpoint_out);
@@ -1099,6 +1263,9 @@ static void gst_distill_seg_set_property(GObject *object, guint prop_id, const G
     break;
   case PROP_FOLLOW_MOTION:
     self->follow_motion = g_value_get_boolean(value);
+    break;
+  case PROP_TEACHER_WAIT:
+    self->teacher_wait = g_value_get_uint(value);
     break;
   case PROP_OUTPUT:
     self->output = g_value_get_enum(value);
@@ -1218,6 +1385,9 @@ static void gst_distill_seg_get_property(GObject *object, guint prop_id, GValue 
     break;
   case PROP_FOLLOW_MOTION:
     g_value_set_boolean(value, self->follow_motion);
+    break;
+  case PROP_TEACHER_WAIT:
+    g_value_set_uint(value, self->teacher_wait);
     break;
   case PROP_OUTPUT:
     g_value_set_enum(value, self->output);
@@ -1371,6 +1541,13 @@ static void install_properties(GObjectClass *klass)
           "With fuse-teacher, TRUE: the held answer is moved along the scene's motion (block "
           "vectors from frame to frame) from the frame it is of to the one shown; FALSE: held "
           "where it was", DEFAULT_PROP_FOLLOW_MOTION, READY_ONLY));
+  g_object_class_install_property(klass, PROP_TEACHER_WAIT,
+      g_param_spec_uint("teacher-wait", "Wait for the teacher's answer (ms)",
+          "sync=false with a teacher and fuse-teacher: a frame is held back until the teacher "
+          "has answered for it and the frames before it, up to this long, so that an answer "
+          "shows on the frame it is of instead of some frames later; the output runs up to "
+          "this much behind the input (added to the latency the pipeline reports). 0 = every "
+          "frame goes out at once", 0, 10000, DEFAULT_PROP_TEACHER_WAIT, READY_ONLY));
 
   /* Compute */
   g_object_class_install_property(klass, PROP_INFERENCE_WIDTH,
@@ -1457,6 +1634,9 @@ static void gst_distill_seg_class_init(GstDistillSegClass *klass)
   trans_class->start = GST_DEBUG_FUNCPTR(gst_distill_seg_start);
   trans_class->stop = GST_DEBUG_FUNCPTR(gst_distill_seg_stop);
   trans_class->sink_event = GST_DEBUG_FUNCPTR(gst_distill_seg_sink_event);
+  trans_class->submit_input_buffer = GST_DEBUG_FUNCPTR(gst_distill_seg_submit_input_buffer);
+  trans_class->generate_output = GST_DEBUG_FUNCPTR(gst_distill_seg_generate_output);
+  trans_class->query = GST_DEBUG_FUNCPTR(gst_distill_seg_query);
   trans_class->transform_caps = GST_DEBUG_FUNCPTR(gst_distill_seg_transform_caps);
   filter_class->set_info = GST_DEBUG_FUNCPTR(gst_distill_seg_set_info);
   filter_class->transform_frame = GST_DEBUG_FUNCPTR(gst_distill_seg_transform_frame);
@@ -1496,4 +1676,6 @@ static void gst_distill_seg_init(GstDistillSeg *self)
   self->measure_at_frame_size = DEFAULT_PROP_MEASURE_AT_FRAME_SIZE;
   self->fuse_teacher = DEFAULT_PROP_FUSE_TEACHER;
   self->follow_motion = DEFAULT_PROP_FOLLOW_MOTION;
+  self->teacher_wait = DEFAULT_PROP_TEACHER_WAIT;
+  g_queue_init(&self->waiting);
 }

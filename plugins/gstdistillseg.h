@@ -45,6 +45,7 @@ struct _GstDistillSeg {
   GstDistillOptimizer optimizer;
   gboolean learning_rate_set;  /* else the optimizer's own default applies */
   gboolean train, sync, measure_at_frame_size, fuse_teacher, follow_motion;
+  guint teacher_wait;
   GstDistillOutput output;
   guint threads, train_threads, train_nice, stats_interval;
   gdouble inference_budget;
@@ -62,6 +63,8 @@ struct _GstDistillSeg {
   gboolean saturation_warned; /* said that inference leaves training no time */
   GstClockTime last_pts;      /* for the frame interval when the caps give no rate */
   double interval_ms;
+  gint64 wait_us;             /* teacher-wait in effect (0 = none), µs */
+  GQueue waiting;             /* WaitingFrame: frames inferred, not yet shown, oldest first */
 
   /* Between set_info calls: the buffers of the negotiated size (the input's and the class
    * map's follow the training size the engine asks for: distill_engine_input_long_side). */

@@ -3,7 +3,9 @@
  * reverse, and both when each is right in its own part (the student sure where it is right);
  * the fused class map then beats either alone. Fits are averaged over teacher frames. In the engine (sync mode, training off, an untrained student, the synthetic scene), the
  * fused stream scores far above the student's own, and the same engine without fusion does not;
- * with the held answers moved with the scene, higher than with them held still. */
+ * with the held answers moved with the scene, higher than with them held still; with frames held
+ * back until their answers are in, a teacher frame shows its own answer, and the stream scores
+ * higher than shown at once. */
 #include <math.h>
 #include <string.h>
 
@@ -218,6 +220,99 @@ static void test_engine_moves_held_answers(void)
   g_assert_cmpfloat(moved, >, still + 0.03);
 }
 
+/* The async engine (training off, the untrained student) over a panning scene, the teacher every
+ * HB_STRIDE frames answering HB_LATE frames late; each frame shown `lag` frames after it was
+ * inferred (distill_engine_infer, then distill_engine_show). Each answer's round (the fusion's
+ * fit) ends before the next frame, so that runs are alike. The mean mIoU of the frames shown;
+ * *exact: every teacher frame showed its own answer as it came. */
+enum { HB_LATE = 3, HB_STRIDE = 6, HB_FRAMES = 60 };
+
+static double held_back_miou(guint lag, gboolean *exact)
+{
+  StudentConfig scfg;
+  student_config_default(&scfg, 3);
+  Student *student = student_new(&scfg, 11);
+  DistillConfig cfg;
+  distill_config_default(&cfg);
+  cfg.train = FALSE;
+  cfg.min_stride = cfg.max_stride = HB_STRIDE;
+  cfg.threads = 1;
+  SceneRounds rounds;
+  scene_rounds_init(&rounds);
+  cfg.round_finished = scene_rounds_finished;
+  cfg.round_user_data = &rounds;
+  guint64 answered = 0;
+  DistillEngine *e = distill_engine_new(student, &cfg, NULL);
+  SyntheticSceneConfig scene;
+  synthetic_scene_config_default(&scene, 256, 192, 21);
+  scene.pan = 5.0;
+  SceneStream s;
+  scene_stream_init(&s, &scene, e, 256, 192);
+  size_t n = (size_t)s.label_w * s.label_h;
+  DistillQuery *out[HB_FRAMES] = {0};
+  gboolean asked[HB_FRAMES] = {0};
+  uint8_t *truth = g_malloc(n);
+  double sum = 0.0;
+  *exact = TRUE;
+  for (guint64 f = 0; f < HB_FRAMES + lag; f++) {
+    if (f < HB_FRAMES) {
+      scene_stream_load(&s, f);
+      out[f] = distill_engine_wants_teacher(e, &s.input);
+      asked[f] = out[f] != NULL;
+      distill_engine_infer(e, &s.input);
+    }
+    if (f == 0 && lag > 0) { /* frame 0's query is out: it waits, up to the deadline */
+      g_assert_false(distill_engine_show_ready(e, 0));
+      g_assert_false(distill_engine_show_ready(e, g_get_monotonic_time() + 10000));
+    }
+    if (f >= HB_LATE && f - HB_LATE < HB_FRAMES && out[f - HB_LATE]) {
+      synthetic_scene_labels(s.scene, f - HB_LATE, s.label_w, s.label_h, truth);
+      g_assert_true(distill_query_answer(out[f - HB_LATE], truth, s.label_h, s.label_w, NULL));
+      answered++;
+      g_mutex_lock(&rounds.lock);
+      while (rounds.finished < answered)
+        g_cond_wait(&rounds.changed, &rounds.lock);
+      g_mutex_unlock(&rounds.lock);
+    }
+    if (f < lag)
+      continue;
+    guint64 shown = f - lag;
+    if (lag > HB_LATE) /* every answer of its time is in */
+      g_assert_true(distill_engine_show_ready(e, 0));
+    g_assert_cmpuint(distill_engine_pending(e), ==, MIN(f + 1, HB_FRAMES) - shown);
+    distill_engine_show(e, s.classes);
+    synthetic_scene_labels(s.scene, shown, s.label_w, s.label_h, truth);
+    sum += frame_miou(s.classes, truth, n, 2);
+    if (asked[shown] && memcmp(s.classes, truth, n) != 0)
+      *exact = FALSE;
+  }
+  g_assert_cmpuint(distill_engine_pending(e), ==, 0);
+  /* A flush: the frames waiting are not shown. */
+  distill_engine_infer(e, &s.input);
+  distill_engine_infer(e, &s.input);
+  g_assert_cmpuint(distill_engine_pending(e), ==, 2);
+  distill_engine_drop_pending(e);
+  g_assert_cmpuint(distill_engine_pending(e), ==, 0);
+  g_free(truth);
+  scene_stream_clear(&s);
+  distill_engine_free(e);
+  scene_rounds_clear(&rounds);
+  student_free(student);
+  return sum / HB_FRAMES;
+}
+
+static void test_engine_shows_held_back_frames(void)
+{
+  gboolean exact_held, exact_at_once;
+  double held = held_back_miou(HB_LATE + 1, &exact_held);
+  double at_once = held_back_miou(0, &exact_at_once);
+  g_test_message("answers %d frames late, every %d frames: frames shown at once %.3f, held back "
+                 "%d frames %.3f", HB_LATE, HB_STRIDE, at_once, HB_LATE + 1, held);
+  g_assert_true(exact_held);
+  g_assert_false(exact_at_once);
+  g_assert_cmpfloat(held, >, at_once + 0.03);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -228,5 +323,6 @@ int main(int argc, char **argv)
   g_test_add_func("/fusion/held-of-another-size", test_held_of_another_size);
   g_test_add_func("/fusion/engine-fuses-held-answers", test_engine_fuses_held_answers);
   g_test_add_func("/fusion/engine-moves-held-answers", test_engine_moves_held_answers);
+  g_test_add_func("/fusion/engine-shows-held-back-frames", test_engine_shows_held_back_frames);
   return g_test_run();
 }

@@ -16,6 +16,7 @@ static void test_learns_scene(void)
   DistillConfig cfg;
   distill_config_default(&cfg);
   cfg.sync = TRUE;
+  cfg.threads = 1; /* bit-identical runs: the policy branches on a threshold */
   DistillEngine *engine = distill_engine_new(initial, &cfg, NULL);
   SceneStream s;
   scene_stream_init(&s, &scene_cfg, engine, 320, 192);

@@ -49,7 +49,7 @@ static void carry_over(double pan, guint64 anchor, guint64 ahead, double *moved_
   }
   synthetic_scene_labels(f.scene, anchor, LW, LH, held);
   synthetic_scene_labels(f.scene, anchor + ahead, LW, LH, truth);
-  g_assert_nonnull(distill_motion_carry(&m, anchor));
+  g_assert_nonnull(distill_motion_carry(&m, anchor, anchor + ahead));
   distill_motion_sample(&m, held, LH, LW, moved);
   size_t n = 0;
   for (int i = 0; i < LW * LH; i++)
@@ -95,16 +95,16 @@ static void test_carry_is_incremental(void)
   frames_init(&f, 10.0);
   DistillMotion m;
   distill_motion_init(&m);
-  g_assert_null(distill_motion_carry(&m, 0));
+  g_assert_null(distill_motion_carry(&m, 0, 0));
   synthetic_scene_labels(f.scene, 3, LW, LH, held);
   for (guint64 frame = 0; frame < 10; frame++) {
     frames_load(&f, frame);
     distill_motion_add(&m, &f.input, frame);
     if (frame >= 3) /* carried as the stream goes */
-      distill_motion_carry(&m, 3);
+      distill_motion_carry(&m, 3, frame);
   }
   distill_motion_sample(&m, held, LH, LW, a);
-  distill_motion_carry(&m, 3);
+  distill_motion_carry(&m, 3, 9);
   distill_motion_sample(&m, held, LH, LW, b);
   g_assert_cmpmem(a, sizeof a, b, sizeof b);
   g_assert_cmpint(memcmp(a, held, sizeof a), !=, 0); /* it did move */
@@ -115,14 +115,42 @@ static void test_carry_is_incremental(void)
     frames_load(&f, frame);
     distill_motion_add(&once, &f.input, frame);
   }
-  distill_motion_carry(&once, 3);
+  distill_motion_carry(&once, 3, 9);
   distill_motion_sample(&once, held, LH, LW, b);
   g_assert_cmpmem(a, sizeof a, b, sizeof b);
   /* An answer of the newest frame is where it is. */
-  distill_motion_carry(&m, 9);
+  distill_motion_carry(&m, 9, 9);
   distill_motion_sample(&m, held, LH, LW, b);
   g_assert_cmpmem(held, sizeof held, b, sizeof b);
   distill_motion_clear(&once);
+  distill_motion_clear(&m);
+  synthetic_scene_free(f.scene);
+}
+
+/* A frame held back is shown after newer ones were taken: the map carried to it is the one it
+ * had when it was the newest, also after a carry to a newer frame. */
+static void test_carry_to_an_earlier_frame(void)
+{
+  static Frames f;
+  static uint8_t held[LW * LH], then[LW * LH], later[LW * LH];
+  frames_init(&f, 10.0);
+  DistillMotion m;
+  distill_motion_init(&m);
+  synthetic_scene_labels(f.scene, 2, LW, LH, held);
+  for (guint64 frame = 0; frame < 10; frame++) {
+    frames_load(&f, frame);
+    distill_motion_add(&m, &f.input, frame);
+    if (frame == 6) {
+      distill_motion_carry(&m, 2, 6);
+      distill_motion_sample(&m, held, LH, LW, then);
+    }
+  }
+  distill_motion_carry(&m, 2, 9);
+  distill_motion_sample(&m, held, LH, LW, later);
+  g_assert_cmpint(memcmp(later, then, sizeof then), !=, 0);
+  distill_motion_carry(&m, 2, 6);
+  distill_motion_sample(&m, held, LH, LW, later);
+  g_assert_cmpmem(later, sizeof later, then, sizeof then);
   distill_motion_clear(&m);
   synthetic_scene_free(f.scene);
 }
@@ -152,11 +180,11 @@ static void test_size_change_holds_still(void)
   g_assert_cmpuint(m.vectors_of[5 % DISTILL_MOTION_HISTORY], ==, 6);
   g_assert_cmpuint(m.vectors_of[4 % DISTILL_MOTION_HISTORY], ==, 0);
   g_assert_cmpuint(m.vectors_of[3 % DISTILL_MOTION_HISTORY], ==, 0);
-  distill_motion_carry(&m, 4);
+  distill_motion_carry(&m, 4, 5);
   distill_motion_sample(&m, held, LH, LW, out);
   g_assert_cmpint(memcmp(out, held, sizeof out), !=, 0);
   /* Without frame 5's motion (the anchor is the newest frame): in place. */
-  distill_motion_carry(&m, 5);
+  distill_motion_carry(&m, 5, 5);
   distill_motion_sample(&m, held, LH, LW, out);
   g_assert_cmpmem(out, sizeof out, held, sizeof held);
   distill_motion_clear(&m);
@@ -170,6 +198,7 @@ int main(int argc, char **argv)
   g_test_add_func("/motion/carried_answer_follows_objects_over_pan",
                   test_carried_answer_follows_objects_over_pan);
   g_test_add_func("/motion/carry_is_incremental", test_carry_is_incremental);
+  g_test_add_func("/motion/carry_to_an_earlier_frame", test_carry_to_an_earlier_frame);
   g_test_add_func("/motion/size_change_holds_still", test_size_change_holds_still);
   return g_test_run();
 }

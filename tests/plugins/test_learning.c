@@ -7,9 +7,12 @@
  *   over the last quarter of the stream is >= 0.8 with a teacher fraction <= 1/8; the debug log
  *   (GST_DEBUG=distillseg:5) tells of one round per teacher frame, with the updates counted;
  *   and so with the policy measuring at the frame's size (measure-at-frame-size=true);
- * - sync=false, with a teacher that answers after 3 s: the stream never waits for it (the
- *   longest gap between output buffers stays far below the teacher's latency) and the student
- *   still trains. */
+ * - sync=false, with a teacher that answers after 3 s and teacher-wait=0: the stream never
+ *   waits for it (the longest gap between output buffers stays far below the teacher's
+ *   latency) and the student still trains;
+ * - sync=false, with a teacher that answers after 200 ms and teacher-wait of 2 s: each teacher
+ *   frame is held back until its answer is in and shows it, every frame comes out once and in
+ *   order, and the element adds the wait to the latency it reports. */
 #include <glib/gstdio.h>
 #include <gst/app/gstappsink.h>
 #include <gst/app/gstappsrc.h>
@@ -307,7 +310,7 @@ static void test_async_never_stalls(Fixture *fx, gconstpointer data)
   guint64 f; /* after the loop: the frames pushed */
   start_teacher(fx, "3000");
   gchar *props = g_strdup_printf("sync=false teacher-url=%s num-classes=2 min-stride=4 "
-                                 "stats-interval=250", fx->url);
+                                 "stats-interval=250 teacher-wait=0", fx->url);
   GstElement *pipeline = make_pipeline(props);
   GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
   GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
@@ -348,6 +351,106 @@ static void test_async_never_stalls(Fixture *fx, gconstpointer data)
   g_free(props);
 }
 
+/* The frames the element sent to the teacher (GST_DEBUG=distillseg:6, "teacher query N for
+ * frame F"). */
+typedef struct {
+  GMutex lock;
+  GArray *frames; /* guint64 */
+} QueryLog;
+
+static void collect_queries(GstDebugCategory *category, GstDebugLevel level, const gchar *file,
+                            const gchar *function, gint line, GObject *object,
+                            GstDebugMessage *message, gpointer user_data)
+{
+  QueryLog *log = user_data;
+  guint64 query, frame;
+
+  if (level != GST_LEVEL_LOG || strcmp(gst_debug_category_get_name(category), "distillseg") ||
+      sscanf(gst_debug_message_get(message), "teacher query %" G_GUINT64_FORMAT " for frame %"
+             G_GUINT64_FORMAT, &query, &frame) != 2)
+    return;
+  g_mutex_lock(&log->lock);
+  g_array_append_val(log->frames, frame);
+  g_mutex_unlock(&log->lock);
+}
+
+/* Keeps the mIoU of each sample waiting at the sink, by its frame (from its timestamp), in
+ * order; blocks up to timeout for the first. FALSE at the end of the stream. */
+static gboolean pull_outputs(GstElement *sink, const SyntheticScene *scene, GstClockTime timeout,
+                             double *miou, guint64 *pulled)
+{
+  GstSample *sample;
+  while ((sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), timeout))) {
+    guint64 f = GST_BUFFER_PTS(gst_sample_get_buffer(sample)) / (GST_SECOND / 10);
+    g_assert_cmpuint(f, ==, *pulled); /* every frame, once, in order */
+    miou[f] = sample_miou(sample, scene, f);
+    (*pulled)++;
+    gst_sample_unref(sample);
+    timeout = 0;
+  }
+  return !gst_app_sink_is_eos(GST_APP_SINK(sink));
+}
+
+static void test_async_waits_for_answers(Fixture *fx, gconstpointer data)
+{
+  enum { PUSHED = 120 };
+  QueryLog log = {.frames = g_array_new(FALSE, FALSE, sizeof(guint64))};
+  double miou[PUSHED];
+  guint64 pulled = 0;
+  gboolean live;
+  GstClockTime min_latency, max_latency;
+
+  g_mutex_init(&log.lock);
+  gst_debug_set_threshold_for_name("distillseg", GST_LEVEL_LOG);
+  gst_debug_add_log_function(collect_queries, &log, NULL);
+  gst_debug_remove_log_function(gst_debug_log_default);
+  start_teacher(fx, "200");
+  gchar *props = g_strdup_printf("sync=false teacher-url=%s num-classes=2 max-stride=8 "
+                                 "teacher-wait=2000",
+                                 fx->url);
+  GstElement *pipeline = make_pipeline(props);
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstElement *seg = gst_bin_get_by_name(GST_BIN(pipeline), "seg");
+
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GstQuery *latency = gst_query_new_latency();
+  g_assert_true(gst_element_query(seg, latency));
+  gst_query_parse_latency(latency, &live, &min_latency, &max_latency);
+  g_assert_cmpuint(min_latency, >=, 2 * GST_SECOND);
+  gst_query_unref(latency);
+  for (guint64 f = 0; f < PUSHED; f++) { /* at 10 fps, as a camera */
+    gint64 start = g_get_monotonic_time();
+    push_frame(src, fx->scene, f);
+    pull_outputs(sink, fx->scene, 0, miou, &pulled);
+    gint64 pause = 100000 - (g_get_monotonic_time() - start);
+    if (pause > 0)
+      g_usleep(pause);
+  }
+  g_assert_cmpint(gst_app_src_end_of_stream(GST_APP_SRC(src)), ==, GST_FLOW_OK);
+  while (pull_outputs(sink, fx->scene, 10 * GST_SECOND, miou, &pulled))
+    ;
+  g_assert_cmpuint(pulled, ==, PUSHED);
+
+  gst_debug_remove_log_function(collect_queries);
+  gst_debug_add_log_function(gst_debug_log_default, NULL, NULL);
+  gst_debug_unset_threshold_for_name("distillseg");
+  double worst = 1.0;
+  for (guint i = 0; i < log.frames->len; i++)
+    worst = MIN(worst, miou[g_array_index(log.frames, guint64, i)]);
+  g_test_message("async, teacher latency 200 ms, teacher-wait 2000 ms: %u teacher frames, the "
+                 "worst of them %.3f against the truth; reported latency %.1f s", log.frames->len,
+                 worst, (double)min_latency / GST_SECOND);
+  g_assert_cmpuint(log.frames->len, >=, 5);
+  g_assert_cmpfloat(worst, >=, 0.9);
+
+  gst_object_unref(seg);
+  stop_pipeline(pipeline, src, sink);
+  g_array_unref(log.frames);
+  g_mutex_clear(&log.lock);
+  g_free(props);
+}
+
 int main(int argc, char **argv)
 {
   gst_init(&argc, &argv);
@@ -358,5 +461,7 @@ int main(int argc, char **argv)
              "measure-at-frame-size=true", fixture_setup, test_sync_learns, fixture_teardown);
   g_test_add("/plugins/learning/async-slow-teacher", Fixture, NULL, fixture_setup,
              test_async_never_stalls, fixture_teardown);
+  g_test_add("/plugins/learning/async-waits-for-answers", Fixture, NULL, fixture_setup,
+             test_async_waits_for_answers, fixture_teardown);
   return g_test_run();
 }
