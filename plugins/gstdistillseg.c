@@ -16,7 +16,9 @@
  * the stream (`sync=false`) or in line with it (`sync=true`, for evaluation).
  *
  * Every output buffer carries a #GstDistillSegMeta (the class map); the element posts
- * `distill-stats` element messages every `stats-interval` ms.
+ * `distill-stats` element messages every `stats-interval` ms. With `sync=false` a frame may be
+ * held back up to `teacher-wait` ms for the teacher's answer to it, which it then shows; the
+ * element reports that wait as latency.
  *
  * ## Example launch line
  * |[
