@@ -244,6 +244,12 @@ void distill_fusion_init(DistillFusion *f);
  * frame of the weight before the fit: the fused map the stream showed. */
 double distill_fusion_fit(DistillFusion *f, const FeatureMap *logits, const uint8_t *held,
                           const uint8_t *labels, uint8_t *scratch);
+/* The weight of an answer `age` frames old, the fit's being `fitted` for one fitted_age old: the
+ * fit measures the held answer when the next answer comes, a stride after it; a frame shown
+ * sooner (its answers waited for: the element's teacher-wait) holds a younger one, right more
+ * often, up to its own frame's, which it shows alone. Linear from DISTILL_FUSION_ALONE at age
+ * 0 to `fitted` at fitted_age and after; `fitted` past age 0 when fitted_age is 0 (no fit). */
+double distill_fusion_weight_at(double fitted, guint fitted_age, guint age);
 /* out (logits' size and channels) = the logits fused at `weight` (DistillFusion.held); held is
  * held_h x held_w, taken at the nearest pixel. */
 void distill_fusion_apply(double weight, const FeatureMap *logits, const uint8_t *held,

@@ -44,6 +44,7 @@ typedef struct {
   int shown_h, shown_w;   /* 0 = none */
   uint8_t *held;          /* the answer the stream held for this frame (label size), if any */
   gboolean has_held;
+  guint held_age;         /* frames from the held answer's to this one */
 } Slot;
 
 /* A teacher answer kept for the stream's fusion. A frame held back by the caller
@@ -128,6 +129,7 @@ struct DistillEngine {
   HeldAnswer answers[HELD_ANSWERS];
   guint64 held_from;
   double fusion_weight;   /* the trainer's, after its last round (0 = the student alone) */
+  guint fusion_age;       /* the age of the held answer that round fitted it on (0 = none) */
   /* The training size (distill_growth_update, at the end of each round): the long side the
    * caller is asked to give the input at, and why it last changed, for the stream to report
    * when inputs of that size come. inference_room: the share of the frame interval the
@@ -305,6 +307,8 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   }
   e->train_ms_total += ms;
   e->fusion_weight = round.fusion_weight;
+  if (slot->has_held)
+    e->fusion_age = slot->held_age;
   gint64 end = g_get_monotonic_time();
   if (grows && e->last_round_end) {
     double busy = ms / MAX((double)(end - e->last_round_end) / 1000.0, ms);
@@ -688,8 +692,10 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
   add_motion(e, input);
   const uint8_t *held = held_shown(e, e->frame, &held_h, &held_w, &own);
   slot->has_held = held && held_h == query->label_h && held_w == query->label_w;
-  if (slot->has_held)
+  if (slot->has_held) {
     memcpy(slot->held, held, (size_t)held_h * held_w);
+    slot->held_age = (guint)(e->frame + 1 - e->stream_held_query);
+  }
   return query;
 }
 
@@ -944,8 +950,10 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
   }
 }
 
-/* Frame `frame`'s logits fused with the answer it takes: at the trainer's weight, or alone when
- * the answer is of this very frame; logits while there is no answer or the weight is 0. */
+/* Frame `frame`'s logits fused with the answer it takes, at the trainer's weight for an answer
+ * of its age (alone when the answer is of this very frame); logits while there is no answer or
+ * the weight is 0. The younger answers gain weight over min_stride frames at most, however old
+ * the fitted one was: at a long stride an answer half of it old is far off on a busy scene. */
 static const FeatureMap *fuse_teacher(DistillEngine *e, guint64 frame, const FeatureMap *logits)
 {
   int held_h, held_w;
@@ -954,7 +962,9 @@ static const FeatureMap *fuse_teacher(DistillEngine *e, guint64 frame, const Fea
   if (!held)
     return logits;
   g_mutex_lock(&e->lock);
-  double weight = own ? DISTILL_FUSION_ALONE : e->fusion_weight;
+  guint fitted_age = MIN(e->fusion_age, e->cfg.min_stride);
+  double weight = distill_fusion_weight_at(e->fusion_weight, fitted_age,
+                                           (guint)(frame + 1 - e->stream_held_query));
   g_mutex_unlock(&e->lock);
   if (weight == 0.0)
     return logits;

@@ -83,3 +83,12 @@ void distill_fusion_apply(double weight, const FeatureMap *logits, const uint8_t
     }
   }
 }
+
+double distill_fusion_weight_at(double fitted, guint fitted_age, guint age)
+{
+  if (age == 0)
+    return DISTILL_FUSION_ALONE;
+  if (!fitted_age || age >= fitted_age)
+    return fitted;
+  return fitted + (DISTILL_FUSION_ALONE - fitted) * (1.0 - (double)age / (double)fitted_age);
+}

@@ -157,6 +157,19 @@ static void test_held_of_another_size(void)
   g_rand_free(rng);
 }
 
+/* The weight by the answer's age: alone on its own frame, the fit's at the age it was fitted at
+ * and after, in between on the way; without a fit, the fitted (initial) weight. */
+static void test_weight_by_age(void)
+{
+  g_assert_cmpfloat(distill_fusion_weight_at(2.0, 8, 0), ==, DISTILL_FUSION_ALONE);
+  g_assert_cmpfloat(distill_fusion_weight_at(2.0, 8, 8), ==, 2.0);
+  g_assert_cmpfloat(distill_fusion_weight_at(2.0, 8, 20), ==, 2.0);
+  g_assert_cmpfloat(fabs(distill_fusion_weight_at(2.0, 8, 4) - (2.0 + DISTILL_FUSION_ALONE) / 2),
+                    <, 1e-9);
+  g_assert_cmpfloat(distill_fusion_weight_at(0.0, 8, 6), >, distill_fusion_weight_at(0.0, 8, 7));
+  g_assert_cmpfloat(distill_fusion_weight_at(3.0, 0, 5), ==, 3.0);
+}
+
 /* The engine: an untrained student (training off) on the synthetic scene in sync mode, the
  * teacher every 4 frames. The fused stream shows about what the held answers show, and the
  * statistics say how the map shown did on the teacher frames; without fusion, the untrained
@@ -321,6 +334,7 @@ int main(int argc, char **argv)
   g_test_add_func("/fusion/both-partly-right", test_both_partly_right);
   g_test_add_func("/fusion/fits-averaged", test_fits_averaged);
   g_test_add_func("/fusion/held-of-another-size", test_held_of_another_size);
+  g_test_add_func("/fusion/weight-by-age", test_weight_by_age);
   g_test_add_func("/fusion/engine-fuses-held-answers", test_engine_fuses_held_answers);
   g_test_add_func("/fusion/engine-moves-held-answers", test_engine_moves_held_answers);
   g_test_add_func("/fusion/engine-shows-held-back-frames", test_engine_shows_held_back_frames);
