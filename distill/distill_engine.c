@@ -595,11 +595,10 @@ static void add_motion(DistillEngine *e, const FeatureMap *input)
 }
 
 /* The held answer as the stream shows it at frame `frame` (cfg.fuse_teacher): the newest answer
- * of its time, moved with the scene from its frame to this one (cfg.follow_motion); NULL while
- * none is held. *own: the answer is of this very frame. Its size is the labels' at the time of
- * the answer: *h x *w. */
-static const uint8_t *held_shown(DistillEngine *e, guint64 frame, int *h, int *w,
-                                 gboolean *own)
+ * of its time, moved with the scene from its frame to this one (cfg.follow_motion; as it came
+ * when it is of this very frame); NULL while none is held. Its size is the labels' at the time
+ * of the answer: *h x *w. */
+static const uint8_t *held_shown(DistillEngine *e, guint64 frame, int *h, int *w)
 {
   if (!e->cfg.fuse_teacher || !e->queried)
     return NULL;
@@ -625,8 +624,7 @@ static const uint8_t *held_shown(DistillEngine *e, guint64 frame, int *h, int *w
     return NULL;
   *h = e->stream_held_h;
   *w = e->stream_held_w;
-  *own = query == frame + 1;
-  if (!e->cfg.follow_motion || *own)
+  if (!e->cfg.follow_motion || query == frame + 1)
     return e->stream_held;
   if (e->moved_frame != frame + 1 || e->moved_query != query) {
     if (distill_motion_carry(&e->motion, query - 1, frame))
@@ -688,9 +686,8 @@ DistillQuery *distill_engine_wants_teacher(DistillEngine *e, const FeatureMap *i
   memcpy(e->query_thumb, e->thumb, sizeof e->thumb);
   /* What the stream holds for this frame: the trainer fits the fusion on it and the answer. */
   int held_h, held_w;
-  gboolean own;
   add_motion(e, input);
-  const uint8_t *held = held_shown(e, e->frame, &held_h, &held_w, &own);
+  const uint8_t *held = held_shown(e, e->frame, &held_h, &held_w);
   slot->has_held = held && held_h == query->label_h && held_w == query->label_w;
   if (slot->has_held) {
     memcpy(slot->held, held, (size_t)held_h * held_w);
@@ -957,8 +954,7 @@ static void govern(DistillEngine *e, const FeatureMap *input, const FeatureMap *
 static const FeatureMap *fuse_teacher(DistillEngine *e, guint64 frame, const FeatureMap *logits)
 {
   int held_h, held_w;
-  gboolean own;
-  const uint8_t *held = held_shown(e, frame, &held_h, &held_w, &own);
+  const uint8_t *held = held_shown(e, frame, &held_h, &held_w);
   if (!held)
     return logits;
   g_mutex_lock(&e->lock);
