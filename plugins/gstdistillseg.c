@@ -612,8 +612,10 @@ static GstFlowReturn gst_distill_seg_submit_input_buffer(GstBaseTransform *trans
   segment_frame(self, &frame);
   gst_video_frame_unmap(&frame);
   /* A frame held back is a copy: upstream's buffer goes back to its pool (a camera's holds a
-   * few) now, not after the wait. */
-  if (self->wait_us) {
+   * few) now, not after the wait. One that goes out at once (generate_output: nothing before
+   * it, no answer due) is not held. */
+  if (self->wait_us &&
+      (!g_queue_is_empty(&self->waiting) || !distill_engine_show_ready(self->engine, 0))) {
     GstBuffer *copy = gst_buffer_copy_deep(buffer);
     gst_buffer_unref(buffer);
     buffer = copy;

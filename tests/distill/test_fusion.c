@@ -174,18 +174,25 @@ static void test_weight_by_age(void)
  * teacher every 4 frames. The fused stream shows about what the held answers show, and the
  * statistics say how the map shown did on the teacher frames; without fusion, the untrained
  * student's own map, and no such figure. */
-static double engine_miou(gboolean fuse, gboolean follow_motion, int width, int height,
-                          guint stride, double pan, double *shown_miou)
+/* An untrained student, and an engine configuration without training, the teacher every
+ * `stride` frames, on one thread. */
+static Student *untrained(DistillConfig *cfg, guint stride)
 {
   StudentConfig scfg;
   student_config_default(&scfg, 3);
-  Student *student = student_new(&scfg, 11);
+  distill_config_default(cfg);
+  cfg->train = FALSE;
+  cfg->min_stride = cfg->max_stride = stride;
+  cfg->threads = 1;
+  return student_new(&scfg, 11);
+}
+
+static double engine_miou(gboolean fuse, gboolean follow_motion, int width, int height,
+                          guint stride, double pan, double *shown_miou)
+{
   DistillConfig cfg;
-  distill_config_default(&cfg);
+  Student *student = untrained(&cfg, stride);
   cfg.sync = TRUE;
-  cfg.train = FALSE;
-  cfg.min_stride = cfg.max_stride = stride;
-  cfg.threads = 1;
   cfg.fuse_teacher = fuse;
   cfg.follow_motion = follow_motion;
   DistillEngine *e = distill_engine_new(student, &cfg, NULL);
@@ -242,14 +249,8 @@ enum { HB_LATE = 3, HB_STRIDE = 6, HB_FRAMES = 60 };
 
 static double held_back_miou(guint lag, gboolean *exact)
 {
-  StudentConfig scfg;
-  student_config_default(&scfg, 3);
-  Student *student = student_new(&scfg, 11);
   DistillConfig cfg;
-  distill_config_default(&cfg);
-  cfg.train = FALSE;
-  cfg.min_stride = cfg.max_stride = HB_STRIDE;
-  cfg.threads = 1;
+  Student *student = untrained(&cfg, HB_STRIDE);
   SceneRounds rounds;
   scene_rounds_init(&rounds);
   cfg.round_finished = scene_rounds_finished;
