@@ -280,7 +280,8 @@ typedef struct {
   size_t grey_capacity;
   int newest;
   guint64 frame_of;         /* frame + 1 of grey[newest]; 0 = none */
-  BlockVector *vectors;     /* DISTILL_MOTION_HISTORY entries of (h / 4) x (w / 4) vectors */
+  BlockVector *vectors;     /* DISTILL_MOTION_HISTORY entries of (h / 4) x (w / 4) vectors,
+                             * then as many the other way (frame - 1 against frame) */
   size_t vectors_capacity;  /* bytes of one entry */
   guint64 vectors_of[DISTILL_MOTION_HISTORY]; /* frame + 1 whose motion (from the one before)
                                                * an entry holds; 0 = none */
@@ -301,7 +302,8 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
 /* The map for frame `anchor`, carried to frame `frame` (the newest taken at most): started anew
  * when the anchor or the size change or the frame is before the last one carried to, along
  * every frame of the history between (a frame without motion, as after a change of size, counts
- * as still). NULL before a frame was taken. */
+ * as still). An anchor after the frame (a later answer, for a frame held back) is carried back,
+ * anew. NULL before a frame was taken. */
 const float *distill_motion_carry(DistillMotion *m, guint64 anchor, guint64 frame);
 /* out (h x w) = held (h x w, an answer for the anchor, covering the frame) taken through the
  * map at the nearest pixel: the answer moved with the scene; DISTILL_MOTION_UNSURE where the

@@ -571,19 +571,29 @@ static void fit_slot(DistillEngine *e, Slot *slot, const FeatureMap *input, int 
 }
 
 /* Under lock: the answer frame `frame` (0-based) takes: the newest of its time, not before a
- * scene change at or before it; NULL = none. */
+ * scene change at or before it; or, once it came (a frame held back, distill_engine_show), the
+ * first after it when that one is nearer, not after a scene change past the frame. NULL = none. */
 static const HeldAnswer *answer_for(const DistillEngine *e, guint64 frame)
 {
-  const HeldAnswer *best = NULL;
+  const guint64 id = frame + 1;
+  const HeldAnswer *before = NULL, *after = NULL;
   for (guint i = 0; i < HELD_ANSWERS; i++) {
     const HeldAnswer *a = &e->answers[i];
-    if (!a->query || a->query > frame + 1 ||
-        (a->query < e->held_from && e->held_from <= frame + 1))
+    if (!a->query)
       continue;
-    if (!best || a->query > best->query)
-      best = a;
+    if (a->query <= id) {
+      if (a->query < e->held_from && e->held_from <= id)
+        continue;
+      if (!before || a->query > before->query)
+        before = a;
+    } else if (!(e->held_from > id && e->held_from <= a->query) &&
+               (!after || a->query < after->query)) {
+      after = a;
+    }
   }
-  return best;
+  if (after && (!before || after->query - id < id - before->query))
+    return after;
+  return before;
 }
 
 /* The frame's motion, once: the query's snapshot may have taken it before its inference. */
@@ -594,8 +604,8 @@ static void add_motion(DistillEngine *e, const FeatureMap *input)
     distill_motion_add(&e->motion, input, e->frame);
 }
 
-/* The held answer as the stream shows it at frame `frame` (cfg.fuse_teacher): the newest answer
- * of its time, moved with the scene from its frame to this one (cfg.follow_motion; as it came
+/* The held answer as the stream shows it at frame `frame` (cfg.fuse_teacher): the one it takes
+ * (answer_for), moved with the scene from its frame to this one (cfg.follow_motion; as it came
  * when it is of this very frame); NULL while none is held. Its size is the labels' at the time
  * of the answer: *h x *w. */
 static const uint8_t *held_shown(DistillEngine *e, guint64 frame, int *h, int *w)
@@ -959,8 +969,9 @@ static const FeatureMap *fuse_teacher(DistillEngine *e, guint64 frame, const Fea
     return logits;
   g_mutex_lock(&e->lock);
   guint fitted_age = MIN(e->fusion_age, e->cfg.min_stride);
+  guint64 id = frame + 1, query = e->stream_held_query;
   double weight = distill_fusion_weight_at(e->fusion_weight, fitted_age,
-                                           (guint)(frame + 1 - e->stream_held_query));
+                                           (guint)(query > id ? query - id : id - query));
   g_mutex_unlock(&e->lock);
   if (weight == 0.0)
     return logits;
@@ -1007,13 +1018,50 @@ guint distill_engine_pending(const DistillEngine *e)
   return (guint)(e->frame - e->shown);
 }
 
-/* Under lock: a query out for frame `id` - 1 or one before it. */
-static gboolean answer_due(const DistillEngine *e, guint64 id)
+/* What the oldest frame waiting waits for before it is shown. */
+typedef enum {
+  WAIT_NONE,
+  WAIT_ANSWER, /* a query out of its frame or one before, or of a later one nearer than the
+                * answer it has */
+  WAIT_FRAMES, /* frames still to come that may ask the teacher nearer to it */
+} ShowWait;
+
+/* Under lock: whether the answer to query `query` is held. */
+static gboolean answer_held(const DistillEngine *e, guint64 query)
 {
-  for (guint i = 0; i < e->n_slots; i++)
-    if (e->slots[i].state == SLOT_REQUESTED && e->slots[i].query_id <= id)
+  for (guint i = 0; i < HELD_ANSWERS; i++)
+    if (e->answers[i].query == query)
       return TRUE;
   return FALSE;
+}
+
+/* Under lock: the wait of frame `id` - 1. */
+static ShowWait show_wait(const DistillEngine *e, guint64 id)
+{
+  guint64 later = 0; /* the first query after the frame's, out or answered */
+  for (guint i = 0; i < e->n_slots; i++) {
+    const Slot *slot = &e->slots[i];
+    if (slot->state != SLOT_REQUESTED)
+      continue;
+    if (slot->query_id <= id)
+      return WAIT_ANSWER;
+    if (!later || slot->query_id < later)
+      later = slot->query_id;
+  }
+  const HeldAnswer *a = answer_for(e, id - 1);
+  if (a && a->query >= id)
+    return WAIT_NONE; /* its own answer, or a later one already nearer */
+  guint64 age = a ? id - a->query : G_MAXUINT64;
+  for (guint i = 0; i < HELD_ANSWERS; i++)
+    if (e->answers[i].query > id && (!later || e->answers[i].query < later))
+      later = e->answers[i].query;
+  if (later) /* the first later query is known: it is nearer and out, or no later one is */
+    return later - id < age && !(e->held_from > id && e->held_from <= later) &&
+                   !answer_held(e, later)
+               ? WAIT_ANSWER
+               : WAIT_NONE;
+  return e->frame + 1 < id + MIN(age, (guint64)DISTILL_SHOW_PENDING_MAX) ? WAIT_FRAMES
+                                                                           : WAIT_NONE;
 }
 
 gboolean distill_engine_show_ready(DistillEngine *e, gint64 deadline)
@@ -1023,12 +1071,13 @@ gboolean distill_engine_show_ready(DistillEngine *e, gint64 deadline)
   if (!e->cfg.fuse_teacher)
     return TRUE;
   g_mutex_lock(&e->lock);
-  while (answer_due(e, e->shown + 1) && deadline > g_get_monotonic_time() &&
+  ShowWait wait;
+  while ((wait = show_wait(e, e->shown + 1)) == WAIT_ANSWER &&
+         deadline > g_get_monotonic_time() &&
          g_cond_wait_until(&e->answered, &e->lock, deadline))
     ;
-  gboolean ready = !answer_due(e, e->shown + 1);
   g_mutex_unlock(&e->lock);
-  return ready;
+  return wait == WAIT_NONE;
 }
 
 void distill_engine_show(DistillEngine *e, uint8_t *classes)

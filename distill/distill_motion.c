@@ -4,7 +4,8 @@
  * An answer comes some frames after the frame it is of, and is held for the stride after: on a
  * busy scene it is soon out of place (people walk a body's width in a second). Block vectors
  * between consecutive grey frames, composed from the answer's frame to the newest one, move
- * each pixel of the answer to where its content went, at about 1 ms a frame. */
+ * each pixel of the answer to where its content went, at about 1 ms a frame. A frame held back
+ * until a later answer came takes that one, carried back along vectors matched the other way. */
 #include <math.h>
 #include <string.h>
 
@@ -55,6 +56,13 @@ static BlockVector *vectors_of(DistillMotion *m, guint64 frame)
   return m->vectors + (frame % DISTILL_MOTION_HISTORY) * m->vectors_capacity;
 }
 
+/* The other way: where each block of frame - 1 went in frame `frame`. */
+static BlockVector *back_vectors_of(DistillMotion *m, guint64 frame)
+{
+  return m->vectors + (DISTILL_MOTION_HISTORY + frame % DISTILL_MOTION_HISTORY) *
+                          m->vectors_capacity;
+}
+
 void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame)
 {
   int long_side = MAX(input->w, input->h);
@@ -74,7 +82,7 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
     }
     if (vectors > m->vectors_capacity) {
       g_free(m->vectors);
-      m->vectors = g_new(BlockVector, vectors * DISTILL_MOTION_HISTORY);
+      m->vectors = g_new(BlockVector, vectors * DISTILL_MOTION_HISTORY * 2);
       m->vectors_capacity = vectors;
     }
     if (block_match_scratch(h, w) > m->scratch_capacity) {
@@ -91,6 +99,7 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
   grey_frame(input, factor, m->grey[cur], h, w);
   if (m->frame_of && m->frame_of == frame) { /* the previous frame, at this size */
     block_match(m->grey[cur], m->grey[m->newest], h, w, vectors_of(m, frame), m->scratch);
+    block_match(m->grey[m->newest], m->grey[cur], h, w, back_vectors_of(m, frame), m->scratch);
     m->vectors_of[frame % DISTILL_MOTION_HISTORY] = frame + 1;
   } else {
     m->vectors_of[frame % DISTILL_MOTION_HISTORY] = 0;
@@ -139,7 +148,8 @@ static float block_centre(int block)
 
 /* map (of frame - 1) -> next (of frame): a block of the frame came from where its vector points
  * in the frame before, and that point from where the map says; its worst match is the worse of
- * this frame's and that point's. */
+ * this frame's and that point's. Back, from the vectors the other way: map (of frame) -> next
+ * (of frame - 1). */
 static void carry_one(DistillMotion *m, const BlockVector *vectors)
 {
   const int bh = m->map_h, bw = m->map_w;
@@ -171,6 +181,16 @@ const float *distill_motion_carry(DistillMotion *m, guint64 anchor, guint64 fram
     m->next = g_new(float, floats);
     m->map_capacity = floats;
     m->anchor = 0;
+  }
+  if (anchor > frame) { /* back from a later answer, anew each time: a few frames at most */
+    memset(m->map, 0, floats * sizeof(float));
+    m->map_h = bh;
+    m->map_w = bw;
+    m->anchor = 0; /* the next carry forward starts again too */
+    for (guint64 f = anchor; f > frame; f--)
+      if (m->vectors_of[f % DISTILL_MOTION_HISTORY] == f + 1)
+        carry_one(m, back_vectors_of(m, f));
+    return m->map;
   }
   guint64 to = MIN(frame + 1, m->frame_of); /* the map is of frame `to - 1` once carried */
   /* A frame before the one the map was carried to (a frame held back and shown late) starts

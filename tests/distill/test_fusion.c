@@ -5,7 +5,7 @@
  * fused stream scores far above the student's own, and the same engine without fusion does not;
  * with the held answers moved with the scene, higher than with them held still; with frames held
  * back until their answers are in, a teacher frame shows its own answer, and the stream scores
- * higher than shown at once. */
+ * higher than shown at once; held back longer, a frame takes a later answer when it is nearer. */
 #include <math.h>
 #include <string.h>
 
@@ -244,10 +244,28 @@ static void test_engine_moves_held_answers(void)
  * HB_STRIDE frames answering HB_LATE frames late; each frame shown `lag` frames after it was
  * inferred (distill_engine_infer, then distill_engine_show). Each answer's round (the fusion's
  * fit) ends before the next frame, so that runs are alike. The mean mIoU of the frames shown;
- * *exact: every teacher frame showed its own answer as it came. */
+ * *before: of the frames two before a teacher frame; *exact: every teacher frame showed its own
+ * answer as it came. */
 enum { HB_LATE = 3, HB_STRIDE = 6, HB_FRAMES = 60 };
 
-static double held_back_miou(guint lag, gboolean *exact)
+/* Whether frame `shown`, shown at frame `now`, is ready (distill_engine_show_ready): no query
+ * of it or before it is out, nor a nearer one after it (answered HB_LATE frames after it). */
+static gboolean expect_ready(const gboolean *asked, guint64 shown, guint64 now)
+{
+  guint64 before = shown, after = shown + 1;
+  while (before > 0 && !asked[before])
+    before--;
+  while (after < HB_FRAMES && !asked[after])
+    after++;
+  if (asked[before] && before + HB_LATE > now)
+    return FALSE;
+  if (shown == before && asked[before])
+    return TRUE;
+  return !(after < HB_FRAMES && (!asked[before] || after - shown < shown - before) &&
+           after + HB_LATE > now);
+}
+
+static double held_back_miou(guint lag, double *before, gboolean *exact)
 {
   DistillConfig cfg;
   Student *student = untrained(&cfg, HB_STRIDE);
@@ -266,7 +284,8 @@ static double held_back_miou(guint lag, gboolean *exact)
   DistillQuery *out[HB_FRAMES] = {0};
   gboolean asked[HB_FRAMES] = {0};
   uint8_t *truth = g_malloc(n);
-  double sum = 0.0;
+  double miou[HB_FRAMES], sum = 0.0, sum_before = 0.0;
+  guint n_before = 0;
   *exact = TRUE;
   for (guint64 f = 0; f < HB_FRAMES + lag; f++) {
     if (f < HB_FRAMES) {
@@ -291,16 +310,23 @@ static double held_back_miou(guint lag, gboolean *exact)
     if (f < lag)
       continue;
     guint64 shown = f - lag;
-    if (lag > HB_LATE) /* every answer of its time is in */
-      g_assert_true(distill_engine_show_ready(e, 0));
+    if (lag > 0 && f < HB_FRAMES) /* past the last frame, those to come never do */
+      g_assert_true(distill_engine_show_ready(e, 0) == expect_ready(asked, shown, f));
     g_assert_cmpuint(distill_engine_pending(e), ==, MIN(f + 1, HB_FRAMES) - shown);
     distill_engine_show(e, s.classes);
     synthetic_scene_labels(s.scene, shown, s.label_w, s.label_h, truth);
-    sum += frame_miou(s.classes, truth, n, 2);
+    miou[shown] = frame_miou(s.classes, truth, n, 2);
     if (asked[shown] && memcmp(s.classes, truth, n) != 0)
       *exact = FALSE;
   }
   g_assert_cmpuint(distill_engine_pending(e), ==, 0);
+  for (guint64 f = 0; f < HB_FRAMES; f++) {
+    sum += miou[f];
+    if (f + 2 < HB_FRAMES && asked[f + 2] && !asked[f + 1] && !asked[f]) {
+      sum_before += miou[f];
+      n_before++;
+    }
+  }
   /* A flush: the frames waiting are not shown. */
   distill_engine_infer(e, &s.input);
   distill_engine_infer(e, &s.input);
@@ -312,19 +338,31 @@ static double held_back_miou(guint lag, gboolean *exact)
   distill_engine_free(e);
   scene_rounds_clear(&rounds);
   student_free(student);
+  *before = sum_before / n_before;
   return sum / HB_FRAMES;
 }
 
+/* Held back until the answers of their time are in, the teacher frames show their own answers
+ * and the stream scores higher than shown at once; held back longer, the frames two before a
+ * teacher frame wait for its answer, nearer than the last one, and score higher with it. */
 static void test_engine_shows_held_back_frames(void)
 {
-  gboolean exact_held, exact_at_once;
-  double held = held_back_miou(HB_LATE + 1, &exact_held);
-  double at_once = held_back_miou(0, &exact_at_once);
+  enum { OWN = HB_LATE + 1, NEARER = HB_LATE + HB_STRIDE / 2 };
+  gboolean exact_own, exact_nearer, exact_at_once;
+  double before_own, before_nearer, before_at_once;
+  double own = held_back_miou(OWN, &before_own, &exact_own);
+  double nearer = held_back_miou(NEARER, &before_nearer, &exact_nearer);
+  double at_once = held_back_miou(0, &before_at_once, &exact_at_once);
   g_test_message("answers %d frames late, every %d frames: frames shown at once %.3f, held back "
-                 "%d frames %.3f", HB_LATE, HB_STRIDE, at_once, HB_LATE + 1, held);
-  g_assert_true(exact_held);
+                 "%d frames %.3f, %d frames %.3f; two frames before a teacher frame %.3f, %.3f "
+                 "and %.3f", HB_LATE, HB_STRIDE, at_once, OWN, own, NEARER, nearer,
+                 before_at_once, before_own, before_nearer);
+  g_assert_true(exact_own);
+  g_assert_true(exact_nearer);
   g_assert_false(exact_at_once);
-  g_assert_cmpfloat(held, >, at_once + 0.03);
+  g_assert_cmpfloat(own, >, at_once + 0.03);
+  g_assert_cmpfloat(nearer, >, own);
+  g_assert_cmpfloat(before_nearer, >, before_own + 0.01);
 }
 
 int main(int argc, char **argv)

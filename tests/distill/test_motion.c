@@ -32,9 +32,10 @@ static void frames_load(Frames *f, guint64 frame)
   distill_input_from_rgb(f->rgb, SW, SH, SW * 3, 3, NULL, &f->input);
 }
 
-/* The truth of frame `anchor` carried over `ahead` frames, and held, against the truth there,
- * on the pixels the carried answer is sure of; *unsure: the share it is not. */
-static void carry_over(double pan, guint64 anchor, guint64 ahead, double *moved_miou,
+/* The truth of frame `anchor` carried to frame `to` (later, or earlier: back), and held,
+ * against the truth there, on the pixels the carried answer is sure of; *unsure: the share it
+ * is not. */
+static void carry_over(double pan, guint64 anchor, guint64 to, double *moved_miou,
                        double *held_miou, double *unsure)
 {
   static Frames f;
@@ -43,13 +44,13 @@ static void carry_over(double pan, guint64 anchor, guint64 ahead, double *moved_
   frames_init(&f, pan);
   DistillMotion m;
   distill_motion_init(&m);
-  for (guint64 frame = anchor - 2; frame <= anchor + ahead; frame++) {
+  for (guint64 frame = MIN(anchor, to) - 2; frame <= MAX(anchor, to); frame++) {
     frames_load(&f, frame);
     distill_motion_add(&m, &f.input, frame);
   }
   synthetic_scene_labels(f.scene, anchor, LW, LH, held);
-  synthetic_scene_labels(f.scene, anchor + ahead, LW, LH, truth);
-  g_assert_nonnull(distill_motion_carry(&m, anchor, anchor + ahead));
+  synthetic_scene_labels(f.scene, to, LW, LH, truth);
+  g_assert_nonnull(distill_motion_carry(&m, anchor, to));
   distill_motion_sample(&m, held, LH, LW, moved);
   size_t n = 0;
   for (int i = 0; i < LW * LH; i++)
@@ -68,7 +69,7 @@ static void carry_over(double pan, guint64 anchor, guint64 ahead, double *moved_
 static void test_carried_answer_follows_objects(void)
 {
   double moved, held, unsure;
-  carry_over(0.0, 20, 8, &moved, &held, &unsure);
+  carry_over(0.0, 20, 28, &moved, &held, &unsure);
   g_test_message("objects moving, 8 frames on: held %.3f, moved %.3f (unsure of %.3f)", held,
                  moved, unsure);
   g_assert_cmpfloat(unsure, <, 0.1);
@@ -79,11 +80,27 @@ static void test_carried_answer_follows_objects(void)
 static void test_carried_answer_follows_objects_over_pan(void)
 {
   double moved, held, unsure;
-  carry_over(10.0, 20, 8, &moved, &held, &unsure);
+  carry_over(10.0, 20, 28, &moved, &held, &unsure);
   g_test_message("objects moving over a panning background, 8 frames on: held %.3f, moved %.3f "
                  "(unsure of %.3f)", held, moved, unsure);
   g_assert_cmpfloat(unsure, <, 0.1);
   g_assert_cmpfloat(moved, >, held + 0.1);
+}
+
+/* A later answer carried back to a frame 4 before it (a frame held back for it), along the
+ * same vectors: the objects, and the background scrolling under them, are still followed. */
+static void test_carried_back(void)
+{
+  double moved, held, unsure, pan_moved, pan_held, pan_unsure;
+  carry_over(0.0, 24, 20, &moved, &held, &unsure);
+  carry_over(10.0, 24, 20, &pan_moved, &pan_held, &pan_unsure);
+  g_test_message("carried back 4 frames: objects moving, held %.3f, moved %.3f (unsure of "
+                 "%.3f); over a panning background, held %.3f, moved %.3f (unsure of %.3f)",
+                 held, moved, unsure, pan_held, pan_moved, pan_unsure);
+  g_assert_cmpfloat(unsure, <, 0.1);
+  g_assert_cmpfloat(pan_unsure, <, 0.1);
+  g_assert_cmpfloat(moved, >, held + 0.05);
+  g_assert_cmpfloat(pan_moved, >, pan_held + 0.05);
 }
 
 /* The map is carried once per frame: asking again changes nothing; a newer anchor starts anew
@@ -197,6 +214,7 @@ int main(int argc, char **argv)
   g_test_add_func("/motion/carried_answer_follows_objects", test_carried_answer_follows_objects);
   g_test_add_func("/motion/carried_answer_follows_objects_over_pan",
                   test_carried_answer_follows_objects_over_pan);
+  g_test_add_func("/motion/carried_back", test_carried_back);
   g_test_add_func("/motion/carry_is_incremental", test_carry_is_incremental);
   g_test_add_func("/motion/carry_to_an_earlier_frame", test_carry_to_an_earlier_frame);
   g_test_add_func("/motion/size_change_holds_still", test_size_change_holds_still);
