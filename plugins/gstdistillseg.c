@@ -17,8 +17,8 @@
  *
  * Every output buffer carries a #GstDistillSegMeta (the class map); the element posts
  * `distill-stats` element messages every `stats-interval` ms. With `sync=false` a frame may be
- * held back up to `teacher-wait` ms for the teacher's answer to it, which it then shows; the
- * element reports that wait as latency.
+ * held back up to `teacher-wait` ms for the teacher's answer to it, which it then shows (or a
+ * later frame's, when nearer); the element reports that wait as latency.
  *
  * ## Example launch line
  * |[
@@ -1548,10 +1548,11 @@ static void install_properties(GObjectClass *klass)
   g_object_class_install_property(klass, PROP_TEACHER_WAIT,
       g_param_spec_uint("teacher-wait", "Wait for the teacher's answer (ms)",
           "sync=false with a teacher and fuse-teacher: a frame is held back until the teacher "
-          "has answered for it and the frames before it, up to this long, so that an answer "
-          "shows on the frame it is of instead of some frames later; the output runs up to "
-          "this much behind the input (added to the latency the pipeline reports). 0 = every "
-          "frame goes out at once", 0, 10000, DEFAULT_PROP_TEACHER_WAIT, READY_ONLY));
+          "has answered for it and the frames before it, and for a later frame nearer to it "
+          "than the last answer, up to this long, so that an answer shows on the frame it is "
+          "of instead of some frames later, and a frame takes the nearest answer; the output "
+          "runs up to this much behind the input (added to the latency the pipeline reports). 0 = "
+          "every frame goes out at once", 0, 10000, DEFAULT_PROP_TEACHER_WAIT, READY_ONLY));
 
   /* Compute */
   g_object_class_install_property(klass, PROP_INFERENCE_WIDTH,

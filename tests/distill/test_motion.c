@@ -1,8 +1,9 @@
 /* test_motion.c: the teacher's last answer moved with the scene (distill_motion.c). On the
  * synthetic scene (textured objects moving, over a still or a panning background), an answer
- * carried from its frame to one some frames later matches that frame's truth better than the
- * answer held where it was, on the pixels it is sure of (most); a change of input size, or a frame without motion, leaves the answer in place.
- * The engine's use of it: test_fusion.c. */
+ * carried from its frame to one some frames later (or back to one before) matches that frame's
+ * truth better than the answer held where it was, on the pixels it is sure of (most); a change
+ * of input size, or a frame without motion, leaves the answer in place. The engine's use of it:
+ * test_fusion.c. */
 #include <string.h>
 
 #include "kernels.h"
