@@ -280,6 +280,8 @@ typedef struct {
   size_t grey_capacity;
   int newest;
   guint64 frame_of;         /* frame + 1 of grey[newest]; 0 = none */
+  gboolean one_way;         /* set by a caller that never carries back: no vectors the other
+                             * way are matched, and a carry back holds the answer still */
   BlockVector *vectors;     /* DISTILL_MOTION_HISTORY entries of (h / 4) x (w / 4) vectors,
                              * then as many the other way (frame - 1 against frame) */
   size_t vectors_capacity;  /* bytes of one entry */

@@ -413,6 +413,8 @@ DistillEngine *distill_engine_new(const Student *initial, const DistillConfig *c
     return NULL;
   DistillEngine *e = g_new0(DistillEngine, 1);
   e->cfg = *cfg;
+  /* In sync mode a frame is shown as it is inferred: no later answer is ever carried back. */
+  e->motion.one_way = cfg->sync;
   e->num_classes = student_get_config(initial)->num_classes;
   e->student = student_fused_copy(initial);
   student_set_bf16_forward(e->student, cfg->forward_bf16);
@@ -1026,15 +1028,6 @@ typedef enum {
   WAIT_FRAMES, /* frames still to come that may ask the teacher nearer to it */
 } ShowWait;
 
-/* Under lock: whether the answer to query `query` is held. */
-static gboolean answer_held(const DistillEngine *e, guint64 query)
-{
-  for (guint i = 0; i < HELD_ANSWERS; i++)
-    if (e->answers[i].query == query)
-      return TRUE;
-  return FALSE;
-}
-
 /* Under lock: the wait of frame `id` - 1. */
 static ShowWait show_wait(const DistillEngine *e, guint64 id)
 {
@@ -1055,11 +1048,11 @@ static ShowWait show_wait(const DistillEngine *e, guint64 id)
   for (guint i = 0; i < HELD_ANSWERS; i++)
     if (e->answers[i].query > id && (!later || e->answers[i].query < later))
       later = e->answers[i].query;
-  if (later) /* the first later query is known: it is nearer and out, or no later one is */
-    return later - id < age && !(e->held_from > id && e->held_from <= later) &&
-                   !answer_held(e, later)
-               ? WAIT_ANSWER
-               : WAIT_NONE;
+  /* The first later query is known: it is nearer and out (answered and nearer, answer_for has
+   * it), or no later one is. */
+  if (later)
+    return later - id < age && !(e->held_from > id && e->held_from <= later) ? WAIT_ANSWER
+                                                                           : WAIT_NONE;
   return e->frame + 1 < id + MIN(age, (guint64)DISTILL_SHOW_PENDING_MAX) ? WAIT_FRAMES
                                                                            : WAIT_NONE;
 }

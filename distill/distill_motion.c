@@ -99,7 +99,9 @@ void distill_motion_add(DistillMotion *m, const FeatureMap *input, guint64 frame
   grey_frame(input, factor, m->grey[cur], h, w);
   if (m->frame_of && m->frame_of == frame) { /* the previous frame, at this size */
     block_match(m->grey[cur], m->grey[m->newest], h, w, vectors_of(m, frame), m->scratch);
-    block_match(m->grey[m->newest], m->grey[cur], h, w, back_vectors_of(m, frame), m->scratch);
+    if (!m->one_way)
+      block_match(m->grey[m->newest], m->grey[cur], h, w, back_vectors_of(m, frame),
+                  m->scratch);
     m->vectors_of[frame % DISTILL_MOTION_HISTORY] = frame + 1;
   } else {
     m->vectors_of[frame % DISTILL_MOTION_HISTORY] = 0;
@@ -187,7 +189,7 @@ const float *distill_motion_carry(DistillMotion *m, guint64 anchor, guint64 fram
     m->map_h = bh;
     m->map_w = bw;
     m->anchor = 0; /* the next carry forward starts again too */
-    for (guint64 f = anchor; f > frame; f--)
+    for (guint64 f = anchor; f > frame && !m->one_way; f--)
       if (m->vectors_of[f % DISTILL_MOTION_HISTORY] == f + 1)
         carry_one(m, back_vectors_of(m, f));
     return m->map;
