@@ -511,9 +511,13 @@ static void segment_frame(GstDistillSeg *self, GstVideoFrame *frame)
   after_frame(self);
 }
 
-/* A frame held back for the teacher (teacher-wait), with when it came (monotonic µs). */
+/* A frame held back for the teacher (teacher-wait), with when it came (monotonic µs); or an
+ * event that came after the frames before it (a tag: decoders send bitrates every few frames),
+ * sent on in its turn so that it neither overtakes them nor pushes them out before their
+ * answers. */
 typedef struct {
   GstBuffer *buffer;
+  GstEvent *event;
   gint64 arrived;
 } WaitingFrame;
 
@@ -532,8 +536,23 @@ static gboolean waited_enough(GstDistillSeg *self, const WaitingFrame *w)
 static void waiting_frame_free(gpointer data)
 {
   WaitingFrame *w = data;
-  gst_buffer_unref(w->buffer);
+  if (w->buffer)
+    gst_buffer_unref(w->buffer);
+  if (w->event)
+    gst_event_unref(w->event);
   g_free(w);
+}
+
+/* Sends on the events at the head of the line; the oldest frame waiting, if any, is then at its
+ * head. */
+static void send_waiting_events(GstDistillSeg *self)
+{
+  WaitingFrame *w;
+  while ((w = g_queue_peek_head(&self->waiting)) && w->event) {
+    g_queue_pop_head(&self->waiting);
+    gst_pad_push_event(GST_BASE_TRANSFORM_SRC_PAD(self), w->event);
+    g_free(w);
+  }
 }
 
 /* The oldest frame waiting goes out: the base class's output path (a writable buffer, or a new
@@ -554,7 +573,7 @@ static GstFlowReturn push_waiting(GstDistillSeg *self, gboolean wait)
 {
   GstFlowReturn ret = GST_FLOW_OK;
 
-  while (ret == GST_FLOW_OK && !g_queue_is_empty(&self->waiting)) {
+  while (ret == GST_FLOW_OK && (send_waiting_events(self), !g_queue_is_empty(&self->waiting))) {
     WaitingFrame *w = g_queue_peek_head(&self->waiting);
     GstBuffer *out = NULL;
     if (wait)
@@ -574,13 +593,15 @@ static void drop_waiting(GstDistillSeg *self)
 }
 
 /* The input at the training size the engine asks for (distill_engine_input_long_side). The
- * frames waiting were inferred at the size before: they go out first. */
+ * frames waiting were inferred at the size before: they go out first, each once the answers it
+ * waits for are in or its time is up (the stream stalls at most teacher-wait, once a resize:
+ * rushed out, the frames before a teacher frame would miss its answer). */
 static GstFlowReturn follow_training_size(GstDistillSeg *self)
 {
   int long_side = distill_engine_input_long_side(self->engine);
   if (!long_side || long_side == MAX(self->input_w, self->input_h))
     return GST_FLOW_OK;
-  GstFlowReturn ret = push_waiting(self, FALSE);
+  GstFlowReturn ret = push_waiting(self, TRUE);
   if (ret != GST_FLOW_OK)
     return ret;
   if (plan_input(self, long_side))
@@ -620,7 +641,7 @@ static GstFlowReturn gst_distill_seg_submit_input_buffer(GstBaseTransform *trans
     gst_buffer_unref(buffer);
     buffer = copy;
   }
-  WaitingFrame *w = g_new(WaitingFrame, 1);
+  WaitingFrame *w = g_new0(WaitingFrame, 1);
   w->buffer = g_steal_pointer(&buffer);
   w->arrived = g_get_monotonic_time();
   g_queue_push_tail(&self->waiting, w);
@@ -646,12 +667,13 @@ no_frame:
 static GstFlowReturn gst_distill_seg_generate_output(GstBaseTransform *trans, GstBuffer **outbuf)
 {
   GstDistillSeg *self = GST_DISTILL_SEG(trans);
-  WaitingFrame *w = g_queue_peek_head(&self->waiting);
 
   *outbuf = NULL;
+  send_waiting_events(self);
+  WaitingFrame *w = g_queue_peek_head(&self->waiting);
   if (!w)
     return GST_FLOW_OK;
-  if (waited_enough(self, w) || g_queue_get_length(&self->waiting) >= DISTILL_SHOW_PENDING_MAX ||
+  if (waited_enough(self, w) || distill_engine_pending(self->engine) >= DISTILL_SHOW_PENDING_MAX ||
       distill_engine_show_ready(self->engine, 0))
     return show_oldest(self, outbuf);
   return GST_FLOW_OK;
@@ -923,17 +945,37 @@ no_mask_pool:
 
 /* ---- events, start and stop ----------------------------------------------------------------- */
 
+/* Events that say nothing of the frames' format or time line wait behind the frames held back
+ * before them; the others (caps, segment, stream start, EOS) end the wait. */
+static gboolean waits_in_line(GstEvent *event)
+{
+  switch (GST_EVENT_TYPE(event)) {
+  case GST_EVENT_TAG:
+  case GST_EVENT_GAP:
+  case GST_EVENT_CUSTOM_DOWNSTREAM:
+    return TRUE;
+  default:
+    return FALSE;
+  }
+}
+
 static gboolean gst_distill_seg_sink_event(GstBaseTransform *trans, GstEvent *event)
 {
   GstDistillSeg *self = GST_DISTILL_SEG(trans);
 
-  /* The frames waiting go out before what follows them: at the end of the stream, once their
-   * answers are in or their time is up; before anything else (new caps, a segment, tags), at
-   * once. A flush drops them. */
-  if (GST_EVENT_TYPE(event) == GST_EVENT_FLUSH_STOP)
+  /* The frames waiting go out before what follows them: a tag waits in line behind them; at the
+   * end of the stream they go once their answers are in or their time is up; before new caps, a
+   * segment or a stream start, at once. A flush drops them. */
+  if (GST_EVENT_TYPE(event) == GST_EVENT_FLUSH_STOP) {
     drop_waiting(self);
-  else if (GST_EVENT_IS_SERIALIZED(event) && self->engine)
+  } else if (waits_in_line(event) && !g_queue_is_empty(&self->waiting)) {
+    WaitingFrame *w = g_new0(WaitingFrame, 1);
+    w->event = event;
+    g_queue_push_tail(&self->waiting, w);
+    return TRUE;
+  } else if (GST_EVENT_IS_SERIALIZED(event) && self->engine) {
     push_waiting(self, GST_EVENT_TYPE(event) == GST_EVENT_EOS);
+  }
 
   if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->engine) {
     gchar *path;

@@ -12,7 +12,8 @@
  *   latency) and the student still trains;
  * - sync=false, with a teacher that answers after 200 ms and teacher-wait of 2 s: each teacher
  *   frame is held back until its answer is in and shows it, every frame comes out once and in
- *   order, and the element adds the wait to the latency it reports. */
+ *   order, and the element adds the wait to the latency it reports; a tag after each frame (as
+ *   decoders send bitrates) comes out after that frame and does not rush the frames out. */
 #include <glib/gstdio.h>
 #include <gst/app/gstappsink.h>
 #include <gst/app/gstappsrc.h>
@@ -374,6 +375,31 @@ static void collect_queries(GstDebugCategory *category, GstDebugLevel level, con
   g_mutex_unlock(&log->lock);
 }
 
+/* The order things leave distillseg in: each tag's frame (its bitrate, as the test sends it)
+ * against the frames out before it. */
+typedef struct {
+  guint64 buffers;
+  guint tags, tags_out_of_turn;
+} OutputOrder;
+
+static GstPadProbeReturn watch_output(GstPad *pad, GstPadProbeInfo *info, gpointer user_data)
+{
+  OutputOrder *order = user_data;
+  guint frame;
+
+  if (info->type & GST_PAD_PROBE_TYPE_BUFFER) {
+    order->buffers++;
+  } else if (GST_EVENT_TYPE(GST_PAD_PROBE_INFO_EVENT(info)) == GST_EVENT_TAG) {
+    GstTagList *tags;
+    gst_event_parse_tag(GST_PAD_PROBE_INFO_EVENT(info), &tags);
+    if (gst_tag_list_get_uint(tags, GST_TAG_BITRATE, &frame)) {
+      order->tags++;
+      order->tags_out_of_turn += frame + 1 != order->buffers;
+    }
+  }
+  return GST_PAD_PROBE_OK;
+}
+
 /* Keeps the mIoU of each sample waiting at the sink, by its frame (from its timestamp), in
  * order; blocks up to timeout for the first. FALSE at the end of the stream. */
 static gboolean pull_outputs(GstElement *sink, const SyntheticScene *scene, GstClockTime timeout,
@@ -413,6 +439,11 @@ static void test_async_waits_for_answers(Fixture *fx, gconstpointer data)
   GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
   GstElement *seg = gst_bin_get_by_name(GST_BIN(pipeline), "seg");
 
+  OutputOrder order = {0};
+  GstPad *seg_src = gst_element_get_static_pad(seg, "src");
+  gst_pad_add_probe(seg_src, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM,
+                    watch_output, &order, NULL);
+  gst_object_unref(seg_src);
   gst_element_set_state(pipeline, GST_STATE_PLAYING);
   GstQuery *latency = gst_query_new_latency();
   g_assert_true(gst_element_query(seg, latency));
@@ -422,6 +453,9 @@ static void test_async_waits_for_answers(Fixture *fx, gconstpointer data)
   for (guint64 f = 0; f < PUSHED; f++) { /* at 10 fps, as a camera */
     gint64 start = g_get_monotonic_time();
     push_frame(src, fx->scene, f);
+    /* appsrc sends serialized events in turn with its buffers. */
+    gst_element_send_event(src, gst_event_new_tag(gst_tag_list_new(GST_TAG_BITRATE, (guint)f,
+                                                                   NULL)));
     pull_outputs(sink, fx->scene, 0, miou, &pulled);
     gint64 pause = 100000 - (g_get_monotonic_time() - start);
     if (pause > 0)
@@ -439,10 +473,13 @@ static void test_async_waits_for_answers(Fixture *fx, gconstpointer data)
   for (guint i = 0; i < log.frames->len; i++)
     worst = MIN(worst, miou[g_array_index(log.frames, guint64, i)]);
   g_test_message("async, teacher latency 200 ms, teacher-wait 2000 ms: %u teacher frames, the "
-                 "worst of them %.3f against the truth; reported latency %.1f s", log.frames->len,
-                 worst, (double)min_latency / GST_SECOND);
+                 "worst of them %.3f against the truth; reported latency %.1f s; %u tags, %u "
+                 "out of turn", log.frames->len, worst, (double)min_latency / GST_SECOND,
+                 order.tags, order.tags_out_of_turn);
   g_assert_cmpuint(log.frames->len, >=, 5);
   g_assert_cmpfloat(worst, >=, 0.9);
+  g_assert_cmpuint(order.tags, ==, PUSHED);
+  g_assert_cmpuint(order.tags_out_of_turn, ==, 0);
 
   gst_object_unref(seg);
   stop_pipeline(pipeline, src, sink);
