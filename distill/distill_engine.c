@@ -733,13 +733,13 @@ gboolean distill_query_answer(DistillQuery *query, const uint8_t *labels, int he
   return distill_query_answer_shown(query, labels, height, width, NULL, 0, 0, error);
 }
 
-/* Under lock, on an answer in slot: kept for the stream's fusion in place of the oldest. */
+/* Under lock, on an answer in slot: kept for the stream's fusion in place of the oldest. One of a
+ * frame before a scene change is kept too: the frames before the change, held back, take it
+ * (answer_for). */
 static void hold_answer(DistillEngine *e, Slot *slot, int height, int width)
 {
   size_t bytes = (size_t)height * width;
   HeldAnswer *oldest = &e->answers[0];
-  if (slot->query_id < e->held_from)
-    return;
   for (guint i = 0; i < HELD_ANSWERS; i++) {
     if (e->answers[i].query == slot->query_id)
       return;
