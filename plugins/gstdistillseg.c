@@ -946,13 +946,16 @@ no_mask_pool:
 /* ---- events, start and stop ----------------------------------------------------------------- */
 
 /* Events that say nothing of the frames' format or time line wait behind the frames held back
- * before them; the others (caps, segment, stream start, EOS) end the wait. */
+ * before them (a file's last frames come just before its stream-group-done); the others (caps,
+ * segment, stream start, EOS) end the wait. */
 static gboolean waits_in_line(GstEvent *event)
 {
   switch (GST_EVENT_TYPE(event)) {
   case GST_EVENT_TAG:
   case GST_EVENT_GAP:
   case GST_EVENT_CUSTOM_DOWNSTREAM:
+  case GST_EVENT_STREAM_GROUP_DONE:
+  case GST_EVENT_SEGMENT_DONE:
     return TRUE;
   default:
     return FALSE;
@@ -963,9 +966,9 @@ static gboolean gst_distill_seg_sink_event(GstBaseTransform *trans, GstEvent *ev
 {
   GstDistillSeg *self = GST_DISTILL_SEG(trans);
 
-  /* The frames waiting go out before what follows them: a tag waits in line behind them; at the
-   * end of the stream they go once their answers are in or their time is up; before new caps, a
-   * segment or a stream start, at once. A flush drops them. */
+  /* The frames waiting go out before what follows them: a tag or a stream-group-done waits in
+   * line behind them; at the end of the stream they go once their answers are in or their time
+   * is up; before new caps, a segment or a stream start, at once. A flush drops them. */
   if (GST_EVENT_TYPE(event) == GST_EVENT_FLUSH_STOP) {
     drop_waiting(self);
   } else if (waits_in_line(event) && !g_queue_is_empty(&self->waiting)) {
