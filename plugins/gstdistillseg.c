@@ -573,8 +573,11 @@ static GstFlowReturn push_waiting(GstDistillSeg *self, gboolean wait)
 {
   GstFlowReturn ret = GST_FLOW_OK;
 
-  while (ret == GST_FLOW_OK && (send_waiting_events(self), !g_queue_is_empty(&self->waiting))) {
+  while (ret == GST_FLOW_OK) {
+    send_waiting_events(self);
     WaitingFrame *w = g_queue_peek_head(&self->waiting);
+    if (!w)
+      break;
     GstBuffer *out = NULL;
     if (wait)
       distill_engine_show_ready(self->engine, w->arrived + self->wait_us);
