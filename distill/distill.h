@@ -125,9 +125,10 @@ typedef struct {
    * on the training pass's own logits (the input's size). */
   double miou_before;   /* student vs teacher before the round's first step */
   double miou_after;    /* after its last step (= miou_before when no step was taken) */
-  /* With a held answer (cfg->fuse_teacher): the mIoU of the held answer and of the fused
-   * logits (the student's before the first step, the weights before this round's fit) against
-   * the new answer, at the logits' size; -1 without. The fusion's weight after the round. */
+  /* With a held answer (cfg->fuse_teacher), -1 without: the mIoU against the new answer of the
+   * held answer, at the logits' size, and of the fused map as the stream showed it (the student
+   * before the first step at the measure size, the weight before this round's fit), measured
+   * as miou_before is. The fusion's weight after the round. */
   double held_miou, fused_miou;
   double fusion_weight;
   guint updates;        /* SGD steps taken */
@@ -234,6 +235,10 @@ int distill_config_train_threads(const DistillConfig *cfg);
 gboolean distill_policy_keep_training(const DistillConfig *cfg, guint updates, double miou);
 /* The stride after a teacher frame whose round ended at `miou`. */
 guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double miou);
+/* What the stride and hibernation go by: the map the stream showed on the round's frame before
+ * its answer (round->fused_miou) when an answer was held and fused, else the student's after its
+ * steps (round->miou_after, the paper's). */
+double distill_policy_stride_miou(const DistillRound *round);
 
 /* ---- fusion with the teacher's last mask (pure functions; the engine applies them) -------- */
 

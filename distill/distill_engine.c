@@ -289,12 +289,13 @@ static void train_slot(DistillEngine *e, Slot *slot, ThreadPool *pool)
   double ms = (double)(g_get_monotonic_time() - start) / 1000.0;
 
   g_mutex_lock(&e->lock);
-  e->stride = distill_policy_next_stride(&e->cfg, e->stride, round.miou_after);
+  double stride_miou = distill_policy_stride_miou(&round);
+  e->stride = distill_policy_next_stride(&e->cfg, e->stride, stride_miou);
   round.stride = e->stride;
-  /* Hibernation: the student meets the threshold at the longest stride, training has nothing
+  /* Hibernation: the stream meets the threshold at the longest stride, training has nothing
    * to do; a frame below it (or a scene change, distill_engine_wants_teacher) wakes it. */
   e->hibernating = e->cfg.train && e->stride == e->cfg.max_stride &&
-                   round.miou_after >= e->cfg.accuracy_threshold;
+                   stride_miou >= e->cfg.accuracy_threshold;
   e->round_start = 0;
   e->stats.updates += round.updates;
   e->stats.rounds++;

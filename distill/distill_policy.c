@@ -12,6 +12,15 @@ guint distill_policy_next_stride(const DistillConfig *cfg, guint stride, double 
   return CLAMP(next, cfg->min_stride, cfg->max_stride);
 }
 
+/* Between answers the user sees the fused map, not the student's: when the student fits the
+ * frame but the scene's next frames will not follow (a teacher that flickers between two
+ * readings of a scene), the fused map on the new frame, before its answer, tells; the student's
+ * measure after its steps only says that it fitted this frame. */
+double distill_policy_stride_miou(const DistillRound *round)
+{
+  return round->fused_miou >= 0.0 ? round->fused_miou : round->miou_after;
+}
+
 const char *distill_collapse_describe(DistillCollapse collapse)
 {
   switch (collapse) {

@@ -35,6 +35,8 @@ typedef struct {
   Student *measurer;
   FeatureMap measure_input;
   size_t measure_capacity; /* floats */
+  FeatureMap fused;        /* the stream's logits fused with the held answer, for its measure */
+  size_t fused_capacity;   /* floats */
   /* Recent teacher frames against forgetting: replay_frames inputs and labels of replay_h x
    * replay_w (their labels replay_label_h x _w), a ring, made anew at a change of size. */
   float *replay_inputs;

@@ -40,6 +40,7 @@ void distill_trainer_clear(DistillTrainer *t)
   if (t->measurer)
     student_free(t->measurer);
   g_free(t->measure_input.data);
+  g_free(t->fused.data);
   g_free(t->replay_inputs);
   g_free(t->replay_labels);
   g_free(t->good_params);
@@ -84,24 +85,15 @@ static double round_miou(DistillTrainer *t, const DistillRound *round, const Fea
   return frame_miou(t->pred, round->labels, (size_t)label_h * label_w, num_classes);
 }
 
-/* The fusion's fit on the round's frame, before any step: the student as the stream showed it,
- * the answer held then, the new answer; and how the held answer and the fused map (the weight
- * before this fit, as the stream showed it) scored. */
-static void fit_fusion(DistillTrainer *t, DistillRound *round, const FeatureMap *logits)
-{
-  size_t n = (size_t)logits->h * logits->w;
-  round->held_miou = frame_miou(round->held, round->labels, n, logits->c);
-  round->fused_miou = distill_fusion_fit(&t->fusion, logits, round->held, round->labels, t->pred);
-}
-
-/* The policy's measure: at the stream's size when the governor runs it smaller than the
- * round's input (as the user sees the student now), else the training pass's own (miou). */
-static double policy_miou(DistillTrainer *t, const DistillRound *round, double miou,
-                          int num_classes, ThreadPool *pool)
+/* The student's logits as the stream runs it now: at the measure size when the governor runs
+ * it smaller than the round's input, through a copy given the trainer's weights, else the
+ * training pass's own (`logits`). */
+static const FeatureMap *stream_logits(DistillTrainer *t, const DistillRound *round,
+                                       const FeatureMap *logits, ThreadPool *pool)
 {
   int h = round->measure_h, w = round->measure_w;
   if (h <= 0 || w <= 0 || (h == round->input->h && w == round->input->w))
-    return miou;
+    return logits;
   if (!t->measurer) {
     t->measurer = student_copy(t->student);
     student_set_bf16_forward(t->measurer, t->cfg->forward_bf16);
@@ -109,8 +101,35 @@ static double policy_miou(DistillTrainer *t, const DistillRound *round, double m
   memcpy(student_params(t->measurer), student_params(t->student), param_bytes(t));
   distill_input_reserve(&t->measure_input, &t->measure_capacity, h, w);
   resize_bilinear_forward(round->input, &t->measure_input, pool);
-  return round_miou(t, round, student_forward(t->measurer, &t->measure_input, pool), num_classes,
-                    pool);
+  return student_forward(t->measurer, &t->measure_input, pool);
+}
+
+/* The policy's measure of the student as the user sees it (miou: the training pass's own). */
+static double policy_miou(DistillTrainer *t, const DistillRound *round, const FeatureMap *logits,
+                          double miou, int num_classes, ThreadPool *pool)
+{
+  const FeatureMap *stream = stream_logits(t, round, logits, pool);
+  return stream == logits ? miou : round_miou(t, round, stream, num_classes, pool);
+}
+
+/* The fusion's fit on the round's frame, before any step: the student's logits, the answer
+ * held then, the new answer. Then the measures of the held answer (at the logits' size) and of
+ * the fused map as the stream showed it (the student at the size in use, the weight before this
+ * fit), measured as miou_before is. */
+static void fit_fusion(DistillTrainer *t, DistillRound *round, const FeatureMap *logits,
+                       const FeatureMap *stream, int num_classes, ThreadPool *pool)
+{
+  size_t n = (size_t)logits->h * logits->w;
+  double weight = t->fusion.held;
+  round->held_miou = frame_miou(round->held, round->labels, n, logits->c);
+  double fused = distill_fusion_fit(&t->fusion, logits, round->held, round->labels, t->pred);
+  if (stream == logits && !round->shown_labels) {
+    round->fused_miou = fused; /* the fit measured it so */
+    return;
+  }
+  distill_map_reserve(&t->fused, &t->fused_capacity, stream->h, stream->w, stream->c);
+  distill_fusion_apply(weight, stream, round->held, logits->h, logits->w, &t->fused);
+  round->fused_miou = round_miou(t, round, &t->fused, num_classes, pool);
 }
 
 static const float *pixel_weights(DistillTrainer *t, const uint8_t *labels, size_t n)
@@ -268,13 +287,15 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
   double miou, first_loss = 0.0;
   DistillCollapse collapse = DISTILL_COLLAPSE_NONE;
   /* Every pass measures first: the last forward also tells whether the threshold was met. */
+  const FeatureMap *logits;
   for (;;) {
-    const FeatureMap *logits = student_forward(t->student, round->input, pool);
+    logits = student_forward(t->student, round->input, pool);
     miou = round_miou(t, round, logits, num_classes, pool);
     if (updates == 0) {
+      const FeatureMap *stream = stream_logits(t, round, logits, pool);
+      round->miou_before = stream == logits ? miou : round_miou(t, round, stream, num_classes, pool);
       if (cfg->fuse_teacher && round->held && logits->h == label_h && logits->w == label_w)
-        fit_fusion(t, round, logits);
-      round->miou_before = policy_miou(t, round, miou, num_classes, pool);
+        fit_fusion(t, round, logits, stream, num_classes, pool);
       round->verdict = cfg->train ? judge_entry(t, round->miou_before) : DISTILL_ROUND_UNCHECKED;
     }
     if (!distill_policy_keep_training(cfg, updates, miou) || (stop && g_atomic_int_get(stop)))
@@ -297,7 +318,8 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     collapse = DISTILL_COLLAPSE_NON_FINITE;
   if (!collapse && cfg->train && cfg->rollback_rounds && t->rounds_below >= cfg->rollback_rounds)
     collapse = DISTILL_COLLAPSE_AGREEMENT;
-  round->miou_after = updates ? policy_miou(t, round, miou, num_classes, pool) : round->miou_before;
+  round->miou_after =
+      updates ? policy_miou(t, round, logits, miou, num_classes, pool) : round->miou_before;
   round->updates = updates;
   round->collapse = collapse;
   round->fusion_weight = t->fusion.held;

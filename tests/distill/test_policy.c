@@ -23,6 +23,27 @@ static void test_stride_doubles_halves_clamps(void)
   g_assert_cmpuint(distill_policy_next_stride(&cfg, 20, 0.9), ==, 32);
 }
 
+/* The stride goes by the map the stream showed before the answer when the answer was fused: a
+ * student that fits the frame in its steps after the stream showed it wrong is not trusted for
+ * a longer stride. */
+static void test_stride_miou_is_the_map_shown(void)
+{
+  DistillConfig cfg;
+  distill_config_default(&cfg);
+  DistillRound fitted = { .miou_before = 0.6, .miou_after = 0.95, .held_miou = 0.5,
+                          .fused_miou = 0.7 };
+  g_assert_cmpfloat(distill_policy_stride_miou(&fitted), ==, 0.7);
+  g_assert_cmpuint(distill_policy_next_stride(&cfg, 16, distill_policy_stride_miou(&fitted)),
+                   ==, 8);
+  DistillRound shown_right = { .miou_before = 0.8, .miou_after = 0.85, .fused_miou = 0.93 };
+  g_assert_cmpuint(
+      distill_policy_next_stride(&cfg, 16, distill_policy_stride_miou(&shown_right)), ==, 32);
+  /* No answer held (the first round, or fuse_teacher off): the student's after its steps. */
+  DistillRound unfused = { .miou_before = 0.6, .miou_after = 0.95, .held_miou = -1.0,
+                           .fused_miou = -1.0 };
+  g_assert_cmpfloat(distill_policy_stride_miou(&unfused), ==, 0.95);
+}
+
 static void test_keep_training(void)
 {
   DistillConfig cfg;
@@ -142,6 +163,15 @@ static DistillEngine *new_measuring_engine(guint max_stride, double scene_change
   return distill_engine_new(*student, &cfg, NULL);
 }
 
+/* A 48x64 input of fixed pseudo-random texture (free its data). */
+static FeatureMap textured_input(void)
+{
+  FeatureMap input = feature_map(g_new(float, 48 * 64 * 3), 48, 64, 3);
+  for (int i = 0; i < 48 * 64 * 3; i++)
+    input.data[i] = (float)((i * 7919) % 101) / 100.0f - 0.5f;
+  return input;
+}
+
 /* The policy measures the student where the user sees it: with labels at the frame's size, a
  * student that agrees with the teacher at the logits' size but not at the frame's misses the
  * threshold; labels smaller than the logits are refused. */
@@ -149,9 +179,7 @@ static void test_measured_at_shown_size(void)
 {
   Student *s;
   DistillEngine *e = new_measuring_engine(8, 0.0, &s);
-  FeatureMap input = feature_map(g_new(float, 48 * 64 * 3), 48, 64, 3);
-  for (int i = 0; i < 48 * 64 * 3; i++)
-    input.data[i] = (float)((i * 7919) % 101) / 100.0f - 0.5f;
+  FeatureMap input = textured_input();
   int lh, lw;
   distill_engine_label_size(e, 48, 64, &lh, &lw);
   uint8_t *labels = g_malloc(lh * lw), *shown = g_malloc(96 * 128), *classes = g_malloc(lh * lw);
@@ -344,6 +372,43 @@ static void fill(FeatureMap *m, int x_end, int y_end, float value)
 /* The scene-change trigger: a frame that departs from the last teacher frame over most of the
  * picture goes to the teacher before the stride is over (not within min_stride frames of the
  * last query); one changed in a corner does not. */
+/* The stride goes by the fused map the stream showed: an answer the student agrees with, after a
+ * held answer that disagrees with it (shown alone until the first fit), does not lengthen the
+ * stride; the next one, the held answer now agreeing too, does. */
+static void test_stride_follows_the_map_shown(void)
+{
+  Student *s;
+  DistillEngine *e = new_measuring_engine(8, 0.0, &s);
+  FeatureMap input = textured_input();
+  int lh, lw;
+  distill_engine_label_size(e, 48, 64, &lh, &lw);
+  uint8_t *own = g_malloc(lh * lw), *other = g_malloc(lh * lw), *classes = g_malloc(lh * lw);
+  own_labels(e, &input, own);
+  for (int i = 0; i < lh * lw; i++)
+    other[i] = 1 - own[i];
+  const uint8_t *answers[] = { other, own, own };
+  const guint strides[] = { 2, 2, 4 };
+  DistillStats stats;
+  for (int k = 0; k < 3; k++) {
+    DistillQuery *q;
+    while (!(q = distill_engine_wants_teacher(e, &input)))
+      distill_engine_process(e, &input, classes);
+    g_assert_true(distill_query_answer(q, answers[k], lh, lw, NULL));
+    distill_engine_process(e, &input, classes);
+    distill_engine_get_stats(e, &stats);
+    if (k > 0)
+      g_assert_cmpfloat(stats.last_miou, ==, 1.0); /* the student agrees */
+    g_assert_cmpuint(stats.stride, ==, strides[k]);
+  }
+  g_assert_cmpfloat(stats.shown_miou, ==, 1.0);
+  distill_engine_free(e);
+  student_free(s);
+  g_free(input.data);
+  g_free(own);
+  g_free(other);
+  g_free(classes);
+}
+
 static void test_scene_change_trigger(void)
 {
   Student *s;
@@ -391,12 +456,15 @@ int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/distill/policy/stride", test_stride_doubles_halves_clamps);
+  g_test_add_func("/distill/policy/stride-by-the-map-shown", test_stride_miou_is_the_map_shown);
   g_test_add_func("/distill/policy/keep-training", test_keep_training);
   g_test_add_func("/distill/engine/config-errors", test_config_errors);
   g_test_add_func("/distill/engine/config-defaults", test_config_defaults);
   g_test_add_func("/distill/input/from-rgb", test_input_from_rgb);
   g_test_add_func("/distill/engine/queries", test_engine_queries);
   g_test_add_func("/distill/engine/measured-at-shown-size", test_measured_at_shown_size);
+  g_test_add_func("/distill/engine/stride-follows-the-map-shown",
+                  test_stride_follows_the_map_shown);
   g_test_add_func("/distill/engine/sync-waits-for-answer", test_sync_waits_for_answer);
   g_test_add_func("/distill/engine/scene-change-trigger", test_scene_change_trigger);
   return g_test_run();
