@@ -4,7 +4,8 @@
  * policy of Mullapudi et al. (ICCV 2019, JITNet): every `stride` frames one frame goes to a
  * teacher; on its labels the student takes SGD steps while its mIoU against the teacher is below
  * `accuracy_threshold` (at most `max_updates`), then the stride doubles when the threshold is met
- * and halves otherwise, within [min_stride, max_stride].
+ * and halves otherwise, within [min_stride, max_stride]; with the teacher's last answer fused
+ * into the stream's map, the stride goes by that map as shown on the frame before its answer.
  *
  * The engine does not talk to the teacher: the caller (the element `distillseg`) asks it, once
  * per frame, whether this frame should go to the teacher, sends it, and hands the labels (or the

@@ -1553,8 +1553,10 @@ static void install_properties(GObjectClass *klass)
           READY_ONLY));
   g_object_class_install_property(klass, PROP_ACCURACY_THRESHOLD,
       g_param_spec_double("accuracy-threshold", "Accuracy threshold",
-          "Student-vs-teacher mIoU on a teacher frame above which the stride doubles (below "
-          "it, the student trains on the frame and the stride halves)", 0.0, 1.0,
+          "Student-vs-teacher mIoU on a teacher frame below which the student trains on the "
+          "frame; the stride doubles when the map shown on that frame before its answer (the "
+          "student's, fused with the held answer under fuse-teacher) is at or above it, and "
+          "halves otherwise", 0.0, 1.0,
           DEFAULT_PROP_ACCURACY_THRESHOLD, READY_ONLY));
   g_object_class_install_property(klass, PROP_MAX_UPDATES,
       g_param_spec_uint("max-updates", "Maximum updates",
