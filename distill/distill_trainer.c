@@ -104,11 +104,12 @@ static const FeatureMap *stream_logits(DistillTrainer *t, const DistillRound *ro
   return student_forward(t->measurer, &t->measure_input, pool);
 }
 
-/* The policy's measure of the student as the user sees it (miou: the training pass's own). */
-static double policy_miou(DistillTrainer *t, const DistillRound *round, const FeatureMap *logits,
-                          double miou, int num_classes, ThreadPool *pool)
+/* The policy's measure of the student as the stream runs it (`stream`, from stream_logits):
+ * the training pass's own `miou` when that is the stream's. */
+static double policy_miou(DistillTrainer *t, const DistillRound *round, const FeatureMap *stream,
+                          const FeatureMap *logits, double miou, int num_classes,
+                          ThreadPool *pool)
 {
-  const FeatureMap *stream = stream_logits(t, round, logits, pool);
   return stream == logits ? miou : round_miou(t, round, stream, num_classes, pool);
 }
 
@@ -293,7 +294,7 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     miou = round_miou(t, round, logits, num_classes, pool);
     if (updates == 0) {
       const FeatureMap *stream = stream_logits(t, round, logits, pool);
-      round->miou_before = stream == logits ? miou : round_miou(t, round, stream, num_classes, pool);
+      round->miou_before = policy_miou(t, round, stream, logits, miou, num_classes, pool);
       if (cfg->fuse_teacher && round->held && logits->h == label_h && logits->w == label_w)
         fit_fusion(t, round, logits, stream, num_classes, pool);
       round->verdict = cfg->train ? judge_entry(t, round->miou_before) : DISTILL_ROUND_UNCHECKED;
@@ -318,8 +319,9 @@ void distill_trainer_round(DistillTrainer *t, DistillRound *round, ThreadPool *p
     collapse = DISTILL_COLLAPSE_NON_FINITE;
   if (!collapse && cfg->train && cfg->rollback_rounds && t->rounds_below >= cfg->rollback_rounds)
     collapse = DISTILL_COLLAPSE_AGREEMENT;
-  round->miou_after =
-      updates ? policy_miou(t, round, logits, miou, num_classes, pool) : round->miou_before;
+  round->miou_after = updates ? policy_miou(t, round, stream_logits(t, round, logits, pool), logits,
+                                            miou, num_classes, pool)
+                               : round->miou_before;
   round->updates = updates;
   round->collapse = collapse;
   round->fusion_weight = t->fusion.held;

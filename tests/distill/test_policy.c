@@ -369,9 +369,6 @@ static void fill(FeatureMap *m, int x_end, int y_end, float value)
         feature_map_at(m, y, x)[c] = value + 0.01f * (float)((x * 7 + y * 3 + c) % 5);
 }
 
-/* The scene-change trigger: a frame that departs from the last teacher frame over most of the
- * picture goes to the teacher before the stride is over (not within min_stride frames of the
- * last query); one changed in a corner does not. */
 /* The stride goes by the fused map the stream showed: an answer the student agrees with, after a
  * held answer that disagrees with it (shown alone until the first fit), does not lengthen the
  * stride; the next one, the held answer now agreeing too, does. */
@@ -409,6 +406,9 @@ static void test_stride_follows_the_map_shown(void)
   g_free(classes);
 }
 
+/* The scene-change trigger: a frame that departs from the last teacher frame over most of the
+ * picture goes to the teacher before the stride is over (not within min_stride frames of the
+ * last query); one changed in a corner does not. */
 static void test_scene_change_trigger(void)
 {
   Student *s;
